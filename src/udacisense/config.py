@@ -1,0 +1,96 @@
+"""Validated configuration objects. The YAML/CLI options map one-to-one onto these."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from udacisense.errors import UdaciSenseError
+
+
+class StrictModel(BaseModel):
+    """Base for all configs: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(StrictModel):
+    """Which images to load and how to present them to the model."""
+
+    name: str = "fashion-mnist"
+    root: Path | None = Field(default=None, description="data folder; defaults depend on the data set")
+    channels: Literal[1, 3] | None = Field(default=None, description="convert to 1 or 3 channels; None keeps the native count")
+    image_size: int | None = Field(default=None, ge=8, le=512, description="resize to this square size; None keeps native")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="part of the training set held out for validation")
+    split_seed: int = 0
+    train_subset: int | None = Field(default=None, gt=0, description="use only this many training images")
+    test_subset: int | None = Field(default=None, gt=0, description="evaluate on only this many test images")
+    augment: bool = True
+
+
+class ModelConfig(StrictModel):
+    """A registry name (or ``file.py:callable`` / ``package.module:callable``) plus its keyword arguments."""
+
+    name: str = "mobilenet_v3_small"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(StrictModel):
+    """Optimization settings for :func:`udacisense.train.fit`."""
+
+    epochs: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    eval_batch_size: int = Field(default=512, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-5, ge=0)
+    schedule: Literal["cosine", "onecycle"] = "onecycle"
+    warmup_fraction: float = Field(default=0.15, ge=0, lt=1, description="one-cycle warm-up share of all steps")
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    seed: int = 0
+    threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA; ignored on CPU")
+    channels_last: bool = Field(default=True, description="channels-last memory format on CUDA; ignored on CPU")
+
+
+class RunConfig(StrictModel):
+    """Everything `udacisense train` needs: the resolved config saved in each run folder."""
+
+    name: str = "baseline"
+    runs_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def validate_config(model_type: type[StrictModel], raw: dict[str, Any], where: str = "config") -> StrictModel:
+    """Build ``model_type`` from ``raw``, turning pydantic's report into one readable line per mistake."""
+    try:
+        return model_type.model_validate(raw)
+    except ValidationError as error:
+        raise UdaciSenseError(f"invalid {where}: " + "; ".join(_describe(model_type, e) for e in error.errors())) from None
+
+
+def _describe(model_type: type[BaseModel], error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = _known_fields(model_type, error["loc"][:-1])
+        guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f" (did you mean '{guess[0]}'?)" if guess else f" (known: {', '.join(sorted(known))})"
+        return f"unknown key '{location}'{hint}"
+    return f"'{location}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _known_fields(model_type: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:
+    current: Any = model_type
+    for part in parents:
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        current = field.annotation
+    return list(current.model_fields)

@@ -1,0 +1,216 @@
+"""Measurements of a model: the one place report numbers come from.
+
+``profile_model`` returns parameters (total, non-zero), serialized and gzip sizes, MACs at the
+input size, batch-1 CPU latency (1 thread and all threads), peak inference memory of a fresh
+process, and a per-layer table of parameters and MACs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and non-zero parameter counts (non-zero shows what unstructured sparsity removed)."""
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p).item()) for p in model.parameters())
+    return {"total": total, "nonzero": nonzero}
+
+
+def serialized_size(model: nn.Module) -> dict[str, int]:
+    """Bytes of the saved state dict, and of it gzip-compressed (zeros from pruning compress well)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    raw = buffer.getvalue()
+    return {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, compresslevel=6))}
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
+    """Multiply-accumulates of one forward pass at ``input_shape`` (with batch), total and per leaf module.
+
+    ``torch.utils.flop_counter`` counts 2 FLOPs per multiply-accumulate; we report MACs.
+    """
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(input_shape))
+    root = type(model).__name__
+    per_module = {}
+    for name, counts in counter.get_flop_counts().items():
+        if name.startswith(root + "."):
+            per_module[name[len(root) + 1 :]] = sum(counts.values()) // 2
+    return counter.get_total_flops() // 2, per_module
+
+
+def measure_latency(
+    model: nn.Module, input_shape: tuple[int, ...], threads: int, warmup: int = 20, runs: int = 200
+) -> dict[str, float]:
+    """Wall-clock milliseconds per forward pass with ``threads`` intra-op threads: p50, p90, mean."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model.eval()
+        example = torch.randn(input_shape)
+        timings = []
+        with torch.inference_mode():
+            for index in range(warmup + runs):
+                started = time.perf_counter()
+                model(example)
+                if index >= warmup:
+                    timings.append((time.perf_counter() - started) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    return summarize_timings(timings) | {"threads": threads}
+
+
+def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
+    """p50, p90 and mean of a list of millisecond timings."""
+    ordered = sorted(timings_ms)
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p90_ms": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+        "mean_ms": statistics.fmean(ordered),
+        "runs": len(ordered),
+    }
+
+
+_MEMORY_PROBE = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+def status(field):
+    for line in open('/proc/self/status'):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return None
+try:
+    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak-RSS mark after importing torch
+    reset = True
+except OSError:
+    reset = False
+baseline = status('VmRSS')
+model = torch.jit.load(sys.argv[1])
+example = torch.randn(json.loads(sys.argv[2]))
+with torch.inference_mode():
+    for _ in range(3):
+        model(example)
+print(json.dumps({"baseline_rss": baseline, "peak_rss": status('VmHWM'), "reset": reset}))
+"""
+
+
+def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Peak resident memory of a fresh process that loads ``model`` (TorchScript) and runs it at batch 1.
+
+    ``model_bytes`` is the rise above the process's footprint right after ``import torch``:
+    weights plus activations plus runtime buffers, which is what the model costs an app.
+    """
+    model.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt"
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # trace is deprecated but is the lean loader here
+                traced = torch.jit.trace(model, torch.zeros(input_shape), check_trace=False)
+            traced.save(str(path))
+        except Exception as error:  # some user models cannot be traced; say so instead of guessing
+            return {"error": f"tracing failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"}
+        result = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(path), json.dumps(list(input_shape))],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else "probe failed"}
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    return {
+        "peak_rss_bytes": probe["peak_rss"],
+        "model_bytes": probe["peak_rss"] - probe["baseline_rss"],
+        "method": "fresh process: VmHWM after loading and 3 batch-1 runs minus VmRSS after import torch"
+        + ("" if probe["reset"] else " (peak mark could not be reset; includes import)"),
+    }
+
+
+def layer_table(model: nn.Module, macs_per_module: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per leaf module that has parameters or MACs: name, type, parameters, MACs."""
+    rows = []
+    for name, module in model.named_modules():
+        if not name or any(True for _ in module.children()):
+            continue
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        macs = macs_per_module.get(name, 0)
+        if params or macs:
+            rows.append({"name": name, "type": type(module).__name__, "params": params, "macs": macs})
+    return rows
+
+
+def profile_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    warmup: int = 20,
+    runs: int = 200,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """Every measurement of ``model`` at ``input_shape`` (batch included, normally 1)."""
+    model = model.eval().cpu()
+    total_macs, macs_per_module = count_macs(model, input_shape)
+    all_threads = os.cpu_count() or 1
+    latency = {"1_thread": measure_latency(model, input_shape, 1, warmup, runs)}
+    if all_threads > 1:
+        latency[f"{all_threads}_threads"] = measure_latency(model, input_shape, all_threads, warmup, runs)
+    return {
+        "input_shape": list(input_shape),
+        "parameters": count_parameters(model),
+        "size": serialized_size(model),
+        "macs": total_macs,
+        "latency": latency,
+        "memory": measure_peak_memory(model, input_shape) if memory else None,
+        "layers": layer_table(model, macs_per_module),
+        "torch_version": torch.__version__,
+    }
+
+
+def format_profile(profile: dict[str, Any], top_layers: int = 12) -> str:
+    """A readable summary plus the costliest layers by MACs."""
+    params, size = profile["parameters"], profile["size"]
+    lines = [
+        f"input shape        {tuple(profile['input_shape'])}",
+        f"parameters         {params['total']:,} ({params['nonzero']:,} non-zero)",
+        f"file size          {size['bytes'] / 1e6:.2f} MB ({size['gzip_bytes'] / 1e6:.2f} MB gzip)",
+        f"MACs               {profile['macs'] / 1e6:.2f} M",
+    ]
+    for label, timing in profile["latency"].items():
+        lines.append(
+            f"latency {label.replace('_', ' '):<10} p50 {timing['p50_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms, "
+            f"mean {timing['mean_ms']:.3f} ms"
+        )
+    memory = profile.get("memory")
+    if memory:
+        lines.append(
+            f"peak memory        {memory['model_bytes'] / 1e6:.1f} MB above torch ({memory['peak_rss_bytes'] / 1e6:.0f} MB process)"
+            if "model_bytes" in memory
+            else f"peak memory        not measured: {memory['error']}"
+        )
+    layers = sorted(profile["layers"], key=lambda row: row["macs"], reverse=True)[:top_layers]
+    total_macs = max(profile["macs"], 1)
+    lines += ["", f"{'layer (top by MACs)':<40} {'type':<12} {'params':>10} {'MACs':>12} {'share':>6}"]
+    for row in layers:
+        lines.append(
+            f"{row['name'][:40]:<40} {row['type'][:12]:<12} {row['params']:>10,} {row['macs']:>12,} "
+            f"{100 * row['macs'] / total_macs:>5.1f}%"
+        )
+    return "\n".join(lines)

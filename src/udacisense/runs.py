@@ -1,0 +1,47 @@
+"""Run folders: ``runs/<name>/`` with the resolved config, a log file and results."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import yaml
+
+from udacisense.errors import UdaciSenseError
+from udacisense.io import atomic_write
+
+
+def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create ``runs_dir/name``; refuse to clobber an earlier run unless told to resume or overwrite."""
+    run_dir = Path(runs_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise UdaciSenseError(
+                f"run folder {run_dir} already holds results; pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --name"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def save_config(run_dir: Path, config: dict) -> Path:
+    """Write the resolved config as YAML so a run can be reproduced exactly."""
+    text = yaml.safe_dump(config, sort_keys=False)
+    return atomic_write(run_dir / "config.yaml", lambda handle: handle.write(text.encode()))
+
+
+def get_logger(run_dir: Path, name: str = "udacisense") -> logging.Logger:
+    """A logger writing to ``run_dir/<name>.log`` and to the console, configured once per folder."""
+    logger = logging.getLogger(f"udacisense.run.{run_dir.resolve()}")
+    if not logger.handlers:
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        file_handler = logging.FileHandler(run_dir / f"{name}.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(file_handler)
+        logger.addHandler(console)
+    return logger

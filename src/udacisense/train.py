@@ -1,0 +1,274 @@
+"""Training: ``fit()`` for any classifier, plus ``train_run()`` that owns a whole run folder.
+
+``fit`` is deterministic for a given seed on CPU and resumable: ``last.pt`` holds the model,
+optimizer, scheduler and every random-number state, so a run resumed after epoch k ends
+bit-for-bit where the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint
+from udacisense.config import RunConfig, TrainConfig
+from udacisense.data import ImageDataset, get_dataset
+from udacisense.errors import UdaciSenseError
+from udacisense.evaluate import evaluate
+from udacisense.io import write_json
+from udacisense.models import create_model
+from udacisense.runs import get_logger, prepare_run_dir, save_config
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(logits, images, labels) -> scalar loss; images let a distillation loss query a teacher."""
+
+
+@dataclass
+class EpochResult:
+    """What one epoch measured."""
+
+    epoch: int
+    train_loss: float
+    train_top1: float
+    val_loss: float | None
+    val_top1: float | None
+    lr: float
+    seconds: float
+    images_per_second: float
+
+
+def resolve_device(choice: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is a clear error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UdaciSenseError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu")
+    return torch.device("cuda" if choice in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; no weight decay on BatchNorm and bias parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Per-step cosine decay or one-cycle (warm-up then cosine annealing)."""
+    total_steps = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=max(config.warmup_fraction, 1e-3)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+
+
+def fit(
+    model: nn.Module,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    model_spec: dict[str, Any],
+    *,
+    resume: bool = False,
+    loss_function: LossFunction | None = None,
+    on_epoch_end: Callable[[EpochResult], None] | None = None,
+    logger: logging.Logger | None = None,
+    augment: bool = True,
+) -> list[EpochResult]:
+    """Train ``model`` on ``dataset.train``, validating each epoch; writes ``last.pt`` and ``best.pt``.
+
+    ``loss_function`` replaces label-smoothed cross-entropy (distillation plugs in here).
+    ``on_epoch_end`` is called after the epoch's checkpoints are on disk.
+    """
+    logger = logger or logging.getLogger("udacisense")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    use_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if use_cuda and config.channels_last else torch.preserve_format
+    model.to(device=device, memory_format=memory_format)
+    seed_everything(config.seed)
+    data_generator = torch.Generator().manual_seed(config.seed)
+    train_batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(train_batches))
+    loss_function = loss_function or (lambda logits, _images, labels: F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing))
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and config.amp else nullcontext
+
+    history: list[EpochResult] = []
+    best_val = -1.0
+    start_epoch = 1
+    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        data_generator.set_state(state["rng"]["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history = [EpochResult(**row) for row in state["history"]]
+        best_val = state["best_val_top1"]
+        start_epoch = state["epoch"] + 1
+        logger.info(f"resuming from {last_path} after epoch {state['epoch']}")
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(train_batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None)
+        for images, labels in bar:
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+            with autocast():
+                logits = model(images)
+                loss = loss_function(logits.float(), images, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += labels.numel()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        seconds = time.perf_counter() - started
+        val = evaluate(model, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) else None
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=loss_sum / seen,
+            train_top1=100.0 * correct / seen,
+            val_loss=val["loss"] if val else None,
+            val_top1=val["top1"] if val else None,
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=seconds,
+            images_per_second=seen / seconds,
+        )
+        history.append(result)
+        score = result.val_top1 if result.val_top1 is not None else result.train_top1
+        contract = dataset.contract()
+        if score > best_val:
+            best_val = score
+            save_checkpoint(best_path, model, model_spec, contract, epoch=epoch, metrics=asdict(result))
+        save_checkpoint(
+            last_path,
+            model,
+            model_spec,
+            contract,
+            epoch=epoch,
+            metrics=asdict(result),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng={"data": data_generator.get_state(), "torch": torch.get_rng_state()},
+            history=[asdict(row) for row in history],
+            best_val_top1=best_val,
+        )
+        val_text = f"val {result.val_top1:.2f}%" if result.val_top1 is not None else "no val split"
+        logger.info(
+            f"epoch {epoch}/{config.epochs}: loss {result.train_loss:.4f}, train {result.train_top1:.2f}%, "
+            f"{val_text}, lr {result.lr:.4g}, {result.images_per_second:.0f} img/s"
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(result)
+    model.to("cpu", memory_format=torch.contiguous_format)
+    return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int = 50, device: torch.device | str = "cpu") -> nn.Module:
+    """Re-estimate BatchNorm running statistics as an exact average over ``max_batches`` training batches.
+
+    Use after pruning or after training a model whose BN momentum is too small for its schedule
+    (torchvision's MobileNetV3 uses 0.01): stale statistics make eval-mode accuracy collapse.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved_momentum = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    for index, (images, _labels) in enumerate(batches):
+        if index >= max_batches:
+            break
+        model(images.to(device))
+    for norm, momentum in zip(norms, saved_momentum):
+        norm.momentum = momentum
+    return model.eval()
+
+
+def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``config.model`` on ``config.data`` in ``runs/<name>/``, then evaluate the best checkpoint on the test set.
+
+    Writes config.yaml, train.log, last.pt, best.pt, history in metrics.json and eval.json.
+    """
+    run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
+    logger = get_logger(run_dir, "train")
+    if resume:
+        _check_resume_config(run_dir, config)
+    save_config(run_dir, config.model_dump(mode="json"))
+    dataset = get_dataset(config.data)
+    channels = dataset.input_shape[0]
+    model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
+    model_spec = {"name": config.model.name, "kwargs": model_kwargs}
+    model = create_model(config.model.name, **model_kwargs)
+    logger.info(
+        f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
+        f"input {dataset.input_shape}; model {config.model.name} "
+        f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
+    )
+    history = fit(
+        model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment
+    )
+    best_model, best_state = load_model(run_dir / "best.pt")
+    test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
+    summary = {
+        "run": str(run_dir),
+        "model": model_spec,
+        "best_epoch": best_state["epoch"],
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "train_images_per_second": float(np.mean([row.images_per_second for row in history])) if history else None,
+        "train_seconds": float(sum(row.seconds for row in history)),
+        "history": [asdict(row) for row in history],
+    }
+    write_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / "eval.json", {"checkpoint": str(run_dir / "best.pt"), "split": "test", **test})
+    logger.info(f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}% on {test['count']} images (best epoch {best_state['epoch']})")
+    return summary
+
+
+def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
+    import yaml
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    current = config.model_dump(mode="json")
+    changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
+    if changed:
+        raise UdaciSenseError(
+            f"cannot resume {run_dir}: its {', '.join(changed)} settings differ from this command's; "
+            "repeat the original options or start a new --name"
+        )

@@ -1,0 +1,97 @@
+"""Fixtures: tiny data sets written in the exact on-disk formats the readers parse."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from udacisense.data import fashion_mnist
+
+REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Write ``array`` (uint8) as an IDX file: magic 0x0000 08 <ndim>, big-endian dims, raw bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path: Path) -> Path:
+    """A Fashion-MNIST folder with 60 train and 20 test images (the four gzip IDX files)."""
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 60), ("t10k", 20)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count, dtype=np.uint8) % 10)
+    return tmp_path
+
+
+@pytest.fixture
+def fake_cifar10(tmp_path: Path) -> Path:
+    """A 'cifar-10-batches-py' folder: 5 train batches of 8 images, a test batch of 6, batches.meta."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+
+    def dump(name: str, count: int, offset: int) -> None:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [(offset + i) % 10 for i in range(count)],
+            b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{offset + i}.png".encode() for i in range(count)],
+        }
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+
+    for index in range(1, 6):
+        dump(f"data_batch_{index}", 8, 8 * index)
+    dump("test_batch", 6, 0)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": 10000, b"num_vis": 3072}, handle, protocol=2)
+    return tmp_path
+
+
+@pytest.fixture
+def real_fashion_mnist() -> Path:
+    """The installed Debian Fashion-MNIST (make test installs it)."""
+    if not (REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail("Fashion-MNIST is not installed: run 'make test' (it installs dataset-fashion-mnist)")
+    return REAL_FASHION_MNIST
+
+
+class TinyNet(nn.Module):
+    """A small user-defined CNN, as a user would bring one."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images).flatten(1))
+
+
+@pytest.fixture
+def user_model_file(tmp_path: Path) -> Path:
+    """A model file a user would pass as path/to/file.py:TinyNet."""
+    source = Path(__file__).read_text()
+    start = source.index("class TinyNet")
+    end = source.index("@pytest.fixture\ndef user_model_file")
+    path = tmp_path / "my_models.py"
+    path.write_text("import torch\nimport torch.nn as nn\n\n\n" + source[start:end])
+    return path

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from udacisense.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def trained_run(tmp_path, capsys):
+    code, out, _ = run_cli(
+        capsys, "train", "--data", "synthetic", "--model", "mobilenet_v3_small", "--model-arg", "width_mult=0.25",
+        "--epochs", "1", "--threads", "2", "--name", "cli", "--runs-dir", str(tmp_path),
+    )
+    assert code == 0 and "test top-1" in out
+    return tmp_path / "cli"
+
+
+def test_train_evaluate_profile_round_trip(trained_run, capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "--checkpoint", str(trained_run / "best.pt"))
+    assert code == 0 and "top-1" in out and "class_0" in out
+    result = json.loads((trained_run / "eval.json").read_text())
+    assert result["count"] == 400 and len(result["confusion_matrix"]) == 10
+    code, out, _ = run_cli(capsys, "profile", "--checkpoint", str(trained_run / "best.pt"), "--runs", "5", "--no-memory")
+    assert code == 0 and "MACs" in out
+    profile = json.loads((trained_run / "profile.json").read_text())
+    assert profile["input_shape"] == [1, 1, 28, 28] and profile["macs"] > 0
+
+
+def test_resume_reuses_the_saved_options(trained_run, capsys):
+    code, out, _ = run_cli(capsys, "train", "--name", "cli", "--runs-dir", str(trained_run.parent), "--resume")
+    assert code == 0 and "test top-1" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "mobilenetv3", "--data", "synthetic"], "unknown model 'mobilenetv3'"),
+        (["train", "--data-root", "/nonexistent/fmnist"], "apt-get install -y dataset-fashion-mnist"),
+        (["train", "--model-arg", "oops"], "KEY=VALUE"),
+        (["evaluate", "--checkpoint", "/nonexistent.pt"], "does not exist"),
+        (["profile", "--model", "resnet18", "--input-shape", "28x28"], "C,H,W"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(args, message, capsys, tmp_path):
+    code, _, err = run_cli(capsys, *args, *(["--runs-dir", str(tmp_path)] if args[0] == "train" else []))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_config_key_suggests_the_right_one(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    code, _, err = run_cli(capsys, "train", "--config", str(config), "--runs-dir", str(tmp_path))
+    assert code == 2 and "unknown key 'train.epoch' (did you mean 'epochs'?)" in err
+
+
+def test_help_shows_examples(capsys):
+    for command in ("train", "evaluate", "profile"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "example:" in capsys.readouterr().out

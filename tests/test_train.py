@@ -1,0 +1,138 @@
+import copy
+
+import pytest
+import torch
+
+from udacisense import UdaciSenseError
+from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, check_input_shape
+from udacisense.config import DataConfig, RunConfig, TrainConfig
+from udacisense.data import get_dataset
+from udacisense.evaluate import evaluate
+from udacisense.models import create_model
+from udacisense.train import fit, recalibrate_batchnorm, train_run
+
+SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
+QUICK = TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2)
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory, real_fashion_mnist_module):
+    """MobileNetV3-Small trained for 2 epochs on 4,000 real Fashion-MNIST images."""
+    config = RunConfig(
+        name="fashion",
+        runs_dir=tmp_path_factory.mktemp("runs"),
+        data=DataConfig(root=real_fashion_mnist_module, train_subset=4000, test_subset=2000, val_fraction=0.05),
+        model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.75}},
+        train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=2),
+    )
+    return config, train_run(config)
+
+
+@pytest.fixture(scope="module")
+def real_fashion_mnist_module():
+    from conftest import REAL_FASHION_MNIST
+
+    if not (REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail("Fashion-MNIST is not installed: run 'make test' (it installs dataset-fashion-mnist)")
+    return REAL_FASHION_MNIST
+
+
+def test_short_real_training_clearly_beats_chance(fashion_run):
+    config, summary = fashion_run
+    run_dir = config.runs_dir / config.name
+    assert summary["test_top1"] > 65.0  # chance is 10%
+    assert {"config.yaml", "train.log", "best.pt", "last.pt", "metrics.json", "eval.json"} <= {p.name for p in run_dir.iterdir()}
+    assert "test top-1" in (run_dir / "train.log").read_text()
+
+
+def test_checkpoint_reloads_to_identical_predictions(fashion_run, real_fashion_mnist_module):
+    config, summary = fashion_run
+    model, payload = load_model(config.runs_dir / config.name / "best.pt")
+    dataset = get_dataset(config.data)
+    again = evaluate(model, dataset.loader("test", 500), dataset.classes)
+    assert again["top1"] == pytest.approx(summary["test_top1"])
+    assert payload["input"]["shape"] == [1, 1, 28, 28] and len(payload["input"]["classes"]) == 10
+
+
+def test_batchnorm_recalibration_repairs_stale_statistics(fashion_run):
+    config, summary = fashion_run
+    model, _ = load_model(config.runs_dir / config.name / "best.pt")
+    dataset = get_dataset(config.data)
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.reset_running_stats()  # what a too-small momentum leaves after a short run
+    stale = evaluate(model, dataset.loader("test", 500), dataset.classes)["top1"]
+    recalibrate_batchnorm(model, dataset.loader("train", 128, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    repaired = evaluate(model, dataset.loader("test", 500), dataset.classes)["top1"]
+    assert stale < 40.0
+    assert repaired > summary["test_top1"] - 3.0
+
+
+def _train(checkpoint_dir, resume=False, stop_after=None):
+    torch.manual_seed(123)
+    dataset = get_dataset(SYNTHETIC)
+    model = create_model("mobilenet_v3_small", width_mult=0.25)
+
+    def interrupt(result):
+        if stop_after is not None and result.epoch == stop_after:
+            raise KeyboardInterrupt
+
+    history = fit(model, dataset, QUICK, checkpoint_dir, {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
+                  resume=resume, on_epoch_end=interrupt)
+    return model, history
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight, straight_history = _train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "resumed", stop_after=1)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed, resumed_history = _train(tmp_path / "resumed", resume=True)
+    assert [row.epoch for row in resumed_history] == [1, 2]
+    assert resumed_history[-1].train_loss == straight_history[-1].train_loss
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(expected, actual), name
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
+    model = create_model("mobilenet_v3_small", width_mult=0.25)
+    good = save_checkpoint(tmp_path / "good.pt", model, {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}}, {})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UdaciSenseError, match="corrupt"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(UdaciSenseError, match="not a UdaciSense checkpoint"):
+        load_checkpoint(foreign)
+    pickled_module = tmp_path / "module.pt"
+    torch.save(model, pickled_module)  # a whole pickled module must not load under weights_only
+    with pytest.raises(UdaciSenseError, match="corrupt or not loadable safely"):
+        load_checkpoint(pickled_module)
+    with pytest.raises(UdaciSenseError, match="does not exist"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_mismatched_architecture_is_a_clear_error(tmp_path):
+    model = create_model("mobilenet_v3_small", width_mult=0.25)
+    path = save_checkpoint(tmp_path / "x.pt", model, {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.5}}, {})
+    with pytest.raises(UdaciSenseError, match="does not match model"):
+        load_model(path)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    contract = {"shape": [1, 1, 28, 28]}
+    check_input_shape(torch.zeros(4, 1, 28, 28), contract)
+    with pytest.raises(UdaciSenseError, match=r"does not match the model's \(N, 1, 28, 28\)"):
+        check_input_shape(torch.zeros(4, 3, 32, 32), contract)
+
+
+def test_run_folder_is_never_clobbered(tmp_path):
+    config = RunConfig(name="x", runs_dir=tmp_path, data=SYNTHETIC, model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
+                       train=TrainConfig(epochs=1, batch_size=128, threads=2))
+    train_run(config)
+    with pytest.raises(UdaciSenseError, match="--resume"):
+        train_run(config)
+    changed = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=64, threads=2)})
+    with pytest.raises(UdaciSenseError, match="cannot resume .* train settings differ"):
+        train_run(changed, resume=True)
