@@ -61,12 +61,28 @@ def fake_cifar10(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_fashion_mnist() -> Path:
     """The installed Debian Fashion-MNIST (make test installs it)."""
     if not (REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail("Fashion-MNIST is not installed: run 'make test' (it installs dataset-fashion-mnist)")
     return REAL_FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory, real_fashion_mnist):
+    """MobileNetV3-Small (width 0.75) trained for 2 epochs on 4,000 real Fashion-MNIST images (~15 s)."""
+    from udacisense.config import DataConfig, RunConfig, TrainConfig
+    from udacisense.train import train_run
+
+    config = RunConfig(
+        name="fashion",
+        runs_dir=tmp_path_factory.mktemp("runs"),
+        data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=2000, val_fraction=0.05),
+        model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.75}},
+        train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=2),
+    )
+    return config, train_run(config)
 
 
 class TinyNet(nn.Module):

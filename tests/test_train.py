@@ -15,28 +15,6 @@ SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
 QUICK = TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2)
 
 
-@pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory, real_fashion_mnist_module):
-    """MobileNetV3-Small trained for 2 epochs on 4,000 real Fashion-MNIST images."""
-    config = RunConfig(
-        name="fashion",
-        runs_dir=tmp_path_factory.mktemp("runs"),
-        data=DataConfig(root=real_fashion_mnist_module, train_subset=4000, test_subset=2000, val_fraction=0.05),
-        model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.75}},
-        train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=2),
-    )
-    return config, train_run(config)
-
-
-@pytest.fixture(scope="module")
-def real_fashion_mnist_module():
-    from conftest import REAL_FASHION_MNIST
-
-    if not (REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail("Fashion-MNIST is not installed: run 'make test' (it installs dataset-fashion-mnist)")
-    return REAL_FASHION_MNIST
-
-
 def test_short_real_training_clearly_beats_chance(fashion_run):
     config, summary = fashion_run
     run_dir = config.runs_dir / config.name
@@ -45,7 +23,7 @@ def test_short_real_training_clearly_beats_chance(fashion_run):
     assert "test top-1" in (run_dir / "train.log").read_text()
 
 
-def test_checkpoint_reloads_to_identical_predictions(fashion_run, real_fashion_mnist_module):
+def test_checkpoint_reloads_to_identical_predictions(fashion_run):
     config, summary = fashion_run
     model, payload = load_model(config.runs_dir / config.name / "best.pt")
     dataset = get_dataset(config.data)

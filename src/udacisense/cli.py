@@ -25,6 +25,10 @@ PROFILE_EXAMPLE = """example:
   udacisense profile --checkpoint runs/demo/best.pt
   udacisense profile --model mobilenet_v3_large --input-shape 3,32,32 --runs 500"""
 
+EXPORT_EXAMPLE = """example:
+  udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
+  udacisense verify runs/demo/deploy"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
@@ -87,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     profile.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (a subprocess)")
     profile.add_argument("--output", type=Path, help="JSON file (default: profile.json beside the checkpoint)")
+
+    export = _command(commands, "export", "export, validate and benchmark mobile artifacts into a bundle", EXPORT_EXAMPLE, run_export)
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--formats", default="pte,pte-int8,onnx,onnx-int8,ptl",
+                        help="comma list of pte, pte-int8, onnx, onnx-int8, ptl, coreml")
+    export.add_argument("--output", type=Path, help="bundle folder (default: deploy/ beside the checkpoint)")
+    export.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
+    export.add_argument("--data-root", type=Path, help="where the checkpoint's data set lives, if not the default")
+    export.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
+    export.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
+    export.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
+    export.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+
+    verify = _command(commands, "verify", "re-check a bundle's hashes and golden outputs", "example:\n  udacisense verify runs/demo/deploy", run_verify)
+    verify.add_argument("bundle", type=Path)
 
     _command(commands, "list", "list registered models and data sets", "example:\n  udacisense list", run_list)
     return parser
@@ -167,8 +186,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from udacisense.io import write_json
     from udacisense.train import recalibrate_batchnorm
 
+    from udacisense.data import dataset_for_contract
+
     model, payload = load_model(args.checkpoint)
-    dataset = _dataset_for_checkpoint(payload["input"], args)
+    dataset = dataset_for_contract(payload["input"], args.data, args.data_root, args.test_subset)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, dataset.loader("train", 128, shuffle=True))
     result = evaluate_checkpoint_on(model, payload["input"], dataset, args.split, args.batch_size)
@@ -186,29 +207,6 @@ def evaluate_checkpoint_on(model, contract: dict, dataset, split: str, batch_siz
 
     check_input_shape(getattr(dataset, split).images[:1].float(), contract)
     return evaluate(model, dataset.loader(split, batch_size), dataset.classes, progress=True)
-
-
-def _dataset_for_checkpoint(contract: dict, args: argparse.Namespace):
-    """The data a checkpoint was trained on, presented exactly as in training (shape and normalization)."""
-    from dataclasses import replace
-
-    from udacisense.config import DataConfig, validate_config
-    from udacisense.data import Normalization, get_dataset
-
-    _, channels, height, _ = contract["shape"]
-    config = validate_config(
-        DataConfig,
-        {
-            "name": args.data or contract["dataset"],
-            "root": args.data_root,
-            "channels": channels,
-            "image_size": height,
-            "test_subset": args.test_subset,
-        },
-        where="data options",
-    )
-    dataset = get_dataset(config)
-    return replace(dataset, normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))
 
 
 def format_evaluation(result: dict) -> str:
@@ -240,6 +238,40 @@ def run_profile(args: argparse.Namespace) -> int:
     print(format_profile(result))
     print(f"-> {output}")
     return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from udacisense.deploy.validate import Tolerances
+    from udacisense.export import parse_formats
+    from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle
+
+    formats = parse_formats(args.formats)
+    output = args.output or args.checkpoint.parent / "deploy"
+    remove_bundle(output)
+    print(f"exporting {args.checkpoint} to {output}/ as {', '.join(formats)}")
+    manifest = build_bundle(
+        args.checkpoint, output, formats,
+        calibration_images=args.calibration_images, data_root=args.data_root, test_subset=args.test_subset,
+        tolerances=Tolerances(args.min_agreement, args.max_abs_diff), latency_runs=args.runs,
+    )
+    print(f"\nvalidated on {manifest['test_images']} test images, latency at batch 1 (p50):")
+    print(format_table(manifest))
+    problems = verify_bundle(output)
+    failed = [kind for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
+    print(f"\nbundle {'verified' if not problems else 'NOT verified: ' + '; '.join(problems)} -> {output}/manifest.json")
+    if failed:
+        print(f"validation FAILED for: {', '.join(failed)}")
+    return 1 if problems or failed else 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from udacisense.export.bundle import verify_bundle
+
+    problems = verify_bundle(args.bundle)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print("bundle verified: hashes and golden outputs match" if not problems else f"{len(problems)} problem(s) in {args.bundle}")
+    return 1 if problems else 0
 
 
 def run_list(args: argparse.Namespace) -> int:

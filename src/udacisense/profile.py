@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -88,35 +85,10 @@ def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
     }
 
 
-_MEMORY_PROBE = r"""
-import json, sys, torch
-torch.set_num_threads(1)
-def status(field):
-    for line in open('/proc/self/status'):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    return None
-try:
-    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak-RSS mark after importing torch
-    reset = True
-except OSError:
-    reset = False
-baseline = status('VmRSS')
-model = torch.jit.load(sys.argv[1])
-example = torch.randn(json.loads(sys.argv[2]))
-with torch.inference_mode():
-    for _ in range(3):
-        model(example)
-print(json.dumps({"baseline_rss": baseline, "peak_rss": status('VmHWM'), "reset": reset}))
-"""
-
-
 def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Peak resident memory of a fresh process that loads ``model`` (TorchScript) and runs it at batch 1.
+    """Peak resident memory of a fresh process that loads ``model`` (traced to TorchScript) and runs it at batch 1."""
+    from udacisense.deploy.bench import run_probe
 
-    ``model_bytes`` is the rise above the process's footprint right after ``import torch``:
-    weights plus activations plus runtime buffers, which is what the model costs an app.
-    """
     model.eval()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.pt"
@@ -127,21 +99,7 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
             traced.save(str(path))
         except Exception as error:  # some user models cannot be traced; say so instead of guessing
             return {"error": f"tracing failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"}
-        result = subprocess.run(
-            [sys.executable, "-c", _MEMORY_PROBE, str(path), json.dumps(list(input_shape))],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-    if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else "probe failed"}
-    probe = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        "peak_rss_bytes": probe["peak_rss"],
-        "model_bytes": probe["peak_rss"] - probe["baseline_rss"],
-        "method": "fresh process: VmHWM after loading and 3 batch-1 runs minus VmRSS after import torch"
-        + ("" if probe["reset"] else " (peak mark could not be reset; includes import)"),
-    }
+        return run_probe("torchscript", path, input_shape, threads=1, warmup=0, runs=1)["memory"]
 
 
 def layer_table(model: nn.Module, macs_per_module: dict[str, int]) -> list[dict[str, Any]]:

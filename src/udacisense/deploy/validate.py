@@ -1,0 +1,54 @@
+"""Validate an artifact in its own runtime against its source model on a whole split."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from udacisense.deploy.runtime import Runner, run_batches
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Pass/fail thresholds: top-1 agreement with the source (percent) and fp32 logit drift."""
+
+    min_agreement: float = 99.0
+    max_abs_diff_fp32: float = 1e-3
+
+
+def validate_artifact(
+    runner: Runner,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    source_logits: torch.Tensor,
+    *,
+    quantized: bool,
+    tolerances: Tolerances = Tolerances(),
+) -> dict[str, Any]:
+    """Top-1 of the artifact, agreement with the source's top-1, logit differences and a verdict.
+
+    Quantized artifacts are held to the agreement threshold only: their logits differ from
+    fp32 by design, so the fp32 drift bound does not apply.
+    """
+    logits = run_batches(runner, images).float()
+    if logits.shape != source_logits.shape:
+        return {"passed": False, "failures": [f"output shape {tuple(logits.shape)} != source {tuple(source_logits.shape)}"]}
+    predictions = logits.argmax(1)
+    difference = (logits - source_logits).abs()
+    result = {
+        "images": int(labels.numel()),
+        "top1": 100.0 * (predictions == labels).float().mean().item(),
+        "source_top1": 100.0 * (source_logits.argmax(1) == labels).float().mean().item(),
+        "agreement": 100.0 * (predictions == source_logits.argmax(1)).float().mean().item(),
+        "max_abs_diff": difference.max().item(),
+        "mean_abs_diff": difference.mean().item(),
+        "tolerances": asdict(tolerances),
+    }
+    failures = []
+    if result["agreement"] < tolerances.min_agreement:
+        failures.append(f"top-1 agreement {result['agreement']:.2f}% < {tolerances.min_agreement}%")
+    if not quantized and result["max_abs_diff"] > tolerances.max_abs_diff_fp32:
+        failures.append(f"max |logit diff| {result['max_abs_diff']:.2e} > {tolerances.max_abs_diff_fp32:.0e}")
+    return result | {"passed": not failures, "failures": failures}

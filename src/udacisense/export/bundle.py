@@ -1,0 +1,309 @@
+"""The deploy bundle: artifacts, manifest.json, golden I/O and app snippets, plus ``verify_bundle``.
+
+``build_bundle`` exports every requested format, runs each artifact in its own runtime on the
+whole test split (accuracy, agreement with the source model, logit drift), times it beside eager
+PyTorch, and records everything in the manifest. Nothing in the manifest is typed by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from udacisense.checkpoint import load_model
+from udacisense.data import dataset_for_contract
+from udacisense.deploy.bench import bench_artifact
+from udacisense.deploy.runtime import RUNTIMES, load_runner, run_batches
+from udacisense.deploy.validate import Tolerances, validate_artifact
+from udacisense.errors import UdaciSenseError
+from udacisense.export import QUANTIZED, export_artifact
+from udacisense.io import atomic_write, write_json
+
+GOLDEN_COUNT = 8
+GOLDEN_ATOL = 1e-4
+
+
+def build_bundle(
+    checkpoint: Path,
+    output: Path,
+    formats: list[str],
+    *,
+    calibration_images: int = 256,
+    data_root: Path | None = None,
+    test_subset: int | None = None,
+    tolerances: Tolerances = Tolerances(),
+    latency_runs: int = 200,
+    log=print,
+) -> dict[str, Any]:
+    """Export, validate, benchmark and write ``output/`` with manifest.json; returns the manifest."""
+    model, payload = load_model(checkpoint)
+    contract = payload["input"]
+    dataset = dataset_for_contract(contract, root=data_root, test_subset=test_subset)
+    input_shape = tuple(contract["shape"])
+    example = torch.zeros(input_shape)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def calibration() -> list[torch.Tensor]:
+        # the exported graph has batch size 1, so calibrate one training image at a time
+        generator = torch.Generator().manual_seed(0)
+        batches = dataset.loader("train", 1, shuffle=True, generator=generator)
+        return [images for images, _ in itertools.islice(batches, calibration_images)]
+
+    test_images, test_labels = _whole_split(dataset)
+    source = load_runner("eager", model=model, threads=None)
+    source_logits = run_batches(source, test_images).float()
+    golden_inputs = test_images[:GOLDEN_COUNT]
+
+    artifacts: dict[str, Any] = {}
+    for kind in tqdm(formats, desc="export", disable=None):
+        started = time.perf_counter()
+        path, export_info = export_artifact(kind, model, example, output, calibration)
+        entry: dict[str, Any] = {
+            "file": path.name,
+            "runtime": RUNTIMES.get(kind, "coreml (not run here)"),
+            "quantized": kind in QUANTIZED,
+            "export": export_info,
+            "export_seconds": time.perf_counter() - started,
+        }
+        if kind in RUNTIMES:
+            runner = load_runner(kind, path, threads=None)
+            entry["validation"] = validate_artifact(
+                runner, test_images, test_labels, source_logits, quantized=kind in QUANTIZED, tolerances=tolerances
+            )
+            entry |= bench_artifact(kind, path, input_shape, runs=latency_runs)
+            entry["golden_outputs"] = run_batches(runner, golden_inputs).tolist()
+        artifacts[kind] = entry | {"sha256": sha256_of(path), "bytes": size_of(path)}
+        log(f"  {kind}: {describe(entry)}")
+
+    eager = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
+    from udacisense.profile import serialized_size
+
+    manifest = {
+        "format": "udacisense-bundle",
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sha256_of(checkpoint),
+            "checkpoint_bytes": checkpoint.stat().st_size,
+            "state_dict_bytes": serialized_size(model)["bytes"],
+            "model": payload["model"],
+            "test_top1": 100.0 * (source_logits.argmax(1) == test_labels).float().mean().item(),
+            "latency": eager["latency"],
+        },
+        "input": contract,
+        "test_images": int(test_labels.numel()),
+        "golden": {"file": "golden.json", "count": GOLDEN_COUNT, "atol": GOLDEN_ATOL},
+        "artifacts": artifacts,
+        "versions": _versions(),
+    }
+    _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], source_logits[:GOLDEN_COUNT], artifacts)
+    write_snippets(output, manifest)
+    for entry in artifacts.values():
+        entry.pop("golden_outputs", None)
+    write_json(output / "manifest.json", manifest)
+    return manifest
+
+
+def verify_bundle(folder: Path) -> list[str]:
+    """Re-check every file's sha256 and every runnable artifact's golden outputs; returns the problems found."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise UdaciSenseError(f"{folder} has no manifest.json; create the bundle with 'udacisense export'")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        golden = json.loads((folder / manifest["golden"]["file"]).read_text())
+    except (json.JSONDecodeError, KeyError, OSError) as error:
+        return [f"manifest or golden file unreadable: {error}"]
+    problems = []
+    inputs = torch.tensor(golden["inputs"], dtype=torch.float32)
+    for kind, entry in manifest["artifacts"].items():
+        path = folder / entry["file"]
+        if not path.exists():
+            problems.append(f"{kind}: {entry['file']} is missing")
+            continue
+        if sha256_of(path) != entry["sha256"]:
+            problems.append(f"{kind}: {entry['file']} sha256 differs from the manifest (file changed or tampered)")
+            continue
+        if kind not in RUNTIMES:
+            continue
+        try:
+            outputs = run_batches(load_runner(kind, path, threads=None), inputs)
+        except Exception as error:  # a damaged artifact can fail inside any runtime
+            problems.append(f"{kind}: runtime failed on golden inputs: {type(error).__name__}: {str(error)[:120]}")
+            continue
+        expected = torch.tensor(golden["outputs"][kind])
+        drift = (outputs - expected).abs().max().item()
+        if drift > manifest["golden"]["atol"]:
+            problems.append(f"{kind}: golden outputs drift by {drift:.2e} > {manifest['golden']['atol']:.0e}")
+    return problems
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One line per artifact for the console."""
+    if "validation" not in entry:
+        return f"{entry['export'].get('status', 'converted')}"
+    check = entry["validation"]
+    one = entry["latency"]["1_thread"]["p50_ms"]
+    verdict = "PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])
+    return (
+        f"{entry['file_bytes'] / 1e6:.2f} MB, top-1 {check['top1']:.2f}%, agreement {check['agreement']:.2f}%, "
+        f"max|diff| {check['max_abs_diff']:.1e}, {one:.3f} ms (1 thread) {verdict}"
+    )
+
+
+def format_table(manifest: dict[str, Any]) -> str:
+    """The validation and latency table, eager PyTorch first, with ratios to it."""
+    source = manifest["source"]
+    eager_ms = source["latency"]["1_thread"]["p50_ms"]
+    size = source["state_dict_bytes"]
+    rows = [
+        f"{'artifact':<11} {'runtime':<17} {'size MB':>8} {'x smaller':>9} {'top-1 %':>8} {'agree %':>8} "
+        f"{'max|diff|':>9} {'p50 1T ms':>10} {'x faster':>8} {'p50 allT':>9} {'check':>6}",
+        f"{'eager fp32':<11} {'pytorch':<17} {size / 1e6:>8.2f} {1:>9.2f} {source['test_top1']:>8.2f} {100:>8.2f} "
+        f"{0:>9.1e} {eager_ms:>10.3f} {1:>8.2f} {list(source['latency'].values())[-1]['p50_ms']:>9.3f} {'':>6}",
+    ]
+    for kind, entry in manifest["artifacts"].items():
+        if "validation" not in entry:
+            rows.append(f"{kind:<11} {entry['runtime']:<17} {'':>8} {'':>9} {'converted, not run':>20}")
+            continue
+        check, latency = entry["validation"], entry["latency"]
+        one = latency["1_thread"]["p50_ms"]
+        rows.append(
+            f"{kind:<11} {entry['runtime']:<17} {entry['bytes'] / 1e6:>8.2f} {size / entry['bytes']:>9.2f} "
+            f"{check['top1']:>8.2f} {check['agreement']:>8.2f} {check['max_abs_diff']:>9.1e} {one:>10.3f} "
+            f"{eager_ms / one:>8.2f} {list(latency.values())[-1]['p50_ms']:>9.3f} {'PASS' if check['passed'] else 'FAIL':>6}"
+        )
+    return "\n".join(rows)
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _whole_split(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(dataset.loader("test", 1024))
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
+def _write_golden(folder: Path, inputs, labels, source_logits, artifacts: dict[str, Any]) -> None:
+    golden = {
+        "description": "normalized test images, their labels, the source model's logits and each artifact's logits",
+        "shape": list(inputs.shape),
+        "inputs": inputs.tolist(),
+        "labels": labels.tolist(),
+        "source_logits": source_logits.tolist(),
+        "outputs": {kind: entry["golden_outputs"] for kind, entry in artifacts.items() if "golden_outputs" in entry},
+    }
+    text = json.dumps(golden)
+    atomic_write(folder / "golden.json", lambda handle: handle.write(text.encode()))
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("udacisense", "torch", "executorch", "torchao", "onnx", "onnxruntime", "coremltools"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+KOTLIN = """// ExecuTorch on Android: values below come from manifest.json ({source}).
+// build.gradle: implementation("org.pytorch:executorch-android:{executorch}")
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+
+object {class_name} {{
+    val SHAPE = longArrayOf({shape_list})
+    val MEAN = floatArrayOf({mean_list})
+    val STD = floatArrayOf({std_list})
+    val LABELS = arrayOf({labels})
+
+    /** pixels: {channels}x{height}x{width} values in 0..255, channel-major. Returns the top class label. */
+    fun classify(modulePath: String, pixels: FloatArray): String {{
+        val module = Module.load(modulePath)  // e.g. filesDir + "/{file}"
+        val plane = {height} * {width}
+        val input = FloatArray(pixels.size) {{ i -> (pixels[i] / 255f - MEAN[i / plane]) / STD[i / plane] }}
+        val logits = module.forward(EValue.from(Tensor.fromBlob(input, SHAPE)))[0].toTensor().dataAsFloatArray
+        return LABELS[logits.indices.maxByOrNull {{ logits[it] }}!!]
+    }}
+}}
+"""
+
+SWIFT = """// ExecuTorch on iOS: values below come from manifest.json ({source}).
+// Swift Package: https://github.com/pytorch/executorch, products "executorch" and "backend_xnnpack" ({executorch})
+import ExecuTorch
+
+enum {class_name} {{
+    static let shape: [Int] = [{shape_list}]
+    static let mean: [Float] = [{mean_list}]
+    static let std: [Float] = [{std_list}]
+    static let labels = [{labels}]
+
+    /// pixels: {channels}x{height}x{width} values in 0...255, channel-major. Returns the top class label.
+    static func classify(modelPath: String, pixels: [Float]) throws -> String {{
+        let module = Module(filePath: modelPath)  // Bundle.main.path(forResource: "{stem}", ofType: "pte")
+        let plane = {height} * {width}
+        let input = pixels.enumerated().map {{ (i, p) in (p / 255 - mean[i / plane]) / std[i / plane] }}
+        let outputs = try module.forward(Tensor<Float>(input, shape: shape))
+        let logits = try outputs[0].tensor(Float.self).scalars()
+        return labels[logits.indices.max {{ logits[$0] < logits[$1] }}!]
+    }}
+}}
+"""
+
+
+def write_snippets(folder: Path, manifest: dict[str, Any]) -> None:
+    """Kotlin and Swift loaders whose shape, normalization and labels are filled from the manifest."""
+    contract = manifest["input"]
+    pte = next((e["file"] for k, e in manifest["artifacts"].items() if k == "pte-int8"), None) or next(
+        (e["file"] for k, e in manifest["artifacts"].items() if k == "pte"), "model.pte"
+    )
+    _, channels, height, width = contract["shape"]
+    values = {
+        "source": "udacisense export",
+        "executorch": manifest["versions"]["executorch"],
+        "class_name": "UdaciSenseClassifier",
+        "shape_list": ", ".join(str(v) for v in contract["shape"]),
+        "mean_list": ", ".join(f"{v:.6f}f" for v in contract["mean"]),
+        "std_list": ", ".join(f"{v:.6f}f" for v in contract["std"]),
+        "labels": ", ".join(json.dumps(label) for label in contract["classes"]),
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "file": pte,
+        "stem": Path(pte).stem,
+    }
+    snippets = folder / "snippets"
+    snippets.mkdir(exist_ok=True)
+    (snippets / "Classifier.kt").write_text(KOTLIN.format(**values))
+    swift_values = values | {"mean_list": values["mean_list"].replace("f", ""), "std_list": values["std_list"].replace("f", "")}
+    (snippets / "Classifier.swift").write_text(SWIFT.format(**swift_values))
+
+
+def remove_bundle(folder: Path) -> None:
+    """Delete a previous bundle so stale artifacts never mix with new ones."""
+    if (folder / "manifest.json").exists():
+        shutil.rmtree(folder)

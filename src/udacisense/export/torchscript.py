@@ -1,0 +1,30 @@
+"""TorchScript-lite ``.ptl`` for legacy apps (the PyTorch Mobile lite interpreter).
+
+``optimize_for_mobile`` needs ``torch.backends.xnnpack``, which this torch build lacks, so the
+graph is saved as traced: correct, but without mobile-specific fusions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from udacisense.io import atomic_write
+
+
+def export_ptl(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Trace ``model`` and save it for the lite interpreter."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; apps still load .ptl
+        traced = torch.jit.trace(model.eval(), example, check_trace=False)
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder) / "model.ptl"
+        traced._save_for_lite_interpreter(str(scratch))
+        data = scratch.read_bytes()
+    atomic_write(path, lambda handle: handle.write(data))
+    return {"optimize_for_mobile": "unavailable in this torch build (no torch.backends.xnnpack)"}

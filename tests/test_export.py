@@ -1,0 +1,107 @@
+"""Export round-trips on a small model trained on real Fashion-MNIST, each artifact in its own runtime."""
+
+import json
+
+import pytest
+import torch
+
+from udacisense import UdaciSenseError
+from udacisense.cli import main
+from udacisense.deploy.runtime import load_runner
+from udacisense.export import parse_formats
+from udacisense.export.bundle import build_bundle, verify_bundle
+
+FORMATS = ["pte", "pte-int8", "onnx", "onnx-int8", "ptl"]
+
+
+@pytest.fixture(scope="module")
+def bundle(fashion_run, tmp_path_factory):
+    config, _ = fashion_run
+    checkpoint = config.runs_dir / config.name / "best.pt"
+    output = tmp_path_factory.mktemp("deploy")
+    manifest = build_bundle(checkpoint, output, FORMATS, test_subset=1000, latency_runs=5, log=lambda _: None)
+    return output, manifest
+
+
+def test_fp32_artifacts_match_eager(bundle):
+    _, manifest = bundle
+    for kind in ("pte", "onnx", "ptl"):
+        check = manifest["artifacts"][kind]["validation"]
+        assert check["images"] == 1000
+        assert check["max_abs_diff"] < 1e-4, kind
+        assert check["agreement"] == 100.0 and check["passed"], kind
+        assert check["top1"] == pytest.approx(manifest["source"]["test_top1"])
+
+
+def test_int8_pte_is_small_and_agrees(bundle):
+    _, manifest = bundle
+    fp32, int8 = manifest["artifacts"]["pte"], manifest["artifacts"]["pte-int8"]
+    assert int8["bytes"] <= 0.35 * fp32["bytes"]
+    assert int8["validation"]["agreement"] >= 95.0
+    assert int8["export"]["delegated_share"] > 0.9  # XNNPACK runs nearly the whole graph
+    onnx_int8 = manifest["artifacts"]["onnx-int8"]
+    assert onnx_int8["bytes"] <= 0.4 * manifest["artifacts"]["onnx"]["bytes"]
+    assert onnx_int8["validation"]["agreement"] >= 95.0
+
+
+def test_int8_pte_really_holds_int8_weights(bundle):
+    folder, manifest = bundle
+    fp32_bytes = manifest["source"]["state_dict_bytes"]
+    # 4-byte floats -> 1-byte ints: the weights alone cannot fit this file unless stored as int8
+    assert (folder / "model_int8.pte").stat().st_size < 0.3 * fp32_bytes
+
+
+def test_manifest_records_contract_hashes_and_measurements(bundle):
+    folder, manifest = bundle
+    assert manifest["input"]["shape"] == [1, 1, 28, 28] and len(manifest["input"]["classes"]) == 10
+    for kind in FORMATS:
+        entry = manifest["artifacts"][kind]
+        assert (folder / entry["file"]).is_file() and len(entry["sha256"]) == 64
+        assert entry["latency"]["1_thread"]["p50_ms"] > 0 and entry["memory"]["model_bytes"] > 0
+    kotlin = (folder / "snippets" / "Classifier.kt").read_text()
+    assert f"{manifest['input']['mean'][0]:.6f}f" in kotlin and '"Ankle boot"' in kotlin
+    assert "model_int8.pte" in kotlin
+    assert "Tensor<Float>" in (folder / "snippets" / "Classifier.swift").read_text()
+
+
+def test_verify_passes_then_catches_tampering(bundle, tmp_path):
+    folder, _ = bundle
+    assert verify_bundle(folder) == []
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(folder, copy)
+    artifact = copy / "model_int8.pte"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    golden = json.loads((copy / "golden.json").read_text())
+    golden["outputs"]["onnx"][0][0] += 0.5
+    (copy / "golden.json").write_text(json.dumps(golden))
+    problems = verify_bundle(copy)
+    assert any("pte-int8" in p and "sha256" in p for p in problems)
+    assert any(p.startswith("onnx:") and "golden outputs drift" in p for p in problems)
+    assert main(["verify", str(copy)]) == 1
+
+
+def test_wrong_input_shape_is_a_clear_error(bundle):
+    folder, _ = bundle
+    for kind, name in (("pte", "model_fp32.pte"), ("onnx", "model_fp32.onnx")):
+        runner = load_runner(kind, folder / name)
+        with pytest.raises(UdaciSenseError, match=r"expects input \((1|N), 1, 28, 28\) but got \(1, 3, 32, 32\)"):
+            runner.predict(torch.zeros(1, 3, 32, 32))
+
+
+def test_unknown_format_is_a_clear_error():
+    with pytest.raises(UdaciSenseError, match="choose from pte, pte-int8"):
+        parse_formats("pte,tflite")
+
+
+def test_cli_export_prints_the_table(fashion_run, tmp_path, capsys):
+    config, _ = fashion_run
+    checkpoint = config.runs_dir / config.name / "best.pt"
+    code = main(["export", "--checkpoint", str(checkpoint), "--formats", "pte,onnx", "--output", str(tmp_path / "d"),
+                 "--test-subset", "200", "--runs", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "eager fp32" in out and "PASS" in out and "bundle verified" in out
