@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data install benchmark-baseline clean
+.PHONY: demo test data install benchmark-baseline benchmark-deploy clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,8 @@ demo: install data
 	$(BIN)/udacisense train --model mobilenet_v3_small --data fashion-mnist \
 		--train-subset 20000 --epochs 5 --name demo --overwrite
 	$(BIN)/udacisense profile --checkpoint runs/demo/best.pt
-	@echo "Results: runs/demo/ (metrics.json, eval.json, profile.json, train.log, best.pt)"
+	$(BIN)/udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
+	@echo "Results: runs/demo/ (metrics.json, eval.json, profile.json, train.log, best.pt, deploy/manifest.json)"
 
 test: install data
 	$(BIN)/python -m pytest -q
@@ -40,6 +41,9 @@ test: install data
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
 benchmark-baseline: install data
 	$(BIN)/python benchmarks/baseline.py
+
+benchmark-deploy: install data
+	$(BIN)/python benchmarks/deploy.py
 
 clean:
 	rm -rf runs .pytest_cache

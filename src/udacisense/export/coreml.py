@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import warnings
@@ -14,6 +15,7 @@ import torch.nn as nn
 
 def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
     """Convert to an ML Program; the result is marked 'converted, not run' because Core ML cannot execute here."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)  # its Linux import warns about macOS-only parts
     import coremltools as ct
 
     with torch.no_grad(), warnings.catch_warnings():
