@@ -70,13 +70,13 @@ def render(results: dict) -> str:
         "Training: SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128, padded crop + flip. "
         "Latency: batch 1, eager PyTorch, p50 of 300 runs.",
         "",
-        "| model | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads | train img/s | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads | train img/s | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"].values():
         latency = list(row["latency_ms"].values())
         lines.append(
-            f"| {row['model']} | {row['epochs']} | {row['test_top1']:.2f}% | {row['params'] / 1e6:.2f} M | "
+            f"| {row['model']} | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | {row['params'] / 1e6:.2f} M | "
             f"{row['size_bytes'] / 1e6:.2f} MB | {row['macs'] / 1e6:.1f} M | {latency[0]:.2f} ms | {latency[-1]:.2f} ms | "
             f"{row['train_images_per_second']:.0f} | {row['wall_minutes']:.0f} min |"
         )

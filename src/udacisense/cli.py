@@ -128,10 +128,6 @@ def _data_arguments(parser: argparse.ArgumentParser, with_shape: bool = True) ->
     parser.add_argument("--test-subset", type=int, help="evaluate on only this many test images")
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def run_train(args: argparse.Namespace) -> int:
     from udacisense.config import RunConfig, validate_config
     from udacisense.train import train_run
@@ -167,7 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UdaciSenseError(f"--model-arg '{item}' must look like KEY=VALUE, e.g. width_mult=0.75")
-        model_kwargs[key] = _parse_value(value)
+        model_kwargs[key] = yaml.safe_load(value)  # 0.75 -> float, true -> bool
     if model_kwargs:
         sections["model"]["kwargs"] = model_kwargs
     top_level = {key: value for key, value in raw.items() if key not in sections}

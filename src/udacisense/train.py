@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 from tqdm.auto import tqdm
 
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -259,8 +260,6 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
 
 
 def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
-    import yaml
-
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return

@@ -38,7 +38,6 @@ class Runner:
 
     kind: str
     predict: Callable[[torch.Tensor], torch.Tensor]
-    input_shape: tuple[int, ...]
     batch_size: int | None
 
 
@@ -75,7 +74,7 @@ def _eager_runner(model: torch.nn.Module | None, threads: int) -> Runner:
         with _torch_threads(threads), torch.inference_mode():
             return model(images)
 
-    return Runner("eager", predict, (), None)
+    return Runner("eager", predict, None)
 
 
 def _executorch_runner(kind: str, path: Path, threads: int) -> Runner:
@@ -95,7 +94,7 @@ def _executorch_runner(kind: str, path: Path, threads: int) -> Runner:
         _check_shape(kind, images, shape)
         return method.execute([images.contiguous()])[0]
 
-    return Runner(kind, predict, shape, shape[0])
+    return Runner(kind, predict, shape[0])
 
 
 def _onnx_runner(kind: str, path: Path, threads: int) -> Runner:
@@ -113,7 +112,7 @@ def _onnx_runner(kind: str, path: Path, threads: int) -> Runner:
         _check_shape(kind, images, shape)
         return torch.from_numpy(session.run(None, {spec.name: images.numpy().astype(np.float32, copy=False)})[0])
 
-    return Runner(kind, predict, shape, None if shape[0] == -1 else shape[0])
+    return Runner(kind, predict, None if shape[0] == -1 else shape[0])
 
 
 def _lite_runner(kind: str, path: Path, threads: int) -> Runner:
@@ -125,7 +124,7 @@ def _lite_runner(kind: str, path: Path, threads: int) -> Runner:
         with _torch_threads(threads), torch.inference_mode():
             return module(images)
 
-    return Runner(kind, predict, (), 1)
+    return Runner(kind, predict, 1)
 
 
 def _check_shape(kind: str, images: torch.Tensor, expected: tuple[int, ...]) -> None:

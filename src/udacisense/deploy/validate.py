@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from udacisense.deploy.runtime import Runner, run_batches
+from udacisense.errors import UdaciSenseError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,10 @@ def validate_artifact(
     """
     logits = run_batches(runner, images).float()
     if logits.shape != source_logits.shape:
-        return {"passed": False, "failures": [f"output shape {tuple(logits.shape)} != source {tuple(source_logits.shape)}"]}
+        raise UdaciSenseError(
+            f"{runner.kind} artifact returns logits of shape {tuple(logits.shape)}, the source model "
+            f"{tuple(source_logits.shape)}; re-export it from the same checkpoint"
+        )
     predictions = logits.argmax(1)
     difference = (logits - source_logits).abs()
     result = {

@@ -27,6 +27,7 @@ from udacisense.deploy.validate import Tolerances, validate_artifact
 from udacisense.errors import UdaciSenseError
 from udacisense.export import QUANTIZED, export_artifact
 from udacisense.io import atomic_write, write_json
+from udacisense.profile import serialized_size
 
 GOLDEN_COUNT = 8
 GOLDEN_ATOL = 1e-4
@@ -85,8 +86,6 @@ def build_bundle(
         log(f"  {kind}: {describe(entry)}")
 
     eager = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
-    from udacisense.profile import serialized_size
-
     manifest = {
         "format": "udacisense-bundle",
         "version": 1,
