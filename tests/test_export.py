@@ -105,3 +105,13 @@ def test_cli_export_prints_the_table(fashion_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "eager fp32" in out and "PASS" in out and "bundle verified" in out
+
+
+def test_coreml_converts_and_is_marked_not_run(tmp_path):
+    from conftest import TinyNet
+    from udacisense.export import export_artifact
+
+    path, info = export_artifact("coreml", TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, calibration=list)
+    assert path.name == "model.mlpackage" and (path / "Manifest.json").is_file()
+    assert any(p.stat().st_size > 1000 for p in path.rglob("*.bin"))  # the weights file
+    assert info["status"].startswith("converted, not run")
