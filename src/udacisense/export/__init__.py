@@ -6,6 +6,7 @@ Kinds: ``pte`` / ``pte-int8`` (ExecuTorch + XNNPACK), ``onnx`` / ``onnx-int8`` (
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,9 +58,12 @@ def export_artifact(
         return path, export_onnx(model, example, path)
     if kind == "onnx-int8":
         fp32 = folder / FILE_NAMES["onnx"]
-        if not fp32.exists():
+        if fp32.exists():  # exported earlier in this bundle
+            return path, quantize_onnx_static(fp32, path, calibration())
+        with tempfile.TemporaryDirectory() as scratch:  # keep the bundle to what was asked for
+            fp32 = Path(scratch) / FILE_NAMES["onnx"]
             export_onnx(model, example, fp32)
-        return path, quantize_onnx_static(fp32, path, calibration())
+            return path, quantize_onnx_static(fp32, path, calibration())
     if kind == "ptl":
         return path, export_ptl(model, example, path)
     if kind == "coreml":
