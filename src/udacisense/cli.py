@@ -179,10 +179,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from udacisense.checkpoint import load_model
+    from udacisense.data import dataset_for_contract
     from udacisense.io import write_json
     from udacisense.train import recalibrate_batchnorm
-
-    from udacisense.data import dataset_for_contract
 
     model, payload = load_model(args.checkpoint)
     dataset = dataset_for_contract(payload["input"], args.data, args.data_root, args.test_subset)

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from udacisense.errors import UdaciSenseError
+
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Total and non-zero parameter counts (non-zero shows what unstructured sparsity removed)."""
@@ -99,7 +101,10 @@ def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[
             traced.save(str(path))
         except Exception as error:  # some user models cannot be traced; say so instead of guessing
             return {"error": f"tracing failed: {type(error).__name__}: {str(error).splitlines()[0][:120]}"}
-        return run_probe("torchscript", path, input_shape, threads=1, warmup=0, runs=1)["memory"]
+        try:
+            return run_probe("torchscript", path, input_shape, threads=1, warmup=0, runs=1)["memory"]
+        except UdaciSenseError as error:  # a failed probe should not sink the rest of the profile
+            return {"error": str(error)}
 
 
 def layer_table(model: nn.Module, macs_per_module: dict[str, int]) -> list[dict[str, Any]]:

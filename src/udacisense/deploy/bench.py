@@ -86,10 +86,9 @@ def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int 
 
 
 def bench_artifact(kind: str, path: Path, input_shape: tuple[int, ...], runs: int = 200) -> dict[str, Any]:
-    """Latency at 1 thread and at all cores, the file size, and peak memory (from the 1-thread process)."""
+    """Latency at 1 thread and at all cores, and peak memory (from the 1-thread process)."""
     results = {threads: run_probe(kind, path, input_shape, threads, runs=runs) for threads in thread_counts()}
     return {
         "latency": {thread_label(threads): result["latency"] for threads, result in results.items()},
         "memory": results[1]["memory"],
-        "file_bytes": Path(path).stat().st_size,
     }

@@ -57,12 +57,11 @@ def export_artifact(
     if kind == "onnx":
         return path, export_onnx(model, example, path)
     if kind == "onnx-int8":
-        fp32 = folder / FILE_NAMES["onnx"]
-        if fp32.exists():  # exported earlier in this bundle
-            return path, quantize_onnx_static(fp32, path, calibration())
-        with tempfile.TemporaryDirectory() as scratch:  # keep the bundle to what was asked for
-            fp32 = Path(scratch) / FILE_NAMES["onnx"]
-            export_onnx(model, example, fp32)
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = folder / FILE_NAMES["onnx"]  # reuse the fp32 ONNX when this bundle already has it
+            if not fp32.exists():
+                fp32 = Path(scratch) / FILE_NAMES["onnx"]  # else keep the bundle to what was asked for
+                export_onnx(model, example, fp32)
             return path, quantize_onnx_static(fp32, path, calibration())
     if kind == "ptl":
         return path, export_ptl(model, example, path)

@@ -74,6 +74,8 @@ def build_bundle(
             "quantized": kind in QUANTIZED,
             "export": export_info,
             "export_seconds": time.perf_counter() - started,
+            "sha256": sha256_of(path),
+            "bytes": size_of(path),
         }
         if kind in RUNTIMES:
             runner = load_runner(kind, path, threads=None)
@@ -82,7 +84,7 @@ def build_bundle(
             )
             entry |= bench_artifact(kind, path, input_shape, runs=latency_runs)
             entry["golden_outputs"] = run_batches(runner, golden_inputs).tolist()
-        artifacts[kind] = entry | {"sha256": sha256_of(path), "bytes": size_of(path)}
+        artifacts[kind] = entry
         log(f"  {kind}: {describe(entry)}")
 
     eager = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
@@ -155,7 +157,7 @@ def describe(entry: dict[str, Any]) -> str:
     one = entry["latency"]["1_thread"]["p50_ms"]
     verdict = "PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])
     return (
-        f"{entry['file_bytes'] / 1e6:.2f} MB, top-1 {check['top1']:.2f}%, agreement {check['agreement']:.2f}%, "
+        f"{entry['bytes'] / 1e6:.2f} MB, top-1 {check['top1']:.2f}%, agreement {check['agreement']:.2f}%, "
         f"max|diff| {check['max_abs_diff']:.1e}, {one:.3f} ms (1 thread) {verdict}"
     )
 
