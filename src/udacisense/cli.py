@@ -25,6 +25,15 @@ PROFILE_EXAMPLE = """example:
   udacisense profile --checkpoint runs/demo/best.pt
   udacisense profile --model mobilenet_v3_large --input-shape 3,32,32 --runs 500"""
 
+DISTILL_EXAMPLE = """example:
+  udacisense distill --teacher runs/large/best.pt --model mobilenet_v3_small --epochs 30 --name kd_small
+  udacisense distill --teacher runs/large/best.pt --temperature 4 --alpha 0.7 --no-augment --cache-teacher-logits"""
+PRUNE_EXAMPLE = """example:
+  udacisense prune --checkpoint runs/baseline/best.pt --method channels --ratio 0.5 --epochs 10 --self-distill --name pruned50
+  udacisense prune --checkpoint runs/baseline/best.pt --method unstructured --ratio 0.7 --schedule gradual --epochs 6
+  udacisense prune --checkpoint runs/baseline/best.pt --plan runs/sens/plan.json --epochs 10 --self-distill"""
+SENSITIVITY_EXAMPLE = """example:
+  udacisense sensitivity --checkpoint runs/baseline/best.pt --ratios 0.25,0.5,0.75 --target-macs 0.5"""
 EXPORT_EXAMPLE = """example:
   udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
   udacisense verify runs/demo/deploy"""
@@ -51,28 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = _command(commands, "train", "train a model and evaluate it on the test set", TRAIN_EXAMPLE, run_train)
-    train.add_argument("--config", type=Path, help="YAML file with data/model/train sections; flags override it")
-    train.add_argument("--model", help="registry name or path/to/file.py:callable (default mobilenet_v3_small)")
-    train.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model keyword, e.g. width_mult=0.75")
-    _data_arguments(train)
-    train.add_argument("--train-subset", type=int, help="train on only this many images")
-    train.add_argument("--val-fraction", type=float, help="share of the training set held out for validation (0.1)")
-    train.add_argument("--no-augment", action="store_true", help="turn off random crop and flip")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--optimizer", choices=["sgd", "adamw"])
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--schedule", choices=["cosine", "onecycle"])
-    train.add_argument("--label-smoothing", type=float)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--name", help="run folder name under --runs-dir (default baseline)")
-    train.add_argument("--runs-dir", type=Path)
-    group = train.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue runs/<name>/ from last.pt")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _train_arguments(train)
+    distill = _command(commands, "distill", "train a student with a teacher's soft targets (knowledge distillation)", DISTILL_EXAMPLE, run_train)
+    distill.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint (same input shape and classes)")
+    _distill_arguments(distill)
+    distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --no-augment)")
+    _train_arguments(distill)
+
+    prune = _command(commands, "prune", "prune a checkpoint (channels or weights), fine-tune, and measure before/after", PRUNE_EXAMPLE, run_prune)
+    prune.add_argument("--checkpoint", type=Path, required=True)
+    prune.add_argument("--method", choices=["channels", "unstructured"], default="channels")
+    prune.add_argument("--ratio", type=float, help="channels: share removed per layer; unstructured: weight sparsity")
+    prune.add_argument("--plan", type=Path, help="per-layer ratios from 'udacisense sensitivity --target-macs' (channels)")
+    prune.add_argument("--importance", choices=["l1", "l2", "bn", "taylor"], default="l2", help="channel ranking (channels)")
+    prune.add_argument("--scope", help="channels: uniform (default) or global; unstructured: global (default) or layer")
+    prune.add_argument("--steps", type=int, default=1, help="iterative channel pruning: prune/fine-tune this many times")
+    prune.add_argument("--schedule", choices=["one-shot", "gradual"], default="one-shot", help="unstructured sparsity schedule")
+    prune.add_argument("--protect", default="", help="comma list of layer names never pruned")
+    prune.add_argument("--self-distill", action="store_true", help="fine-tune with the unpruned model as teacher")
+    prune.add_argument("--teacher", type=Path, help="fine-tune with this checkpoint as teacher instead")
+    _distill_arguments(prune)
+    _fine_tune_arguments(prune)
+
+    sensitivity = _command(commands, "sensitivity", "per-layer channel-pruning sensitivity and a non-uniform plan", SENSITIVITY_EXAMPLE, run_sensitivity)
+    sensitivity.add_argument("--checkpoint", type=Path, required=True)
+    sensitivity.add_argument("--ratios", default="0.25,0.5,0.75", help="ratios tried on each layer")
+    sensitivity.add_argument("--importance", choices=["l1", "l2", "bn"], default="l2")
+    sensitivity.add_argument("--val-images", type=int, default=2000, help="validation images scored per trial")
+    sensitivity.add_argument("--target-macs", type=float, help="also plan per-layer ratios keeping this share of MACs")
+    sensitivity.add_argument("--target-params", type=float, help="also plan per-layer ratios keeping this share of parameters")
+    sensitivity.add_argument("--data-root", type=Path)
+    sensitivity.add_argument("--output", type=Path, help="folder (default: sensitivity/ beside the checkpoint)")
 
     evaluate = _command(commands, "evaluate", "evaluate a checkpoint on the test (or val) split", EVALUATE_EXAMPLE, run_evaluate)
     evaluate.add_argument("--checkpoint", type=Path, required=True)
@@ -111,6 +129,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_arguments(train: argparse.ArgumentParser) -> None:
+    train.add_argument("--config", type=Path, help="YAML file with data/model/train sections; flags override it")
+    train.add_argument("--model", help="registry name or path/to/file.py:callable (default mobilenet_v3_small)")
+    train.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="model keyword, e.g. width_mult=0.75")
+    _data_arguments(train)
+    train.add_argument("--train-subset", type=int, help="train on only this many images")
+    train.add_argument("--val-fraction", type=float, help="share of the training set held out for validation (0.1)")
+    train.add_argument("--no-augment", action="store_true", help="turn off random crop and flip")
+    _optimizer_arguments(train)
+    train.add_argument("--name", help="run folder name under --runs-dir (default baseline)")
+    train.add_argument("--runs-dir", type=Path)
+    group = train.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue runs/<name>/ from last.pt")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def _optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"])
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--schedule", choices=["cosine", "onecycle"])
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+def _distill_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, help="softening temperature T (default 4)")
+    parser.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
+
+
+def _fine_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: prune only)")
+    parser.add_argument("--lr", type=float, default=0.02, help="fine-tuning peak learning rate")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="data set, if not the checkpoint's")
+    parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--train-subset", type=int, help="fine-tune on only this many images")
+    parser.add_argument("--test-subset", type=int, help="measure on only this many test images")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_pruned)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
 def _command(commands, name: str, help_text: str, example: str, handler) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name, help=help_text, description=help_text, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,7 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
         raw = yaml.safe_load(args.config.read_text()) or {}
         if not isinstance(raw, dict):
             raise UdaciSenseError(f"config file {args.config} must hold a mapping with data/model/train sections")
-    sections = {key: dict(raw.get(key) or {}) for key in ("data", "model", "train")}
+    sections: dict[str, Any] = {key: dict(raw.get(key) or {}) for key in ("data", "model", "train")}
     overrides = {
         "data": {
             "name": args.data, "root": args.data_root, "channels": args.channels, "image_size": args.image_size,
@@ -166,6 +235,11 @@ def run_train(args: argparse.Namespace) -> int:
         model_kwargs[key] = yaml.safe_load(value)  # 0.75 -> float, true -> bool
     if model_kwargs:
         sections["model"]["kwargs"] = model_kwargs
+    if getattr(args, "teacher", None):
+        distill = dict(raw.get("distill") or {})
+        distill.update({"teacher": args.teacher, "temperature": args.temperature, "alpha": args.alpha,
+                        "cache_teacher_logits": args.cache_teacher_logits or None})
+        sections["distill"] = {key: value for key, value in distill.items() if value is not None}
     top_level = {key: value for key, value in raw.items() if key not in sections}
     if args.name:
         top_level["name"] = args.name
@@ -174,6 +248,96 @@ def run_train(args: argparse.Namespace) -> int:
     config = validate_config(RunConfig, {**top_level, **sections}, where="training config")
     summary = train_run(config, resume=args.resume, overwrite=args.overwrite)
     print(f"\ntest top-1 {summary['test_top1']:.2f}%  (top-5 {summary['test_top5']:.2f}%)  -> {summary['run']}/")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    import json
+
+    from udacisense.compress.apply import format_comparison, prune_checkpoint
+    from udacisense.compress.channels import ChannelPruneConfig
+    from udacisense.compress.prune import UnstructuredPruneConfig
+    from udacisense.config import DistillConfig, TrainConfig, validate_config
+    from udacisense.runs import get_logger, prepare_run_dir
+
+    protect = tuple(name for name in args.protect.split(",") if name)
+    if args.method == "channels":
+        raw: dict[str, Any] = {"ratio": args.ratio if args.ratio is not None else 0.0, "importance": args.importance,
+                               "steps": args.steps, "protect": protect, "scope": args.scope or "uniform"}
+        if args.plan:
+            if not args.plan.is_file():
+                raise UdaciSenseError(f"plan {args.plan} does not exist; make one with 'udacisense sensitivity --target-macs 0.5'")
+            raw["layer_ratios"] = json.loads(args.plan.read_text())["layer_ratios"]
+        elif args.ratio is None:
+            raise UdaciSenseError("give --ratio (share of channels to remove) or --plan (per-layer ratios)")
+        config = validate_config(ChannelPruneConfig, raw, where="channel pruning options")
+    else:
+        if args.ratio is None:
+            raise UdaciSenseError("give --ratio, the share of weights to set to zero, e.g. --ratio 0.5")
+        config = validate_config(
+            UnstructuredPruneConfig,
+            {"sparsity": args.ratio, "scope": args.scope or "global", "schedule": args.schedule, "exclude": protect},
+            where="unstructured pruning options",
+        )
+    train_config = None
+    if args.epochs:
+        train_config = validate_config(
+            TrainConfig,
+            {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "schedule": "cosine",
+             "seed": args.seed, "threads": args.threads, "device": args.device},
+            where="fine-tuning options",
+        )
+    distill = None
+    if args.self_distill or args.teacher:
+        distill = validate_config(
+            DistillConfig,
+            {key: value for key, value in {"teacher": args.teacher, "temperature": args.temperature, "alpha": args.alpha}.items() if value is not None},
+            where="distillation options",
+        )
+    name = args.name or f"{args.checkpoint.parent.name}_pruned"
+    run_dir = prepare_run_dir(args.runs_dir, name, overwrite=args.overwrite)
+    logger = get_logger(run_dir, "prune")
+    summary = prune_checkpoint(
+        args.checkpoint, run_dir, config, train_config, distill,
+        data_name=args.data, data_root=args.data_root, train_subset=args.train_subset, test_subset=args.test_subset,
+        augment=not args.no_augment, logger=logger,
+    )
+    print(f"\n{summary['method']} pruning, measured on {summary['test_images']} test images:")
+    print(format_comparison(summary["before"], summary["after"]))
+    print(f"-> {summary['checkpoint']}  ({run_dir / 'summary.json'})")
+    return 0
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    import torch
+
+    from udacisense.checkpoint import load_model
+    from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
+    from udacisense.data import dataset_for_contract
+    from udacisense.io import write_json
+
+    try:
+        ratios = tuple(float(part) for part in args.ratios.split(","))
+    except ValueError:
+        raise UdaciSenseError(f"--ratios '{args.ratios}' must be a comma list of numbers such as 0.25,0.5,0.75") from None
+    model, payload = load_model(args.checkpoint)
+    dataset = dataset_for_contract(payload["input"], root=args.data_root)
+    example = torch.zeros(payload["input"]["shape"])
+    val = dataset.val if len(dataset.val) else dataset.train
+    images = dataset.normalization.apply(val.images[: args.val_images])
+    batches = list(zip(images.split(500), val.labels[: args.val_images].split(500)))
+    result = layer_sensitivity(model, example, batches, dataset.classes, ratios, args.importance)
+    output = args.output or args.checkpoint.parent / "sensitivity"
+    paths = save_sensitivity(result, output)
+    print(f"{len(result['layers'])} layers x {len(ratios)} ratios on {len(images)} validation images "
+          f"(baseline {result['baseline']['top1']:.2f}%) -> {paths['json']}, {paths['png']}")
+    for metric, target in (("macs", args.target_macs), ("params", args.target_params)):
+        if target is None:
+            continue
+        plan = plan_layer_ratios(model, example, result, target, metric, args.importance)
+        plan_path = write_json(output / f"plan_{metric}.json", plan)
+        print(f"plan keeps {100 * plan['achieved']:.1f}% of {metric} (target {100 * target:.0f}%) by pruning "
+              f"{len(plan['layer_ratios'])} layers -> {plan_path}; use it with 'udacisense prune --plan {plan_path}'")
     return 0
 
 

@@ -58,14 +58,26 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(default=True, description="channels-last memory format on CUDA; ignored on CPU")
 
 
+class DistillConfig(StrictModel):
+    """Knowledge distillation: who teaches, how soft its answers are, how much the student listens."""
+
+    teacher: Path | None = Field(default=None, description="teacher checkpoint; None means the model before compression")
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the soft (teacher) term; 1 - alpha weighs the labels")
+    cache_teacher_logits: bool = Field(
+        default=False, description="remember the teacher's logits per image; only valid when augmentation is off"
+    )
+
+
 class RunConfig(StrictModel):
-    """Everything `udacisense train` needs: the resolved config saved in each run folder."""
+    """Everything `udacisense train` (and `distill`) needs: the resolved config saved in each run folder."""
 
     name: str = "baseline"
     runs_dir: Path = Path("runs")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig | None = Field(default=None, description="train with a teacher's soft targets")
 
 
 def validate_config(model_type: type[StrictModel], raw: dict[str, Any], where: str = "config") -> StrictModel:

@@ -94,13 +94,17 @@ def fit(
     resume: bool = False,
     loss_function: LossFunction | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_step_end: Callable[[], None] | None = None,
     logger: logging.Logger | None = None,
     augment: bool = True,
 ) -> list[EpochResult]:
     """Train ``model`` on ``dataset.train``, validating each epoch; writes ``last.pt`` and ``best.pt``.
 
     ``loss_function`` replaces label-smoothed cross-entropy (distillation plugs in here).
-    ``on_epoch_end`` is called after the epoch's checkpoints are on disk.
+    ``on_epoch_start(epoch)`` runs before each epoch, resumed ones included (gradual pruning
+    raises sparsity here); ``on_step_end`` after each optimizer step (pruning re-applies its
+    masks here); ``on_epoch_end`` after the epoch's checkpoints are on disk.
     """
     logger = logger or logging.getLogger("udacisense")
     if config.threads:
@@ -134,6 +138,8 @@ def fit(
         logger.info(f"resuming from {last_path} after epoch {state['epoch']}")
 
     for epoch in range(start_epoch, config.epochs + 1):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -148,6 +154,8 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if on_step_end is not None:
+                on_step_end()
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
@@ -238,9 +246,19 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         f"input {dataset.input_shape}; model {config.model.name} "
         f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
     )
-    history = fit(
-        model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment
-    )
+    if config.distill is None:
+        history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment)
+    else:
+        from udacisense.compress.distill import distill, load_teacher
+
+        if config.distill.teacher is None:
+            raise UdaciSenseError("distillation needs a teacher checkpoint; pass --teacher path/to/best.pt")
+        teacher = load_teacher(config.distill.teacher, dataset.input_shape)
+        logger.info(f"distilling from {config.distill.teacher} (T={config.distill.temperature}, alpha={config.distill.alpha})")
+        history = distill(
+            model, teacher, dataset, config.train, run_dir, model_spec, config.distill,
+            resume=resume, logger=logger, augment=config.data.augment,
+        )
     best_model, best_state = load_model(run_dir / "best.pt")
     test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
     summary = {
@@ -265,7 +283,7 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text())
     current = config.model_dump(mode="json")
-    changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
+    changed = [key for key in ("data", "model", "train", "distill") if saved.get(key) != current.get(key)]
     if changed:
         raise UdaciSenseError(
             f"cannot resume {run_dir}: its {', '.join(changed)} settings differ from this command's; "

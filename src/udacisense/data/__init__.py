@@ -71,7 +71,7 @@ def get_dataset(config: DataConfig) -> ImageDataset:
 
 
 def dataset_for_contract(
-    contract: dict, name: str | None = None, root=None, test_subset: int | None = None
+    contract: dict, name: str | None = None, root=None, test_subset: int | None = None, train_subset: int | None = None
 ) -> ImageDataset:
     """The data a checkpoint was trained on, presented exactly as in training (shape and normalization)."""
     from dataclasses import replace
@@ -81,7 +81,8 @@ def dataset_for_contract(
     _, channels, height, _ = contract["shape"]
     config = validate_config(
         DataConfig,
-        {"name": name or contract["dataset"], "root": root, "channels": channels, "image_size": height, "test_subset": test_subset},
+        {"name": name or contract["dataset"], "root": root, "channels": channels, "image_size": height,
+         "test_subset": test_subset, "train_subset": train_subset},
         where="data options",
     )
     return replace(get_dataset(config), normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))

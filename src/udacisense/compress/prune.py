@@ -1,0 +1,134 @@
+"""Unstructured magnitude (L1) pruning of Conv2d and Linear weights, one-shot or gradual.
+
+Zeros do not make a dense file smaller or a dense kernel faster: the honest gains are the
+non-zero count and the gzip size (zeros compress), both reported by :mod:`udacisense.profile`.
+Masks are applied with ``torch.nn.utils.prune`` and made permanent at once, so the model's
+state dict never carries ``weight_orig``/``weight_mask`` and loads into the plain architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as torch_prune
+from pydantic import Field
+
+from udacisense.config import StrictModel, TrainConfig
+from udacisense.data import ImageDataset
+from udacisense.errors import UdaciSenseError
+from udacisense.train import EpochResult, fit
+
+PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
+
+
+class UnstructuredPruneConfig(StrictModel):
+    """Target sparsity of the prunable weights and how to reach it."""
+
+    sparsity: float = Field(ge=0.0, lt=1.0, description="share of Conv2d/Linear weights set to zero")
+    scope: Literal["global", "layer"] = Field(
+        default="global", description="global ranks all weights together; layer prunes each layer to the same sparsity"
+    )
+    schedule: Literal["one-shot", "gradual"] = Field(
+        default="one-shot", description="gradual raises sparsity on a cubic schedule over the fine-tuning epochs"
+    )
+    exclude: tuple[str, ...] = Field(default=(), description="layer names to leave dense")
+
+
+def prunable_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers by name, minus ``exclude``; a name that is not prunable is an error."""
+    layers = {name: module for name, module in model.named_modules() if isinstance(module, PRUNABLE_TYPES)}
+    unknown = [name for name in exclude if name not in layers]
+    if unknown:
+        raise UdaciSenseError(
+            f"cannot exclude {', '.join(unknown)}: not a Conv2d or Linear layer of this model; "
+            f"prunable layers include {', '.join(list(layers)[:6])}, …"
+        )
+    return {name: module for name, module in layers.items() if name not in exclude}
+
+
+def prune_unstructured(model: nn.Module, sparsity: float, scope: str = "global", exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Zero the smallest-magnitude weights until ``sparsity`` of the prunable weights are zero; returns the masks.
+
+    Weights already zero rank lowest, so raising the sparsity step by step never revives one.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise UdaciSenseError(f"sparsity must be in [0, 1), got {sparsity}")
+    layers = prunable_layers(model, exclude)
+    if scope == "global":
+        torch_prune.global_unstructured(
+            [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=sparsity
+        )
+    elif scope == "layer":
+        for module in layers.values():
+            torch_prune.l1_unstructured(module, "weight", amount=sparsity)
+    else:
+        raise UdaciSenseError(f"unknown pruning scope '{scope}'; choose 'global' or 'layer'")
+    masks = {}
+    for name, module in layers.items():
+        masks[name] = module.weight_mask.detach().clone().bool()
+        torch_prune.remove(module, "weight")
+    return masks
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Re-zero pruned weights (after an optimizer step moved them)."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            weight = modules[name].weight
+            weight.mul_(mask.to(weight.device, weight.dtype))
+
+
+def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_sparsity: float = 0.0) -> float:
+    """Zhu & Gupta (2017): sparsity rises fast at first, then slowly, reaching ``final_sparsity`` at ``total_steps``."""
+    progress = min(max(step / total_steps, 0.0), 1.0)
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+
+
+def weight_sparsity(model: nn.Module, exclude: tuple[str, ...] = ()) -> float:
+    """Share of zeros among the prunable (Conv2d/Linear) weights."""
+    layers = prunable_layers(model, exclude).values()
+    total = sum(module.weight.numel() for module in layers)
+    zeros = sum(int((module.weight == 0).sum()) for module in layers)
+    return zeros / max(total, 1)
+
+
+def prune_and_fine_tune(
+    model: nn.Module,
+    config: UnstructuredPruneConfig,
+    dataset: ImageDataset,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    model_spec: dict[str, Any],
+    *,
+    logger: logging.Logger | None = None,
+    **fit_options: Any,
+) -> list[EpochResult]:
+    """Prune to ``config.sparsity`` (one-shot, or on a cubic schedule over the first two thirds of the
+    epochs) while fine-tuning; pruned weights stay zero through every optimizer step.
+
+    ``fit_options`` go to :func:`udacisense.train.fit` (e.g. a distillation ``loss_function``).
+    The model ends at exactly the requested sparsity, with its masks made permanent.
+    """
+    logger = logger or logging.getLogger("udacisense")
+    ramp_epochs = max(1, round(train_config.epochs * 2 / 3)) if config.schedule == "gradual" else 1
+    masks: dict[str, torch.Tensor] = {}
+
+    def raise_sparsity(epoch: int) -> None:
+        if epoch <= ramp_epochs:
+            target = cubic_sparsity(epoch, ramp_epochs, config.sparsity)
+            masks.update(prune_unstructured(model, target, config.scope, config.exclude))
+            logger.info(f"epoch {epoch}: weight sparsity {100 * weight_sparsity(model, config.exclude):.1f}%")
+        elif not masks:  # resumed after the ramp: the zeros on disk are the masks
+            masks.update({name: module.weight != 0 for name, module in prunable_layers(model, config.exclude).items()})
+
+    history = fit(
+        model, dataset, train_config, checkpoint_dir, model_spec,
+        on_epoch_start=raise_sparsity, on_step_end=lambda: apply_masks(model, masks), logger=logger, **fit_options,
+    )
+    apply_masks(model, masks)
+    return history
