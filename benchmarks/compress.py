@@ -1,6 +1,6 @@
 """Compression benchmark I on the Fashion-MNIST MobileNetV3-Small baseline: distillation and pruning.
 
-    python benchmarks/compress.py [--only channels50,kd] [--structured-epochs 10] [--kd-epochs 5]
+    python benchmarks/compress.py [--only channels50,kd_alone] [--threads 1] [--remeasure-latency]
 
 (a) KD gain: MobileNetV3-Small trained alone vs distilled from the baseline checkpoint, same epochs.
 (b) Unstructured 30/50/70/90% and structured (channel) 25/50/70% pruning, each fine-tuned with
@@ -9,8 +9,10 @@
 
 Each experiment writes runs/benchmarks/compress/<name>/ and its row into
 benchmarks/results/compress.json as soon as it finishes; a rerun skips finished rows
-(delete the row or pass --redo to measure again). Then the "compress" section of
-docs/benchmarks.md is rewritten from the JSON.
+(delete the row or pass --redo to measure again). Experiments may run in parallel processes
+(--only, --threads 1); --remeasure-latency then times every finished model again on a quiet
+machine, so no latency in the table was taken while another job was training. Then the
+"compress" section of docs/benchmarks.md is rewritten from the JSON.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from udacisense.compress.apply import prune_checkpoint  # noqa: E402
 from udacisense.compress.channels import ChannelPruneConfig  # noqa: E402
 from udacisense.compress.prune import UnstructuredPruneConfig  # noqa: E402
 from udacisense.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from udacisense.deploy.bench import bench_artifact  # noqa: E402
+from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
 from udacisense.export.executorch import export_pte  # noqa: E402
+from udacisense.profile import measure_latency  # noqa: E402
 from udacisense.runs import get_logger, prepare_run_dir  # noqa: E402
 from udacisense.train import train_run  # noqa: E402
 
@@ -51,9 +54,9 @@ def pte_latency(checkpoint: Path) -> dict:
     return {"bytes": path.stat().st_size, "latency_ms": {label: timing["p50_ms"] for label, timing in bench["latency"].items()}}
 
 
-def prune_row(name: str, config, epochs: int, lr: float) -> dict:
+def prune_row(name: str, config, epochs: int, lr: float, threads: int | None) -> dict:
     run_dir = prepare_run_dir(RUNS, name, overwrite=True)
-    train_config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine")
+    train_config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine", threads=threads)
     summary = prune_checkpoint(BASELINE, run_dir, config, train_config, DistillConfig(), logger=get_logger(run_dir, "prune"))
     return {
         "config": summary["config"],
@@ -61,16 +64,36 @@ def prune_row(name: str, config, epochs: int, lr: float) -> dict:
         "before": _strip(summary["before"]),
         "after": _strip(summary["after"]),
         "pte_after": pte_latency(run_dir / "model.pt"),
+        "run": str(run_dir),
     }
 
 
-def kd_row(name: str, epochs: int, teacher: Path | None) -> dict:
+def remeasure_latency(results: dict) -> None:
+    """Time the baseline and every pruned model again (eager in-process, .pte in a fresh process)."""
+    baseline, _ = load_model(BASELINE)
+    input_shape = (1, 1, 28, 28)
+    base_latency = eager_latency(baseline, input_shape)
+    results["baseline_pte"] = pte_latency(BASELINE)
+    for row in results["rows"].values():
+        if "run" not in row:
+            continue
+        model, _ = load_model(Path(row["run"]) / "model.pt")
+        row["before"]["latency_ms"] = base_latency
+        row["after"]["latency_ms"] = eager_latency(model, input_shape)
+        row["pte_after"] = pte_latency(Path(row["run"]) / "model.pt")
+
+
+def eager_latency(model, input_shape: tuple[int, ...]) -> dict:
+    return {thread_label(threads): measure_latency(model, input_shape, threads)["p50_ms"] for threads in thread_counts()}
+
+
+def kd_row(name: str, epochs: int, teacher: Path | None, threads: int | None) -> dict:
     config = RunConfig(
         name=name,
         runs_dir=RUNS,
         data=DataConfig(),
         model=ModelConfig(name="mobilenet_v3_small"),
-        train=TrainConfig(epochs=epochs),
+        train=TrainConfig(epochs=epochs, threads=threads),
         distill=DistillConfig(teacher=teacher) if teacher else None,
     )
     resume = (RUNS / name / "last.pt").exists()
@@ -98,14 +121,14 @@ def render(results: dict) -> str:
         base, base_pte = baseline["before"], results.get("baseline_pte", {})
         lines += [
             "",
-            "| model | top-1 | Δ pt | params | non-zero | MACs | file | gzip | eager 1T | `.pte` 1T | `.pte` all |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            _table_row("baseline (fp32)", base, base, base_pte),
+            "| model | fine-tune | top-1 | Δ pt | params | non-zero | MACs | file | gzip | eager 1T | `.pte` 1T | `.pte` all |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            _table_row("baseline (fp32)", "—", base, base, base_pte),
         ]
         for name, row in rows.items():
             if "after" in row:
-                lines.append(_table_row(_label(row), row["after"], base, row["pte_after"]))
-    channels50 = rows.get("channels50")
+                lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
+    channels50 = rows.get("channels50_30ep") or rows.get("channels50")
     if channels50 and baseline:
         after, base_pte = channels50["after"], results.get("baseline_pte", {}).get("latency_ms", {})
         drop = base["test_top1"] - after["test_top1"]
@@ -114,7 +137,8 @@ def render(results: dict) -> str:
         met = drop <= 1.0 and macs_cut >= 2 and pte_speedup >= 1.5
         lines += [
             "",
-            f"Issue 5 target (50% channels, self-distilled: <= 1.0 pt drop, >= 2x fewer MACs, >= 1.5x faster `.pte` at 1 thread): "
+            f"Issue 5 target (50% channels, self-distilled for {channels50['fine_tune']['epochs']} epochs: <= 1.0 pt drop, "
+            ">= 2x fewer MACs, >= 1.5x faster `.pte` at 1 thread): "
             f"drop {drop:.2f} pt, MACs / {macs_cut:.2f}, `.pte` {pte_speedup:.2f}x faster: **{'met' if met else 'NOT met'}**.",
         ]
     kd = {name: row for name, row in rows.items() if name.startswith("kd_")}
@@ -132,11 +156,11 @@ def _label(row: dict) -> str:
     return f"channels {100 * config['ratio']:.0f}% ({config['importance']}, {config['scope']})"
 
 
-def _table_row(label: str, measured: dict, base: dict, pte: dict) -> str:
+def _table_row(label: str, fine_tune: str, measured: dict, base: dict, pte: dict) -> str:
     pte_latency_ms = pte.get("latency_ms", {})
     all_threads = next((value for key, value in pte_latency_ms.items() if key != "1_thread"), None)
     return (
-        f"| {label} | {measured['test_top1']:.2f}% | {measured['test_top1'] - base['test_top1']:+.2f} | "
+        f"| {label} | {fine_tune} | {measured['test_top1']:.2f}% | {measured['test_top1'] - base['test_top1']:+.2f} | "
         f"{measured['parameters'] / 1e6:.3f} M | {measured['nonzero_parameters'] / 1e6:.3f} M | {measured['macs'] / 1e6:.2f} M | "
         f"{measured['bytes'] / 1e6:.2f} MB | {measured['gzip_bytes'] / 1e6:.2f} MB | {measured['latency_ms']['1_thread']:.3f} ms | "
         f"{pte_latency_ms.get('1_thread', float('nan')):.3f} ms | {all_threads if all_threads is None else f'{all_threads:.3f} ms'} |"
@@ -150,22 +174,32 @@ def main() -> None:
     parser.add_argument("--structured-epochs", type=int, default=10)
     parser.add_argument("--unstructured-epochs", type=int, default=2)
     parser.add_argument("--kd-epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="training threads (default: all cores)")
+    parser.add_argument("--remeasure-latency", action="store_true", help="re-time all finished models, then exit")
     args = parser.parse_args()
     if not BASELINE.exists():
         sys.exit(f"{BASELINE} is missing; run 'python benchmarks/baseline.py --models mobilenet_v3_small:30' first")
 
+    threads = args.threads
     experiments = {f"channels{round(100 * ratio)}": lambda ratio=ratio: prune_row(
-        f"channels{round(100 * ratio)}", ChannelPruneConfig(ratio=ratio), args.structured_epochs, 0.05) for ratio in STRUCTURED}
+        f"channels{round(100 * ratio)}", ChannelPruneConfig(ratio=ratio), args.structured_epochs, 0.05, threads) for ratio in STRUCTURED}
+    experiments["channels50_30ep"] = lambda: prune_row("channels50_30ep", ChannelPruneConfig(ratio=0.5), 30, 0.05, threads)
     experiments |= {f"unstructured{round(100 * sparsity)}": lambda sparsity=sparsity: prune_row(
-        f"unstructured{round(100 * sparsity)}", UnstructuredPruneConfig(sparsity=sparsity), args.unstructured_epochs, 0.01)
+        f"unstructured{round(100 * sparsity)}", UnstructuredPruneConfig(sparsity=sparsity), args.unstructured_epochs, 0.01, threads)
         for sparsity in UNSTRUCTURED}
-    experiments["kd_alone"] = lambda: kd_row("kd_alone", args.kd_epochs, None)
-    experiments["kd_from_baseline"] = lambda: kd_row("kd_from_baseline", args.kd_epochs, BASELINE)
+    experiments["kd_alone"] = lambda: kd_row("kd_alone", args.kd_epochs, None, threads)
+    experiments["kd_from_baseline"] = lambda: kd_row("kd_from_baseline", args.kd_epochs, BASELINE, threads)
     chosen = [name for name in args.only.split(",") if name] or list(experiments)
 
     results = load_results("compress")
     results["machine"] = machine()
     results.setdefault("rows", {})
+    if args.remeasure_latency:
+        remeasure_latency(results)
+        save_results("compress", results)
+        replace_doc_section("compress", render(results))
+        print(render(results))
+        return
     if "baseline_pte" not in results or args.redo:
         results["baseline_pte"] = pte_latency(BASELINE)
         save_results("compress", results)
@@ -174,7 +208,9 @@ def main() -> None:
             print(f"{name}: already measured, skipping")
             continue
         print(f"== {name}")
-        results["rows"][name] = experiments[name]()
+        row = experiments[name]()
+        results = load_results("compress") | {"machine": results["machine"]}  # a parallel run may have added rows
+        results.setdefault("rows", {})[name] = row
         save_results("compress", results)
         replace_doc_section("compress", render(results))
     replace_doc_section("compress", render(results))

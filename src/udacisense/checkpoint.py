@@ -3,7 +3,8 @@
 No module is ever pickled: a checkpoint rebuilds its model from the registry name and keyword
 arguments it stores, so a checkpoint from an untrusted source cannot run code on load. Layer
 widths are stored too (``structure``: plain integers per layer), so a channel-pruned model
-is rebuilt from its registry architecture and then narrowed to the saved widths.
+is rebuilt from its registry architecture and then narrowed to the saved widths; low-rank
+factorized layers are re-split from their saved ranks (``factorized``) the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     payload = load_checkpoint(path)
     model = create_model(payload["model"]["name"], **payload["model"]["kwargs"])
+    if payload.get("factorized"):
+        from udacisense.compress.lowrank import apply_factorization
+
+        apply_factorization(model, payload["factorized"])
     try:
         apply_structure(model, payload.get("structure", {}), payload["state_dict"])
         model.load_state_dict(payload["state_dict"])

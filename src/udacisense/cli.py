@@ -34,6 +34,14 @@ PRUNE_EXAMPLE = """example:
   udacisense prune --checkpoint runs/baseline/best.pt --plan runs/sens/plan.json --epochs 10 --self-distill"""
 SENSITIVITY_EXAMPLE = """example:
   udacisense sensitivity --checkpoint runs/baseline/best.pt --ratios 0.25,0.5,0.75 --target-macs 0.5"""
+QUANTIZE_EXAMPLE = """example:
+  udacisense quantize --checkpoint runs/baseline/best.pt --method static --observer histogram
+  udacisense quantize --checkpoint runs/baseline/best.pt --method static --max-drop 0.3   # mixed precision
+  udacisense quantize --checkpoint runs/baseline/best.pt --method qat --epochs 2 --self-distill
+  udacisense quantize --checkpoint runs/baseline/best.pt --method dynamic                 # the seed project's way"""
+FACTORIZE_EXAMPLE = """example:
+  udacisense factorize --checkpoint runs/baseline/best.pt --energy 0.9 --epochs 2 --self-distill
+  udacisense factorize --checkpoint runs/baseline/best.pt --param-ratio 0.5 --layers classifier.0"""
 EXPORT_EXAMPLE = """example:
   udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
   udacisense verify runs/demo/deploy"""
@@ -81,6 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--teacher", type=Path, help="fine-tune with this checkpoint as teacher instead")
     _distill_arguments(prune)
     _fine_tune_arguments(prune)
+
+    quantize = _command(commands, "quantize", "quantize a checkpoint to int8 and measure it in its runtime", QUANTIZE_EXAMPLE, run_quantize)
+    quantize.add_argument("--checkpoint", type=Path, required=True)
+    quantize.add_argument("--method", choices=["static", "qat", "dynamic"], default="static")
+    quantize.add_argument("--backend", default="xnnpack", help="quantizer backend (xnnpack; x86 from Python only)")
+    quantize.add_argument("--observer", choices=["histogram", "minmax", "moving_average"], default="histogram")
+    quantize.add_argument("--calibration-images", type=int, default=256)
+    quantize.add_argument("--float-layers", default="", help="comma list of layers kept in fp32")
+    quantize.add_argument("--max-drop", type=float, help="mixed precision: keep sensitive layers fp32 until the val drop is within this (pt)")
+    quantize.add_argument("--freeze-bn-epoch", type=int, help="QAT: fix BatchNorm statistics from this epoch")
+    quantize.add_argument("--freeze-observer-epoch", type=int, help="QAT: fix quantization ranges from this epoch")
+    quantize.add_argument("--self-distill", action="store_true", help="QAT with the fp32 model as teacher")
+    _distill_arguments(quantize)
+    _fine_tune_arguments(quantize, default_lr=0.002)
+
+    factorize = _command(commands, "factorize", "low-rank (SVD) factorize Linear and 1x1 conv layers, fine-tune, measure", FACTORIZE_EXAMPLE, run_factorize)
+    factorize.add_argument("--checkpoint", type=Path, required=True)
+    factorize.add_argument("--energy", type=float, help="keep this share of each layer's spectral energy (default 0.9)")
+    factorize.add_argument("--param-ratio", type=float, help="or keep this share of each layer's parameters")
+    factorize.add_argument("--layers", default="", help="comma list of layers (default: all eligible)")
+    factorize.add_argument("--self-distill", action="store_true", help="fine-tune with the unfactorized model as teacher")
+    _distill_arguments(factorize)
+    _fine_tune_arguments(factorize)
 
     sensitivity = _command(commands, "sensitivity", "per-layer channel-pruning sensitivity and a non-uniform plan", SENSITIVITY_EXAMPLE, run_sensitivity)
     sensitivity.add_argument("--checkpoint", type=Path, required=True)
@@ -163,9 +194,9 @@ def _distill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
 
 
-def _fine_tune_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: prune only)")
-    parser.add_argument("--lr", type=float, default=0.02, help="fine-tuning peak learning rate")
+def _fine_tune_arguments(parser: argparse.ArgumentParser, default_lr: float = 0.02) -> None:
+    parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
+    parser.add_argument("--lr", type=float, default=default_lr, help="fine-tuning peak learning rate")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -175,7 +206,7 @@ def _fine_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-subset", type=int, help="fine-tune on only this many images")
     parser.add_argument("--test-subset", type=int, help="measure on only this many test images")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_pruned)")
+    parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
@@ -257,8 +288,7 @@ def run_prune(args: argparse.Namespace) -> int:
     from udacisense.compress.apply import format_comparison, prune_checkpoint
     from udacisense.compress.channels import ChannelPruneConfig
     from udacisense.compress.prune import UnstructuredPruneConfig
-    from udacisense.config import DistillConfig, TrainConfig, validate_config
-    from udacisense.runs import get_logger, prepare_run_dir
+    from udacisense.config import validate_config
 
     protect = tuple(name for name in args.protect.split(",") if name)
     if args.method == "channels":
@@ -279,6 +309,21 @@ def run_prune(args: argparse.Namespace) -> int:
             {"sparsity": args.ratio, "scope": args.scope or "global", "schedule": args.schedule, "exclude": protect},
             where="unstructured pruning options",
         )
+    train_config, distill = _fine_tune_configs(args)
+    run_dir, logger = _compression_run(args, "pruned")
+    summary = prune_checkpoint(
+        args.checkpoint, run_dir, config, train_config, distill, augment=not args.no_augment, logger=logger, **_data_options(args)
+    )
+    print(f"\n{summary['method']} pruning, measured on {summary['test_images']} test images:")
+    print(format_comparison(summary["before"], summary["after"]))
+    print(f"-> {summary['checkpoint']}  ({run_dir / 'summary.json'})")
+    return 0
+
+
+def _fine_tune_configs(args: argparse.Namespace):
+    """The fine-tuning TrainConfig (None without --epochs) and DistillConfig (None without a teacher)."""
+    from udacisense.config import DistillConfig, TrainConfig, validate_config
+
     train_config = None
     if args.epochs:
         train_config = validate_config(
@@ -288,21 +333,57 @@ def run_prune(args: argparse.Namespace) -> int:
             where="fine-tuning options",
         )
     distill = None
-    if args.self_distill or args.teacher:
-        distill = validate_config(
-            DistillConfig,
-            {key: value for key, value in {"teacher": args.teacher, "temperature": args.temperature, "alpha": args.alpha}.items() if value is not None},
-            where="distillation options",
-        )
-    name = args.name or f"{args.checkpoint.parent.name}_pruned"
-    run_dir = prepare_run_dir(args.runs_dir, name, overwrite=args.overwrite)
-    logger = get_logger(run_dir, "prune")
-    summary = prune_checkpoint(
-        args.checkpoint, run_dir, config, train_config, distill,
-        data_name=args.data, data_root=args.data_root, train_subset=args.train_subset, test_subset=args.test_subset,
-        augment=not args.no_augment, logger=logger,
-    )
-    print(f"\n{summary['method']} pruning, measured on {summary['test_images']} test images:")
+    if args.self_distill or getattr(args, "teacher", None):
+        options = {"teacher": getattr(args, "teacher", None), "temperature": args.temperature, "alpha": args.alpha}
+        distill = validate_config(DistillConfig, {k: v for k, v in options.items() if v is not None}, where="distillation options")
+    return train_config, distill
+
+
+def _compression_run(args: argparse.Namespace, suffix: str):
+    from udacisense.runs import get_logger, prepare_run_dir
+
+    run_dir = prepare_run_dir(args.runs_dir, args.name or f"{args.checkpoint.parent.name}_{suffix}", overwrite=args.overwrite)
+    return run_dir, get_logger(run_dir, args.command)
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"data_name": args.data, "data_root": args.data_root, "train_subset": args.train_subset, "test_subset": args.test_subset}
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from udacisense.compress.apply import format_quantization, quantize_checkpoint
+    from udacisense.compress.quantize import QuantizeConfig
+    from udacisense.config import validate_config
+
+    config = validate_config(QuantizeConfig, {
+        "method": args.method, "backend": args.backend, "observer": args.observer, "calibration_images": args.calibration_images,
+        "float_layers": tuple(name for name in args.float_layers.split(",") if name),
+        "freeze_batchnorm_epoch": args.freeze_bn_epoch, "freeze_observer_epoch": args.freeze_observer_epoch,
+    }, where="quantization options")
+    train_config, distill = _fine_tune_configs(args)
+    run_dir, logger = _compression_run(args, config.method)
+    summary = quantize_checkpoint(args.checkpoint, run_dir, config, train_config, distill, max_drop=args.max_drop,
+                                  logger=logger, **_data_options(args))
+    print(f"\n{config.method} int8, measured in its runtime on {summary['test_images']} test images (batch 1, p50):")
+    print(format_quantization(summary))
+    print(f"-> {run_dir / summary['artifact']['file']}  ({run_dir / 'summary.json'})")
+    return 0
+
+
+def run_factorize(args: argparse.Namespace) -> int:
+    from udacisense.compress.apply import factorize_checkpoint, format_comparison
+    from udacisense.compress.lowrank import LowRankConfig
+    from udacisense.config import validate_config
+
+    config = validate_config(LowRankConfig, {
+        "energy": args.energy, "param_ratio": args.param_ratio, "layers": tuple(name for name in args.layers.split(",") if name),
+    }, where="factorization options")
+    train_config, distill = _fine_tune_configs(args)
+    run_dir, logger = _compression_run(args, "lowrank")
+    summary = factorize_checkpoint(args.checkpoint, run_dir, config, train_config, distill, logger=logger, **_data_options(args))
+    for name, reason in summary["report"]["skipped"].items():
+        print(f"skipped {name}: {reason}")
+    print(f"\nfactorized {len(summary['report']['factorized'])} layers, measured on {summary['test_images']} test images:")
     print(format_comparison(summary["before"], summary["after"]))
     print(f"-> {summary['checkpoint']}  ({run_dir / 'summary.json'})")
     return 0

@@ -1,13 +1,16 @@
 """Apply a compression technique to a checkpoint: load, compress, fine-tune, measure before and after, save.
 
-This is what ``udacisense prune`` runs; every number in its ``summary.json`` is measured here,
-on the same test images and the same machine, for the model before and after.
+This is what ``udacisense prune``, ``quantize`` and ``factorize`` run; every number in their
+``summary.json`` is measured here, on the same test images and the same machine, for the model
+before and after (quantized models through the runtime that ships them).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,19 @@ import torch.nn as nn
 from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.compress.channels import ChannelPruneConfig, prune_channels, prune_channels_and_fine_tune
 from udacisense.compress.distill import load_teacher, make_distillation_loss
+from udacisense.compress.lowrank import LowRankConfig
 from udacisense.compress.prune import UnstructuredPruneConfig, prune_and_fine_tune, prune_unstructured
+from udacisense.compress.quantize import QuantizeConfig
 from udacisense.config import DistillConfig, TrainConfig
 from udacisense.data import ImageDataset, dataset_for_contract
+from udacisense.deploy.bench import bench_artifact
+from udacisense.deploy.runtime import load_runner, run_batches
+from udacisense.deploy.validate import Tolerances, validate_artifact
+from udacisense.errors import UdaciSenseError
 from udacisense.evaluate import evaluate
 from udacisense.io import write_json
-from udacisense.profile import profile_model
-from udacisense.train import recalibrate_batchnorm, resolve_device
+from udacisense.profile import profile_model, serialized_size
+from udacisense.train import fit, recalibrate_batchnorm, resolve_device
 
 PruneConfig = ChannelPruneConfig | UnstructuredPruneConfig
 
@@ -124,8 +133,182 @@ def format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
         (f"latency {label.replace('_', ' ')} (ms)", before["latency_ms"][label], after["latency_ms"][label], "{:.3f}")
         for label in before["latency_ms"]
     ]
-    lines = [f"{'':<26} {'before':>12} {'after':>12} {'after/before':>13}"]
+    lines = [f"{'':<26} {'before':>18} {'after':>18} {'after/before':>13}"]
     for label, old, new, fmt in rows:
         change = f"{new - old:+.2f} pt" if label.startswith("test") else f"{new / old:.3f}" if old else "-"
-        lines.append(f"{label:<26} {fmt.format(old):>12} {fmt.format(new):>12} {change:>13}")
+        lines.append(f"{label:<26} {fmt.format(old):>18} {fmt.format(new):>18} {change:>13}")
     return "\n".join(lines)
+
+
+def _test_split(dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return dataset.normalization.apply(dataset.test.images), dataset.test.labels
+
+
+def _calibration(dataset: ImageDataset, images: int, batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    batches = dataset.loader("train", batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return [batch for batch, _ in itertools.islice(batches, max(1, images // batch_size))]
+
+
+def measure_artifact(kind: str, path: Path, input_shape: tuple[int, ...], images: torch.Tensor, labels: torch.Tensor,
+                     source_logits: torch.Tensor) -> dict[str, Any]:
+    """Size, accuracy and agreement in the artifact's own runtime on the whole split, and fresh-process latency."""
+    runner = load_runner(kind, path, threads=None)
+    validation = validate_artifact(runner, images, labels, source_logits, quantized=True,
+                                   tolerances=Tolerances(min_agreement=0.0))
+    bench = bench_artifact(kind, path, input_shape)
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "top1": validation["top1"],
+        "agreement": validation["agreement"],
+        "latency_ms": {label: timing["p50_ms"] for label, timing in bench["latency"].items()},
+        "memory": bench["memory"],
+    }
+
+
+def quantize_checkpoint(
+    checkpoint: Path,
+    run_dir: Path,
+    config: QuantizeConfig,
+    train_config: TrainConfig | None = None,
+    distill: DistillConfig | None = None,
+    *,
+    max_drop: float | None = None,
+    data_name: str | None = None,
+    data_root: Path | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    logger: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """Quantize ``checkpoint`` and measure the result in the runtime that ships it.
+
+    static/qat write ``model_int8.pte`` (XNNPACK) and, for the size and speed comparison, the
+    source as ``model_fp32.pte``; dynamic writes ``model_dynamic.ptl`` (TorchScript-lite, as the
+    seed project did). ``max_drop`` (static) picks fp32 layers by sensitivity until the validation
+    top-1 drop is within budget. Everything lands in ``run_dir/summary.json``.
+    """
+    from udacisense.compress.mixed_precision import choose_float_layers, layer_quantization_sensitivity
+    from udacisense.compress.quantize import convert_qat, freeze_qat, prepare_qat, quantize_dynamic, quantize_pt2e_static
+    from udacisense.export.executorch import export_pte
+    from udacisense.export.torchscript import export_ptl
+
+    logger = logger or logging.getLogger("udacisense")
+    if config.backend != "xnnpack":
+        raise UdaciSenseError("this command measures int8 models in ExecuTorch, so it needs --backend xnnpack; "
+                              "use udacisense.compress.quantize.make_quantizer('x86') from Python for server graphs")
+    model, payload = load_model(checkpoint)
+    contract = payload["input"]
+    input_shape = tuple(contract["shape"])
+    example = torch.zeros(input_shape)
+    dataset = dataset_for_contract(contract, data_name, data_root, test_subset, train_subset)
+    images, labels = _test_split(dataset)
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    summary: dict[str, Any] = {
+        "source": str(checkpoint), "method": config.method, "config": config.model_dump(mode="json"),
+        "test_images": int(labels.numel()),
+        "source_top1": 100.0 * (source_logits.argmax(1) == labels).float().mean().item(),
+    }
+
+    if config.method == "dynamic":
+        quantized, summary["dynamic"] = quantize_dynamic(model)
+        summary["state_dict_bytes"] = {"fp32": serialized_size(model)["bytes"], "dynamic_int8": serialized_size(quantized)["bytes"]}
+        for kind, source, name in (("ptl", model, "model_fp32.ptl"), ("ptl", quantized, "model_dynamic.ptl")):
+            export_ptl(source, example, run_dir / name)
+        summary["fp32_artifact"] = measure_artifact("ptl", run_dir / "model_fp32.ptl", input_shape, images, labels, source_logits)
+        summary["artifact"] = measure_artifact("ptl", run_dir / "model_dynamic.ptl", input_shape, images, labels, source_logits)
+    else:
+        float_layers = config.float_layers
+        if config.method == "static" and max_drop is not None:
+            logger.info("measuring each layer's int8 sensitivity on validation images")
+            val_batches = list(zip(dataset.normalization.apply(dataset.val.images[:1024]).split(64), dataset.val.labels[:1024].split(64)))
+            val_batches = [batch for batch in val_batches if batch[0].shape[0] == 64]
+            calibration_64 = _calibration(dataset, config.calibration_images, batch_size=64)
+            sensitivity = layer_quantization_sensitivity(model, calibration_64, val_batches, config.observer)
+            summary["mixed_precision"] = choose_float_layers(model, sensitivity, calibration_64, val_batches, max_drop, observer=config.observer)
+            summary["mixed_precision"]["sensitivity"] = sensitivity["layers"]
+            float_layers = tuple(summary["mixed_precision"]["float_layers"])
+            logger.info(f"kept in fp32: {', '.join(float_layers) or 'none'}")
+        if config.method == "static":
+            graph = quantize_pt2e_static(model, example, _calibration(dataset, config.calibration_images), observer=config.observer,
+                                         float_layers=float_layers, per_channel=config.per_channel)
+        else:
+            if train_config is None:
+                raise UdaciSenseError("quantization-aware training needs fine-tuning epochs; pass --epochs 2 or more")
+            prepared = prepare_qat(model, example, float_layers=float_layers)
+
+            def freeze(epoch: int) -> None:
+                freeze_qat(prepared, batchnorm=epoch >= (config.freeze_batchnorm_epoch or train_config.epochs + 1),
+                           observers=epoch >= (config.freeze_observer_epoch or train_config.epochs + 1))
+
+            fit_options: dict[str, Any] = {"logger": logger, "on_epoch_start": freeze}
+            if distill is not None:
+                teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else copy.deepcopy(model)
+                fit_options["loss_function"] = make_distillation_loss(teacher, distill, train_config.label_smoothing)
+            summary["qat_history"] = [asdict(row) for row in fit(prepared, dataset, train_config, run_dir / "qat", payload["model"], **fit_options)]
+            graph = convert_qat(prepared)
+        summary["float_layers"] = list(float_layers)
+        summary["export"] = export_pte(graph, example, run_dir / "model_int8.pte")
+        export_pte(model, example, run_dir / "model_fp32.pte")
+        summary["fp32_artifact"] = measure_artifact("pte", run_dir / "model_fp32.pte", input_shape, images, labels, source_logits)
+        summary["artifact"] = measure_artifact("pte-int8", run_dir / "model_int8.pte", input_shape, images, labels, source_logits)
+    summary["top1_drop"] = summary["source_top1"] - summary["artifact"]["top1"]
+    summary["size_vs_fp32_artifact"] = summary["artifact"]["bytes"] / summary["fp32_artifact"]["bytes"]
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def format_quantization(summary: dict[str, Any]) -> str:
+    """Source vs quantized artifact, both measured in their runtime."""
+    fp32, artifact = summary["fp32_artifact"], summary["artifact"]
+    lines = [f"{'':<22} {'fp32':>18} {summary['method']:>18}",
+             f"{'file':<22} {fp32['file']:>18} {artifact['file']:>18}",
+             f"{'size (MB)':<22} {fp32['bytes'] / 1e6:>18.3f} {artifact['bytes'] / 1e6:>18.3f}",
+             f"{'test top-1 (%)':<22} {fp32['top1']:>18.2f} {artifact['top1']:>18.2f}",
+             f"{'agreement (%)':<22} {fp32['agreement']:>18.2f} {artifact['agreement']:>18.2f}"]
+    lines += [f"{'latency ' + label.replace('_', ' ') + ' (ms)':<22} {fp32['latency_ms'][label]:>18.3f} {artifact['latency_ms'][label]:>18.3f}"
+              for label in fp32["latency_ms"]]
+    if summary.get("dynamic"):
+        lines.append(f"note: {summary['dynamic']['note']} ({100 * summary['dynamic']['quantized_parameter_share']:.1f}% of the parameters)")
+    if summary.get("float_layers"):
+        lines.append(f"kept in fp32: {', '.join(summary['float_layers'])}")
+    return "\n".join(lines)
+
+
+def factorize_checkpoint(
+    checkpoint: Path,
+    run_dir: Path,
+    config: LowRankConfig,
+    train_config: TrainConfig | None = None,
+    distill: DistillConfig | None = None,
+    *,
+    data_name: str | None = None,
+    data_root: Path | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    logger: logging.Logger | None = None,
+) -> dict[str, Any]:
+    """SVD-factorize ``checkpoint``'s Linear and 1x1 layers, fine-tune (optionally distilled), measure before/after."""
+    from udacisense.compress.lowrank import factorize
+
+    logger = logger or logging.getLogger("udacisense")
+    model, payload = load_model(checkpoint)
+    contract, input_shape = payload["input"], tuple(payload["input"]["shape"])
+    dataset = dataset_for_contract(contract, data_name, data_root, test_subset, train_subset)
+    before = measure(model, dataset, input_shape)
+    teacher = copy.deepcopy(model)
+    report = factorize(model, config)
+    logger.info(f"factorized {len(report['factorized'])} layers, skipped {len(report['skipped'])}")
+    if train_config is not None:
+        fit_options: dict[str, Any] = {"logger": logger}
+        if distill is not None:
+            teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else teacher
+            fit_options["loss_function"] = make_distillation_loss(teacher, distill, train_config.label_smoothing)
+        fit(model, dataset, train_config, run_dir / "finetune", payload["model"], **fit_options)
+    after = measure(model.eval(), dataset, input_shape)
+    ranks = {name: row["rank"] for name, row in report["factorized"].items()}
+    save_checkpoint(run_dir / "model.pt", model, payload["model"], contract, factorized=ranks)
+    summary = {"source": str(checkpoint), "checkpoint": str(run_dir / "model.pt"), "method": "lowrank",
+               "config": config.model_dump(mode="json"), "report": report, "test_images": len(dataset.test),
+               "before": before, "after": after}
+    write_json(run_dir / "summary.json", summary)
+    return summary

@@ -1,36 +1,89 @@
-"""Static post-training int8 quantization through PT2E (torch.export -> prepare -> calibrate -> convert).
+"""Quantization: dynamic int8 (torch.ao, for comparison), static post-training int8 and
+quantization-aware training through PT2E (torch.export -> prepare -> calibrate or train -> convert).
 
 The XNNPACK quantizer gives per-channel symmetric int8 weights and per-tensor int8
-activations: the layout ExecuTorch's XNNPACK delegate runs as real int8 kernels.
+activations: the layout ExecuTorch's XNNPACK delegate runs as real int8 kernels. Layers named
+in ``float_layers`` stay fp32 (mixed precision, see :mod:`udacisense.compress.mixed_precision`).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import copy
+import dataclasses
+import functools
+import types
+import warnings
+from typing import Iterable, Literal
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
+from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
 
+Observer = Literal["histogram", "minmax", "moving_average"]
+BACKENDS = ("xnnpack", "x86")
 
-def make_quantizer(backend: str = "xnnpack", per_channel: bool = True):
+
+class QuantizeConfig(StrictModel):
+    """How to quantize: method, target backend, activation observer, calibration size, float layers."""
+
+    method: Literal["dynamic", "static", "qat"] = "static"
+    backend: Literal["xnnpack", "x86"] = "xnnpack"
+    observer: Observer = Field(default="histogram", description="activation range observer for static calibration")
+    per_channel: bool = True
+    calibration_images: int = Field(default=256, gt=0)
+    float_layers: tuple[str, ...] = Field(default=(), description="layers left in fp32 (mixed precision)")
+    freeze_batchnorm_epoch: int | None = Field(default=None, ge=1, description="QAT: BatchNorm statistics fixed from this epoch")
+    freeze_observer_epoch: int | None = Field(default=None, ge=1, description="QAT: quantization ranges fixed from this epoch")
+
+
+def _observer_class(name: str):
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+
+    observers = {"histogram": HistogramObserver, "minmax": MinMaxObserver, "moving_average": MovingAverageMinMaxObserver}
+    if name not in observers:
+        raise UdaciSenseError(f"unknown observer '{name}'; choose one of {', '.join(observers)}")
+    return observers[name]
+
+
+def make_quantizer(
+    backend: str = "xnnpack",
+    per_channel: bool = True,
+    observer: str = "histogram",
+    qat: bool = False,
+    float_layers: Iterable[str] = (),
+):
     """A PT2E quantizer for ``backend`` ('xnnpack' for phones, 'x86' for server CPUs)."""
+    float_layers = tuple(float_layers)
     if backend == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
+            get_module_name_filter,
             get_symmetric_quantization_config,
         )
 
-        return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+        config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+        if not qat and observer != "histogram":  # the XNNPACK default for static activations is a histogram
+            activation = config.input_activation
+            spec = dataclasses.replace(activation, observer_or_fake_quant_ctr=_observer_class(observer).with_args(eps=2**-12))
+            config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
+        quantizer = XNNPACKQuantizer().set_global(config)
+        if float_layers:  # the quantizer cannot un-set a module, but it can skip nodes a filter rejects
+            in_float_layer = [get_module_name_filter(name) for name in float_layers]
+            quantizer.set_filter_function(lambda node: not any(test(node) for test in in_float_layer))
+        return quantizer
     if backend == "x86":
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
             get_default_x86_inductor_quantization_config,
         )
 
-        return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    raise UdaciSenseError(f"unknown quantization backend '{backend}'; choose 'xnnpack' (phones) or 'x86' (servers)")
+        if float_layers:
+            raise UdaciSenseError("float_layers (mixed precision) is supported for the xnnpack backend only")
+        return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=qat))
+    raise UdaciSenseError(f"unknown quantization backend '{backend}'; choose one of {', '.join(BACKENDS)} (xnnpack for phones)")
 
 
 def quantize_pt2e_static(
@@ -38,6 +91,9 @@ def quantize_pt2e_static(
     example: torch.Tensor,
     calibration_batches: Iterable[torch.Tensor],
     backend: str = "xnnpack",
+    observer: str = "histogram",
+    float_layers: Iterable[str] = (),
+    per_channel: bool = True,
 ) -> torch.fx.GraphModule:
     """Return an int8 (quantize/dequantize-annotated) graph of ``model`` calibrated on the given batches.
 
@@ -45,8 +101,10 @@ def quantize_pt2e_static(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    quantizer = make_quantizer(backend, per_channel, observer, float_layers=float_layers)
     graph = torch.export.export(model.eval(), (example,)).module()
-    prepared = prepare_pt2e(graph, make_quantizer(backend))
+    _check_layer_names(model, float_layers)
+    prepared = prepare_pt2e(graph, quantizer)
     seen = 0
     with torch.no_grad():
         for batch in calibration_batches:
@@ -58,4 +116,123 @@ def quantize_pt2e_static(
             seen += 1
     if seen == 0:
         raise UdaciSenseError("static quantization needs at least one calibration batch")
-    return convert_pt2e(prepared)
+    return allow_train_eval(convert_pt2e(prepared))
+
+
+def prepare_qat(
+    model: nn.Module, example: torch.Tensor, backend: str = "xnnpack", float_layers: Iterable[str] = ()
+) -> torch.fx.GraphModule:
+    """A trainable graph of ``model`` with fake quantization (and Conv-BN folding simulated) inserted.
+
+    The batch dimension stays dynamic so training batches of any size (>= 2) pass through;
+    ``.train()`` and ``.eval()`` switch BatchNorm and dropout as on the eager model.
+    """
+    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    _check_layer_names(model, float_layers)
+    model = copy.deepcopy(model)  # exported graphs share parameters with their source; training must not touch it
+    batch = Dim("batch", min=2, max=65536)
+    example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
+    graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
+    prepared = prepare_qat_pt2e(graph, make_quantizer(backend, qat=True, float_layers=float_layers))
+    _restore_batchnorm_eps(prepared, model)
+    return allow_train_eval(prepared)
+
+
+def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Fold the trained fake-quantized graph into a real int8 (quantize/dequantize) graph."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared.eval()
+    return allow_train_eval(convert_pt2e(prepared))
+
+
+def freeze_qat(prepared: torch.fx.GraphModule, batchnorm: bool = False, observers: bool = False) -> None:
+    """Late in QAT: fix BatchNorm running statistics and/or the quantization ranges (observers)."""
+    from torchao.quantization.pt2e import disable_observer
+
+    if observers:
+        prepared.apply(disable_observer)
+    if batchnorm:
+        prepared._batchnorm_frozen = True
+        _set_graph_mode(prepared, getattr(prepared, "_udacisense_training", True))
+
+
+def allow_train_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Make ``graph.train()``/``graph.eval()`` switch BatchNorm and dropout by flipping their
+    ``training`` arguments in place.
+
+    torchao's own switch rewrites BatchNorm with a pattern that resets eps to 1e-5; ours keeps the
+    model's eps (MobileNetV3 uses 1e-3), so the quantized graph computes what the float model did.
+    """
+
+    def train(self, mode: bool = True):
+        _set_graph_mode(self, mode)
+        return self
+
+    graph.train = types.MethodType(train, graph)
+    graph.eval = types.MethodType(lambda self: train(self, False), graph)
+    return graph
+
+
+def _set_graph_mode(graph: torch.fx.GraphModule, training: bool) -> None:
+    graph._udacisense_training = training
+    batchnorm_training = training and not getattr(graph, "_batchnorm_frozen", False)
+    for node in graph.graph.nodes:
+        if node.target is torch.ops.aten.batch_norm.default:
+            node.update_arg(5, batchnorm_training)
+        elif node.target in (torch.ops.aten.dropout.default, torch.ops.aten.dropout_.default):
+            node.update_arg(2, training)
+    graph.recompile()
+
+
+def _restore_batchnorm_eps(graph: torch.fx.GraphModule, model: nn.Module) -> None:
+    """prepare_qat_pt2e re-creates BatchNorm with eps=1e-5; put the model's own eps back."""
+    eps_values = {module.eps for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}
+    if len(eps_values) > 1:
+        warnings.warn(f"BatchNorm layers use several eps values {sorted(eps_values)}; QAT keeps torchao's 1e-5")
+        return
+    for node in graph.graph.nodes:
+        if node.target is torch.ops.aten.batch_norm.default and eps_values:
+            node.update_arg(7, next(iter(eps_values)))
+    graph.recompile()
+
+
+def _check_layer_names(model: nn.Module, names: Iterable[str]) -> None:
+    modules = dict(model.named_modules())
+    unknown = [name for name in names if name not in modules]
+    if unknown:
+        raise UdaciSenseError(f"float_layers names {', '.join(unknown)}, not layers of this model; see 'udacisense profile'")
+
+
+def quantize_dynamic(model: nn.Module) -> tuple[nn.Module, dict[str, object]]:
+    """torch.ao dynamic int8 (the seed project's method): Linear weights int8, activations quantized on the fly.
+
+    Convolutions are untouched, so on a CNN only the classifier shrinks; the report says which
+    layers changed and what share of the parameters that is.
+    """
+    import torch.ao.quantization as ao_quantization
+
+    linear = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    total = sum(p.numel() for p in model.parameters())
+    covered = sum(module.weight.numel() for module in linear.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its own deprecation
+        quantized = ao_quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+    report = {
+        "quantized_layers": list(linear),
+        "quantized_parameter_share": covered / max(total, 1),
+        "note": "dynamic quantization only converts Linear layers; Conv2d layers stay fp32",
+    }
+    return quantized, report
+
+
+def int8_weight_share(graph: torch.fx.GraphModule) -> float:
+    """Share of the graph's stored weight elements (params and constants) held as int8."""
+    names = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    tensors = [functools.reduce(getattr, name.split("."), graph) for name in names]
+    tensors = [tensor for tensor in tensors if isinstance(tensor, torch.Tensor)]
+    weights = [tensor for tensor in tensors if tensor.ndim >= 2]
+    total = sum(tensor.numel() for tensor in weights)
+    return sum(tensor.numel() for tensor in weights if tensor.dtype == torch.int8) / max(total, 1)

@@ -1,0 +1,185 @@
+"""Quantization (dynamic, static PT2E, QAT, mixed precision) and low-rank factorization: measured effects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import TinyNet
+from udacisense.checkpoint import load_model, save_checkpoint
+from udacisense.cli import main
+from udacisense.compress.lowrank import LowRankConfig, factorize, factorize_layer
+from udacisense.compress.mixed_precision import choose_float_layers, layer_quantization_sensitivity, sqnr
+from udacisense.compress.quantize import (
+    QuantizeConfig,
+    freeze_qat,
+    int8_weight_share,
+    make_quantizer,
+    prepare_qat,
+    quantize_dynamic,
+    quantize_pt2e_static,
+)
+from udacisense.config import validate_config
+from udacisense.errors import UdaciSenseError
+from udacisense.export.executorch import export_pte
+from udacisense.models import create_model
+
+
+def calibration(count: int = 4, batch: int = 1) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(batch, 1, 28, 28, generator=generator) for _ in range(count)]
+
+
+def weight_is_int8(graph: torch.fx.GraphModule) -> dict[str, bool]:
+    """For each conv/linear node, keyed by its source layer: is its weight dequantized from int8?"""
+    result = {}
+    for node in graph.graph.nodes:
+        if node.target in (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default):
+            layer = list(node.meta["nn_module_stack"].values())[-1][0].replace("L['self'].", "")
+            weight = node.args[1]
+            result[layer] = weight.op == "call_function" and "dequantize" in str(weight.target)
+    return result
+
+
+def test_static_int8_pte_is_a_third_of_fp32_and_holds_int8_weights(tmp_path):
+    model = create_model("mobilenet_v3_small", num_classes=10, in_channels=1).eval()
+    example = torch.zeros(1, 1, 28, 28)
+    graph = quantize_pt2e_static(model, example, calibration())
+    assert int8_weight_share(graph) > 0.99
+    export_pte(model, example, tmp_path / "fp32.pte")
+    export_pte(graph, example, tmp_path / "int8.pte")
+    assert (tmp_path / "int8.pte").stat().st_size <= 0.35 * (tmp_path / "fp32.pte").stat().st_size
+
+
+def test_mixed_precision_leaves_exactly_the_chosen_layers_in_float():
+    model = TinyNet(width=16).eval()
+    graph = quantize_pt2e_static(model, torch.zeros(1, 1, 28, 28), calibration(), float_layers=("features.4",))
+    assert weight_is_int8(graph) == {"features.0": True, "features.4": False, "classifier": True}
+
+
+def test_choose_float_layers_returns_the_least_tolerant_layers_with_reasons():
+    torch.manual_seed(0)
+    model = TinyNet(width=16).eval()
+    calibration_batches = calibration(2, batch=16)
+    batches = [(images, torch.randint(0, 10, (16,))) for images in calibration(2, batch=16)]
+    sensitivity = layer_quantization_sensitivity(model, calibration_batches, batches)
+    assert set(sensitivity["layers"]) == {"features.0", "features.4", "classifier"}
+    ranked = sorted(sensitivity["layers"], key=lambda name: sensitivity["layers"][name]["sqnr_db"])
+    plan = choose_float_layers(model, sensitivity, calibration_batches, batches, max_drop=-1.0, max_float_layers=2)
+    assert plan["float_layers"] == ranked[:2] and not plan["met"]  # an impossible budget stops at the cap
+    assert set(plan["reasons"]) == set(ranked[:2]) and len(plan["steps"]) == 3
+    assert sqnr(torch.ones(4), torch.ones(4)) == float("inf")
+
+
+def test_qat_trains_on_cpu_without_touching_the_source_and_freezes_batchnorm():
+    torch.manual_seed(0)
+    model = TinyNet(width=16).eval()
+    source_weight = model.features[0].weight.detach().clone()
+    prepared = prepare_qat(model, torch.zeros(1, 1, 28, 28))
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.1)
+    prepared.train()
+    for batch in (8, 5):  # the batch dimension is dynamic
+        loss = nn.functional.cross_entropy(prepared(torch.randn(batch, 1, 28, 28)), torch.randint(0, 10, (batch,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(model.features[0].weight, source_weight)
+    running_means = [buffer.clone() for name, buffer in prepared.named_buffers() if "running_mean" in name]
+    freeze_qat(prepared, batchnorm=True, observers=True)
+    prepared.train()
+    prepared(torch.randn(8, 1, 28, 28) * 5 + 3)
+    assert all(torch.equal(a, b) for a, b in zip(running_means, [b for n, b in prepared.named_buffers() if "running_mean" in n]))
+
+
+def test_dynamic_quantization_says_it_only_touches_linear_layers():
+    model = create_model("mobilenet_v3_small", num_classes=10, in_channels=1)
+    quantized, report = quantize_dynamic(model)
+    assert report["quantized_layers"] == ["classifier.0", "classifier.3"]
+    assert "only converts Linear" in report["note"] and 0 < report["quantized_parameter_share"] < 1
+    assert type(quantized.features[0][0]) is nn.Conv2d
+    assert type(quantized.classifier[0]).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
+
+
+def test_unknown_quantizer_backend_or_observer_is_a_clear_error():
+    with pytest.raises(UdaciSenseError, match="unknown quantization backend 'tflite'"):
+        make_quantizer("tflite")
+    with pytest.raises(UdaciSenseError, match="observer"):
+        validate_config(QuantizeConfig, {"observer": "percentile"}, where="quantization options")
+    with pytest.raises(UdaciSenseError, match="not layers of this model"):
+        quantize_pt2e_static(TinyNet(), torch.zeros(1, 1, 28, 28), calibration(), float_layers=("nope",))
+
+
+# --- low-rank -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(64, 96), nn.Conv2d(48, 80, 1, stride=2)], ids=["linear", "conv1x1"])
+def test_svd_at_full_rank_reproduces_the_layer(layer):
+    torch.manual_seed(0)
+    inputs = torch.randn(4, 64) if isinstance(layer, nn.Linear) else torch.randn(2, 48, 6, 6)
+    full = factorize_layer(layer, min(layer.weight.shape[:2]))
+    assert (full(inputs) - layer(inputs)).abs().max().item() <= 1e-4
+
+
+def test_reduced_rank_cuts_parameters_by_the_computed_amount_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", num_classes=10, in_channels=1).eval()
+    before = sum(p.numel() for p in model.parameters())
+    report = factorize(model, LowRankConfig(param_ratio=0.25, layers=("classifier.0",)))
+    rank = int(0.25 * 576 * 1024 / (576 + 1024))
+    assert report["factorized"]["classifier.0"]["rank"] == rank
+    assert before - sum(p.numel() for p in model.parameters()) == 576 * 1024 - rank * (576 + 1024)
+    spec = {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 10, "in_channels": 1}}
+    save_checkpoint(tmp_path / "lowrank.pt", model, spec, {"shape": [1, 1, 28, 28]}, factorized={"classifier.0": rank})
+    reloaded, _ = load_model(tmp_path / "lowrank.pt")
+    images = torch.randn(3, 1, 28, 28)
+    assert torch.equal(reloaded(images), model(images))
+
+
+def test_factorizing_skips_layers_where_it_would_not_save_and_says_why():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    report = factorize(model, LowRankConfig(energy=1.0))
+    assert report["factorized"] == {} and "would not save parameters" in report["skipped"]["1"]
+    with pytest.raises(UdaciSenseError, match="not Linear or a 1x1"):
+        factorize(TinyNet(), LowRankConfig(layers=("features.0",)))
+    with pytest.raises(UdaciSenseError, match="either energy or param_ratio"):
+        validate_config(LowRankConfig, {"energy": 0.9, "param_ratio": 0.5}, where="factorization options")
+
+
+# --- command line on a trained model --------------------------------------------------------
+
+
+def test_quantize_command_static_int8_stays_within_two_points_through_executorch(fashion_run, tmp_path):
+    config, summary = fashion_run
+    code = main([
+        "quantize", "--checkpoint", f"{summary['run']}/best.pt", "--method", "static", "--test-subset", "1000",
+        "--data-root", str(config.data.root), "--runs-dir", str(tmp_path), "--name", "ptq",
+    ])
+    assert code == 0
+    result = json.loads((tmp_path / "ptq" / "summary.json").read_text())
+    assert result["test_images"] == 1000 and result["artifact"]["file"] == "model_int8.pte"
+    assert result["top1_drop"] <= 2.0
+    assert result["size_vs_fp32_artifact"] <= 0.35
+
+
+def test_quantize_command_qat_fine_tunes_converts_and_exports(fashion_run, tmp_path):
+    config, summary = fashion_run
+    code = main([
+        "quantize", "--checkpoint", f"{summary['run']}/best.pt", "--method", "qat", "--epochs", "1", "--self-distill", "--freeze-bn-epoch", "1",
+        "--train-subset", "256", "--test-subset", "300", "--threads", "2", "--data-root", str(config.data.root),
+        "--runs-dir", str(tmp_path), "--name", "qat",
+    ])
+    assert code == 0
+    result = json.loads((tmp_path / "qat" / "summary.json").read_text())
+    assert len(result["qat_history"]) == 1 and result["export"]["delegated_share"] > 0.9
+    assert result["size_vs_fp32_artifact"] <= 0.35
+    # one epoch on 256 images moves the weights, so agreement with the fp32 source is not the point; accuracy is kept
+    assert result["top1_drop"] <= 3.0
+
+
+def test_quantize_command_rejects_a_backend_it_cannot_measure(fashion_run, tmp_path, capsys):
+    _, summary = fashion_run
+    code = main(["quantize", "--checkpoint", f"{summary['run']}/best.pt", "--backend", "x86", "--runs-dir", str(tmp_path)])
+    assert code == 2 and "--backend xnnpack" in capsys.readouterr().err
