@@ -347,7 +347,9 @@ def _compression_run(args: argparse.Namespace, suffix: str):
 
 
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"data_name": args.data, "data_root": args.data_root, "train_subset": args.train_subset, "test_subset": args.test_subset}
+    from udacisense.compress.apply import DataOptions
+
+    return {"data": DataOptions(args.data, args.data_root, args.train_subset, args.test_subset)}
 
 
 def run_quantize(args: argparse.Namespace) -> int:

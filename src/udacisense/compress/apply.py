@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,31 @@ from udacisense.train import fit, recalibrate_batchnorm, resolve_device
 PruneConfig = ChannelPruneConfig | UnstructuredPruneConfig
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """Which data to fine-tune and measure on; by default the checkpoint's own data set, whole."""
+
+    name: str | None = None
+    root: Path | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+
+def load_for_compression(checkpoint: Path, data: DataOptions) -> tuple[nn.Module, dict[str, Any], ImageDataset]:
+    """The checkpoint's model and payload, and its data presented exactly as in training."""
+    model, payload = load_model(checkpoint)
+    dataset = dataset_for_contract(payload["input"], data.name, data.root, data.test_subset, data.train_subset)
+    return model, payload, dataset
+
+
+def teacher_loss(model: nn.Module, dataset: ImageDataset, train_config: TrainConfig, distill: DistillConfig | None):
+    """A distillation loss from ``distill.teacher``, or from a frozen copy of ``model`` (self-distillation); None without ``distill``."""
+    if distill is None:
+        return None
+    teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else copy.deepcopy(model)
+    return make_distillation_loss(teacher, distill, train_config.label_smoothing, resolve_device(train_config.device))
+
+
 def measure(model: nn.Module, dataset: ImageDataset, input_shape: tuple[int, ...], latency_runs: int = 200) -> dict[str, Any]:
     """Profile (no memory probe) plus test-set accuracy: the before/after numbers of every technique."""
     test = evaluate(model, dataset.loader("test", 512), dataset.classes, progress=True)
@@ -61,10 +86,7 @@ def prune_checkpoint(
     train_config: TrainConfig | None = None,
     distill: DistillConfig | None = None,
     *,
-    data_name: str | None = None,
-    data_root: Path | None = None,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
+    data: DataOptions = DataOptions(),
     augment: bool = True,
     logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
@@ -75,19 +97,15 @@ def prune_checkpoint(
     fine-tuning, channel pruning re-estimates BatchNorm statistics, which the cut shifts.
     """
     logger = logger or logging.getLogger("udacisense")
-    model, payload = load_model(checkpoint)
+    model, payload, dataset = load_for_compression(checkpoint, data)
     contract, model_spec = payload["input"], payload["model"]
     input_shape = tuple(contract["shape"])
-    dataset = dataset_for_contract(contract, data_name, data_root, test_subset, train_subset)
     logger.info(f"measuring {checkpoint} before pruning")
     before = measure(model, dataset, input_shape)
 
     fit_options: dict[str, Any] = {"logger": logger, "augment": augment}
-    if train_config is not None and distill is not None:
-        teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else copy.deepcopy(model)
-        fit_options["loss_function"] = make_distillation_loss(
-            teacher, distill, train_config.label_smoothing, resolve_device(train_config.device)
-        )
+    if train_config is not None:
+        fit_options["loss_function"] = teacher_loss(model, dataset, train_config, distill)
     channels = isinstance(config, ChannelPruneConfig)
     if train_config is None:
         if channels:
@@ -140,7 +158,8 @@ def format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _test_split(dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+def test_split(dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole test split as normalized images and labels."""
     return dataset.normalization.apply(dataset.test.images), dataset.test.labels
 
 
@@ -174,10 +193,7 @@ def quantize_checkpoint(
     distill: DistillConfig | None = None,
     *,
     max_drop: float | None = None,
-    data_name: str | None = None,
-    data_root: Path | None = None,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
+    data: DataOptions = DataOptions(),
     logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """Quantize ``checkpoint`` and measure the result in the runtime that ships it.
@@ -196,12 +212,10 @@ def quantize_checkpoint(
     if config.backend != "xnnpack":
         raise UdaciSenseError("this command measures int8 models in ExecuTorch, so it needs --backend xnnpack; "
                               "use udacisense.compress.quantize.make_quantizer('x86') from Python for server graphs")
-    model, payload = load_model(checkpoint)
-    contract = payload["input"]
-    input_shape = tuple(contract["shape"])
+    model, payload, dataset = load_for_compression(checkpoint, data)
+    input_shape = tuple(payload["input"]["shape"])
     example = torch.zeros(input_shape)
-    dataset = dataset_for_contract(contract, data_name, data_root, test_subset, train_subset)
-    images, labels = _test_split(dataset)
+    images, labels = test_split(dataset)
     source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
     summary: dict[str, Any] = {
         "source": str(checkpoint), "method": config.method, "config": config.model_dump(mode="json"),
@@ -240,11 +254,9 @@ def quantize_checkpoint(
                 freeze_qat(prepared, batchnorm=epoch >= (config.freeze_batchnorm_epoch or train_config.epochs + 1),
                            observers=epoch >= (config.freeze_observer_epoch or train_config.epochs + 1))
 
-            fit_options: dict[str, Any] = {"logger": logger, "on_epoch_start": freeze}
-            if distill is not None:
-                teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else copy.deepcopy(model)
-                fit_options["loss_function"] = make_distillation_loss(teacher, distill, train_config.label_smoothing)
-            summary["qat_history"] = [asdict(row) for row in fit(prepared, dataset, train_config, run_dir / "qat", payload["model"], **fit_options)]
+            history = fit(prepared, dataset, train_config, run_dir / "qat", payload["model"], logger=logger, on_epoch_start=freeze,
+                          loss_function=teacher_loss(model, dataset, train_config, distill))
+            summary["qat_history"] = [asdict(row) for row in history]
             graph = convert_qat(prepared)
         summary["float_layers"] = list(float_layers)
         summary["export"] = export_pte(graph, example, run_dir / "model_int8.pte")
@@ -281,29 +293,21 @@ def factorize_checkpoint(
     train_config: TrainConfig | None = None,
     distill: DistillConfig | None = None,
     *,
-    data_name: str | None = None,
-    data_root: Path | None = None,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
+    data: DataOptions = DataOptions(),
     logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """SVD-factorize ``checkpoint``'s Linear and 1x1 layers, fine-tune (optionally distilled), measure before/after."""
     from udacisense.compress.lowrank import factorize
 
     logger = logger or logging.getLogger("udacisense")
-    model, payload = load_model(checkpoint)
+    model, payload, dataset = load_for_compression(checkpoint, data)
     contract, input_shape = payload["input"], tuple(payload["input"]["shape"])
-    dataset = dataset_for_contract(contract, data_name, data_root, test_subset, train_subset)
     before = measure(model, dataset, input_shape)
-    teacher = copy.deepcopy(model)
+    loss_function = teacher_loss(model, dataset, train_config, distill) if train_config else None  # before factorizing
     report = factorize(model, config)
     logger.info(f"factorized {len(report['factorized'])} layers, skipped {len(report['skipped'])}")
     if train_config is not None:
-        fit_options: dict[str, Any] = {"logger": logger}
-        if distill is not None:
-            teacher = load_teacher(distill.teacher, dataset.input_shape) if distill.teacher else teacher
-            fit_options["loss_function"] = make_distillation_loss(teacher, distill, train_config.label_smoothing)
-        fit(model, dataset, train_config, run_dir / "finetune", payload["model"], **fit_options)
+        fit(model, dataset, train_config, run_dir / "finetune", payload["model"], logger=logger, loss_function=loss_function)
     after = measure(model.eval(), dataset, input_shape)
     ranks = {name: row["rank"] for name, row in report["factorized"].items()}
     save_checkpoint(run_dir / "model.pt", model, payload["model"], contract, factorized=ranks)

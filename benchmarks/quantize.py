@@ -1,0 +1,191 @@
+"""Compression benchmark II: quantization and low-rank on the MobileNetV3-Small baseline and its 50%-channel-pruned copy.
+
+    python benchmarks/quantize.py [--only baseline:qat,pruned:static] [--threads 1] [--remeasure-latency]
+
+Rows: dynamic int8 (torch.ao, TorchScript-lite, the seed project's way), static PT2E int8 with the
+histogram and min-max observers, QAT (2 epochs, fp32 model as teacher, BatchNorm and observers
+frozen in the last epoch), mixed precision (sensitive layers kept fp32 until the validation drop
+is <= 0.1 pt) and low-rank SVD (90% energy, 2 epochs distilled fine-tuning, then fp32 .pte).
+Every accuracy is measured through the exported artifact in its runtime on all 10,000 test
+images; every latency in a fresh process at batch 1. Results: benchmarks/results/quantize.json
+and the "quantize" section of docs/benchmarks.md; finished rows are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
+
+from udacisense.compress.apply import factorize_checkpoint, quantize_checkpoint  # noqa: E402
+from udacisense.compress.lowrank import LowRankConfig  # noqa: E402
+from udacisense.compress.quantize import QuantizeConfig  # noqa: E402
+from udacisense.config import DistillConfig, TrainConfig  # noqa: E402
+from udacisense.runs import get_logger, prepare_run_dir  # noqa: E402
+
+SOURCES = {
+    "baseline": Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt"),
+    "pruned": Path("runs/benchmarks/compress/channels50_30ep/model.pt"),
+}
+RUNS = Path("runs/benchmarks/quantize")
+
+
+def quantize_row(source: str, name: str, config: QuantizeConfig, **options) -> dict:
+    run_dir = prepare_run_dir(RUNS, f"{source}_{name}", overwrite=True)
+    summary = quantize_checkpoint(SOURCES[source], run_dir, config, logger=get_logger(run_dir, "quantize"), **options)
+    row = {key: summary[key] for key in ("method", "source_top1", "top1_drop", "size_vs_fp32_artifact", "fp32_artifact", "artifact")}
+    row["float_layers"] = summary.get("float_layers", [])
+    row["run"] = str(run_dir)
+    if "export" in summary:
+        row["delegated_share"] = summary["export"]["delegated_share"]
+        row["not_delegated_ops"] = summary["export"]["not_delegated_ops"]
+    if "dynamic" in summary:
+        row["dynamic"] = summary["dynamic"] | {"state_dict_bytes": summary["state_dict_bytes"]}
+    return row
+
+
+def lowrank_row(source: str, threads: int | None) -> dict:
+    run_dir = prepare_run_dir(RUNS, f"{source}_lowrank", overwrite=True)
+    train = TrainConfig(epochs=2, lr=0.01, schedule="cosine", threads=threads)
+    summary = factorize_checkpoint(SOURCES[source], run_dir, LowRankConfig(energy=0.9), train, DistillConfig(),
+                                   logger=get_logger(run_dir, "factorize"))
+    pte = fp32_pte_row(Path(summary["checkpoint"]), run_dir)
+    return {"method": "lowrank", "run": str(run_dir), "factorized": len(summary["report"]["factorized"]), "skipped": len(summary["report"]["skipped"]),
+            "source_top1": summary["before"]["test_top1"], "parameters": [summary["before"]["parameters"], summary["after"]["parameters"]],
+            "macs": [summary["before"]["macs"], summary["after"]["macs"]], **pte}
+
+
+def fp32_pte_row(checkpoint: Path, run_dir: Path) -> dict:
+    """The fp32 .pte of a (factorized) checkpoint, measured like every other artifact."""
+    from udacisense.checkpoint import load_model
+    from udacisense.compress.apply import measure_artifact, test_split
+    from udacisense.data import dataset_for_contract
+    from udacisense.deploy.runtime import load_runner, run_batches
+    from udacisense.export.executorch import export_pte
+
+    import torch
+
+    model, payload = load_model(checkpoint)
+    example = torch.zeros(payload["input"]["shape"])
+    images, labels = test_split(dataset_for_contract(payload["input"]))
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    export_pte(model, example, run_dir / "model_fp32.pte")
+    return {"artifact": measure_artifact("pte", run_dir / "model_fp32.pte", tuple(example.shape), images, labels, source_logits)}
+
+
+def remeasure_latency(results: dict) -> None:
+    """Time every row's artifacts again in fresh processes, on a machine with nothing else running."""
+    from udacisense.deploy.bench import bench_artifact
+
+    for row in results.get("rows", {}).values():
+        for key in ("fp32_artifact", "artifact"):
+            if key not in row:
+                continue
+            artifact = row[key]
+            kind = "ptl" if artifact["file"].endswith(".ptl") else "pte-int8" if "int8" in artifact["file"] else "pte"
+            bench = bench_artifact(kind, Path(row["run"]) / artifact["file"], (1, 1, 28, 28))
+            artifact["latency_ms"] = {label: timing["p50_ms"] for label, timing in bench["latency"].items()}
+            artifact["memory"] = bench["memory"]
+
+
+def render(results: dict) -> str:
+    info = results.get("machine", machine())
+    lines = [
+        "## Compression II: quantization and low-rank",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores. Top-1 through the exported artifact in its own runtime on all "
+        "10,000 test images; latency at batch 1, p50, fresh process. Size and speed ratios are against the fp32 artifact "
+        "of the same model in the same runtime. Command: `python benchmarks/quantize.py`.",
+        "",
+        "| source | technique | artifact | size | vs fp32 artifact | top-1 | Δ pt vs fp32 model | agreement | 1 thread | all threads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in results.get("rows", {}).items():
+        source, technique = key.split(":")
+        artifact = row["artifact"]
+        latency = artifact["latency_ms"]
+        all_threads = next((value for label, value in latency.items() if label != "1_thread"), float("nan"))
+        ratio = f"{100 * row['size_vs_fp32_artifact']:.1f}%" if "size_vs_fp32_artifact" in row else "—"
+        drop = row["source_top1"] - artifact["top1"]
+        lines.append(
+            f"| {source} | {technique} | `{artifact['file']}` | {artifact['bytes'] / 1e6:.2f} MB | {ratio} | {artifact['top1']:.2f}% | "
+            f"{-drop:+.2f} | {artifact['agreement']:.2f}% | {latency['1_thread']:.3f} ms | {all_threads:.3f} ms |"
+        )
+    notes = []
+    for key, row in results.get("rows", {}).items():
+        if row.get("float_layers"):
+            notes.append(f"- `{key}` kept in fp32: {', '.join(row['float_layers'])}.")
+        if row.get("dynamic"):
+            dynamic = row["dynamic"]
+            notes.append(f"- `{key}`: {dynamic['note']}: {100 * dynamic['quantized_parameter_share']:.1f}% of the parameters; "
+                         f"state dict {dynamic['state_dict_bytes']['fp32'] / 1e6:.2f} -> {dynamic['state_dict_bytes']['dynamic_int8'] / 1e6:.2f} MB.")
+        if row.get("method") == "lowrank":
+            notes.append(f"- `{key}`: {row['factorized']} layers factorized ({row['skipped']} skipped), parameters "
+                         f"{row['parameters'][0]:,} -> {row['parameters'][1]:,}, MACs {row['macs'][0] / 1e6:.2f} M -> {row['macs'][1] / 1e6:.2f} M.")
+    qat = results.get("rows", {}).get("baseline:qat")
+    if qat:
+        drop = qat["source_top1"] - qat["artifact"]["top1"]
+        met = drop <= 0.5 and qat["size_vs_fp32_artifact"] <= 0.30
+        notes.append(f"- Issue 6 target (QAT int8 `.pte` of the baseline: <= 0.5 pt drop, <= 30% of the fp32 `.pte`): drop {drop:.2f} pt, "
+                     f"{100 * qat['size_vs_fp32_artifact']:.1f}%: **{'met' if met else 'NOT met'}**.")
+    return "\n".join(lines + [""] + notes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="comma list of source:technique (default: all)")
+    parser.add_argument("--redo", action="store_true")
+    parser.add_argument("--threads", type=int, help="training threads (default: all cores)")
+    parser.add_argument("--remeasure-latency", action="store_true", help="re-time all finished artifacts, then exit")
+    args = parser.parse_args()
+    if args.remeasure_latency:
+        results = load_results("quantize")
+        remeasure_latency(results)
+        save_results("quantize", results)
+        replace_doc_section("quantize", render(results))
+        print(render(results))
+        return
+    threads = args.threads
+
+    def qat(source: str):
+        train = TrainConfig(epochs=2, lr=0.002, schedule="cosine", threads=threads)
+        config = QuantizeConfig(method="qat", freeze_batchnorm_epoch=2, freeze_observer_epoch=2)
+        return quantize_row(source, "qat", config, train_config=train, distill=DistillConfig())
+
+    experiments = {}
+    for source in SOURCES:
+        experiments[f"{source}:static"] = lambda source=source: quantize_row(source, "static", QuantizeConfig())
+        experiments[f"{source}:qat"] = lambda source=source: qat(source)
+    experiments["baseline:dynamic"] = lambda: quantize_row("baseline", "dynamic", QuantizeConfig(method="dynamic"))
+    experiments["baseline:static-minmax"] = lambda: quantize_row("baseline", "static_minmax", QuantizeConfig(observer="minmax"))
+    experiments["baseline:mixed"] = lambda: quantize_row("baseline", "mixed", QuantizeConfig(), max_drop=0.1)
+    experiments["baseline:lowrank"] = lambda: lowrank_row("baseline", threads)
+    chosen = [name for name in args.only.split(",") if name] or list(experiments)
+    unknown = [name for name in chosen if name not in experiments]
+    if unknown:
+        sys.exit(f"unknown experiments {unknown}; known: {', '.join(experiments)}")
+
+    for name in chosen:
+        results = load_results("quantize")
+        if name in results.get("rows", {}) and not args.redo:
+            print(f"{name}: already measured, skipping")
+            continue
+        if not SOURCES[name.split(":")[0]].exists():
+            print(f"{name}: {SOURCES[name.split(':')[0]]} is missing (run benchmarks/baseline.py and compress.py first), skipping")
+            continue
+        print(f"== {name}")
+        row = experiments[name]()
+        results = load_results("quantize")  # a parallel run may have added rows meanwhile
+        results["machine"] = machine()
+        results.setdefault("rows", {})[name] = row
+        save_results("quantize", results)
+        replace_doc_section("quantize", render(results))
+    print(render(load_results("quantize")))
+
+
+if __name__ == "__main__":
+    main()
