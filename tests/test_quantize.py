@@ -179,7 +179,19 @@ def test_quantize_command_qat_fine_tunes_converts_and_exports(fashion_run, tmp_p
     assert result["top1_drop"] <= 3.0
 
 
-def test_quantize_command_rejects_a_backend_it_cannot_measure(fashion_run, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--backend", "x86"], "--backend xnnpack"),
+        (["--method", "qat"], "needs fine-tuning epochs"),
+        (["--method", "qat", "--epochs", "1", "--max-drop", "0.5"], "applies to --method static"),
+        (["--observer", "percentile"], "invalid choice"),
+    ],
+)
+def test_quantize_command_rejects_what_it_cannot_do(fashion_run, tmp_path, capsys, options, message):
     _, summary = fashion_run
-    code = main(["quantize", "--checkpoint", f"{summary['run']}/best.pt", "--backend", "x86", "--runs-dir", str(tmp_path)])
-    assert code == 2 and "--backend xnnpack" in capsys.readouterr().err
+    try:
+        code = main(["quantize", "--checkpoint", f"{summary['run']}/best.pt", "--runs-dir", str(tmp_path), *options])
+    except SystemExit as exit_:  # argparse rejects unknown choices itself
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err

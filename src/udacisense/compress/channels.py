@@ -155,7 +155,8 @@ def prune_channels_and_fine_tune(
     history: list[EpochResult] = []
     for step in range(1, config.steps + 1):
         before = sum(p.numel() for p in model.parameters())
-        _prune_step(model, pruner, config, dataset.loader("train", 64, shuffle=True))
+        gradient_batches = dataset.loader("train", 64, shuffle=True, generator=torch.Generator().manual_seed(train_config.seed + step))
+        _prune_step(model, pruner, config, gradient_batches)
         after = sum(p.numel() for p in model.parameters())
         logger.info(f"pruning step {step}/{config.steps}: {before:,} -> {after:,} parameters")
         history += fit(model, dataset, train_config, checkpoint_dir / f"step{step}", model_spec, logger=logger, **fit_options)
