@@ -170,6 +170,24 @@ def test_channel_counts_are_multiples_of_eight_and_the_classifier_keeps_its_clas
     assert model.classifier[-1].out_features == 10
 
 
+def test_iterative_and_global_pruning_reach_the_requested_width(tmp_path):
+    stepped = prune_channels(TinyNet(width=32), torch.zeros(1, 1, 28, 28), ChannelPruneConfig(ratio=0.5, steps=2))
+    assert stepped.features[0].out_channels == 16 and stepped.features[4].out_channels == 32
+    globally = prune_channels(TinyNet(width=32), torch.zeros(1, 1, 28, 28), ChannelPruneConfig(ratio=0.5, scope="global"))
+    kept = globally.features[0].out_channels + globally.features[4].out_channels
+    assert kept <= 0.5 * (32 + 64) + 8 and globally.classifier.out_features == 10
+
+    from udacisense.compress.channels import prune_channels_and_fine_tune
+
+    model = TinyNet(width=32)
+    dataset = get_dataset(DataConfig(name="synthetic", train_subset=128))
+    history = prune_channels_and_fine_tune(
+        model, ChannelPruneConfig(ratio=0.5, steps=2), dataset, TrainConfig(epochs=1, batch_size=64), tmp_path, {"name": "tiny"}
+    )
+    assert len(history) == 2 and (tmp_path / "step1" / "last.pt").exists() and (tmp_path / "step2" / "last.pt").exists()
+    assert model.features[0].out_channels == 16
+
+
 def test_taylor_importance_uses_gradients_from_labelled_batches():
     model = TinyNet(width=32)
     batches = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)))]

@@ -103,6 +103,17 @@ def test_dynamic_quantization_says_it_only_touches_linear_layers():
     assert type(quantized.classifier[0]).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
 
 
+@pytest.mark.parametrize("observer", ["minmax", "moving_average"])
+def test_other_observers_and_the_x86_quantizer_give_int8_graphs(observer):
+    model = TinyNet(width=16).eval()
+    graph = quantize_pt2e_static(model, torch.zeros(1, 1, 28, 28), calibration(), observer=observer)
+    assert int8_weight_share(graph) > 0.99
+    server = quantize_pt2e_static(model, torch.zeros(1, 1, 28, 28), calibration(), backend="x86")
+    assert int8_weight_share(server) > 0.5  # x86 leaves the final Linear in fp32 by design
+    images = torch.randn(1, 1, 28, 28)  # the exported graph has the example's static batch size
+    assert sqnr(model(images), graph(images)) > 15
+
+
 def test_unknown_quantizer_backend_or_observer_is_a_clear_error():
     with pytest.raises(UdaciSenseError, match="unknown quantization backend 'tflite'"):
         make_quantizer("tflite")
