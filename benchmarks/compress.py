@@ -125,9 +125,11 @@ def render(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             _table_row("baseline (fp32)", "—", base, base, base_pte),
         ]
-        for name, row in rows.items():
-            if "after" in row:
-                lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
+        pruned = [row for row in rows.values() if "after" in row]
+        pruned.sort(key=lambda row: ("sparsity" in row["config"], row["config"].get("ratio", row["config"].get("sparsity")),
+                                     row["fine_tune"]["epochs"]))
+        for row in pruned:
+            lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
     channels50 = rows.get("channels50_30ep") or rows.get("channels50")
     if channels50 and baseline:
         after, base_pte = channels50["after"], results.get("baseline_pte", {}).get("latency_ms", {})
