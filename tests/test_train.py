@@ -93,9 +93,23 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
 
 def test_mismatched_architecture_is_a_clear_error(tmp_path):
     model = create_model("mobilenet_v3_small", width_mult=0.25)
-    path = save_checkpoint(tmp_path / "x.pt", model, {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.5}}, {})
-    with pytest.raises(UdaciSenseError, match="does not match model"):
+    path = save_checkpoint(tmp_path / "x.pt", model, {"name": "resnet18", "kwargs": {}}, {})
+    with pytest.raises(UdaciSenseError, match="does not match model 'resnet18'"):
         load_model(path)
+    # without stored layer widths (older checkpoints), a width mismatch is caught by the state dict
+    payload = torch.load(path, weights_only=True)
+    payload.pop("structure")
+    payload["model"] = {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.5}}
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(UdaciSenseError, match="does not match model 'mobilenet_v3_small'"):
+        load_model(tmp_path / "old.pt")
+
+
+def test_stored_layer_widths_are_authoritative(tmp_path):
+    model = create_model("mobilenet_v3_small", width_mult=0.25).eval()
+    path = save_checkpoint(tmp_path / "x.pt", model, {"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.5}}, {})
+    images = torch.randn(2, 1, 28, 28)
+    assert torch.equal(load_model(path)[0](images), model(images))
 
 
 def test_wrong_input_shape_is_a_clear_error():

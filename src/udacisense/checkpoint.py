@@ -104,7 +104,7 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], stat
     for name, attributes in structure.items():
         module = modules.get(name)
         if module is None:
-            raise UdaciSenseError(f"saved structure names layer '{name}', which the model does not have")
+            raise RuntimeError(f"saved layer '{name}' is not in it")
         for attribute, value in attributes.items():
             setattr(module, attribute, tuple(value) if isinstance(value, list) else value)
         prefix = f"{name}." if name else ""
