@@ -294,3 +294,20 @@ def test_distill_command_rejects_a_teacher_with_another_input_shape(fashion_run,
         "--data-root", str(config.data.root), "--runs-dir", str(tmp_path), "--name", "bad",
     ])
     assert code == 2 and "same --channels and --image-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--ratio", "1.5"], "ratio"),
+        ([], "give --ratio"),
+        (["--plan", "PLAN"], "not a plan from 'udacisense sensitivity'"),
+        (["--method", "unstructured", "--plan", "PLAN"], "use it with --method channels"),
+    ],
+)
+def test_prune_command_option_mistakes_are_one_line_errors(options, message, tmp_path, capsys):
+    (tmp_path / "plan.json").write_text("{not json")
+    options = [str(tmp_path / "plan.json") if option == "PLAN" else option for option in options]
+    code = main(["prune", "--checkpoint", str(tmp_path / "missing.pt"), "--runs-dir", str(tmp_path), *options])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and len(error.strip().splitlines()) == 1

@@ -297,11 +297,16 @@ def run_prune(args: argparse.Namespace) -> int:
         if args.plan:
             if not args.plan.is_file():
                 raise UdaciSenseError(f"plan {args.plan} does not exist; make one with 'udacisense sensitivity --target-macs 0.5'")
-            raw["layer_ratios"] = json.loads(args.plan.read_text())["layer_ratios"]
+            try:
+                raw["layer_ratios"] = json.loads(args.plan.read_text())["layer_ratios"]
+            except (ValueError, KeyError, TypeError):
+                raise UdaciSenseError(f"{args.plan} is not a plan from 'udacisense sensitivity' (no layer_ratios)") from None
         elif args.ratio is None:
             raise UdaciSenseError("give --ratio (share of channels to remove) or --plan (per-layer ratios)")
         config = validate_config(ChannelPruneConfig, raw, where="channel pruning options")
     else:
+        if args.plan:
+            raise UdaciSenseError("--plan holds per-layer channel ratios; use it with --method channels")
         if args.ratio is None:
             raise UdaciSenseError("give --ratio, the share of weights to set to zero, e.g. --ratio 0.5")
         config = validate_config(
