@@ -62,7 +62,7 @@ def lowrank_row(source: str, threads: int | None) -> dict:
 def fp32_pte_row(checkpoint: Path, run_dir: Path) -> dict:
     """The fp32 .pte of a (factorized) checkpoint, measured like every other artifact."""
     from udacisense.checkpoint import load_model
-    from udacisense.compress.apply import measure_artifact, test_split
+    from udacisense.compress.apply import measure_artifact
     from udacisense.data import dataset_for_contract
     from udacisense.deploy.runtime import load_runner, run_batches
     from udacisense.export.executorch import export_pte
@@ -71,7 +71,7 @@ def fp32_pte_row(checkpoint: Path, run_dir: Path) -> dict:
 
     model, payload = load_model(checkpoint)
     example = torch.zeros(payload["input"]["shape"])
-    images, labels = test_split(dataset_for_contract(payload["input"]))
+    images, labels = dataset_for_contract(payload["input"]).whole("test")
     source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
     export_pte(model, example, run_dir / "model_fp32.pte")
     return {"artifact": measure_artifact("pte", run_dir / "model_fp32.pte", tuple(example.shape), images, labels, source_logits)}

@@ -8,7 +8,6 @@ before and after (quantized models through the runtime that ships them).
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -158,16 +157,6 @@ def format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def test_split(dataset: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole test split as normalized images and labels."""
-    return dataset.normalization.apply(dataset.test.images), dataset.test.labels
-
-
-def _calibration(dataset: ImageDataset, images: int, batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    batches = dataset.loader("train", batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    return [batch for batch, _ in itertools.islice(batches, max(1, images // batch_size))]
-
-
 def measure_artifact(kind: str, path: Path, input_shape: tuple[int, ...], images: torch.Tensor, labels: torch.Tensor,
                      source_logits: torch.Tensor) -> dict[str, Any]:
     """Size, accuracy and agreement in the artifact's own runtime on the whole split, and fresh-process latency."""
@@ -219,7 +208,7 @@ def quantize_checkpoint(
     model, payload, dataset = load_for_compression(checkpoint, data)
     input_shape = tuple(payload["input"]["shape"])
     example = torch.zeros(input_shape)
-    images, labels = test_split(dataset)
+    images, labels = dataset.whole("test")
     source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
     summary: dict[str, Any] = {
         "source": str(checkpoint), "method": config.method, "config": config.model_dump(mode="json"),
@@ -240,7 +229,7 @@ def quantize_checkpoint(
             summary["mixed_precision"] = _plan_mixed_precision(model, dataset, config, max_drop, logger)
             float_layers = tuple(summary["mixed_precision"]["float_layers"])
         if config.method == "static":
-            graph = quantize_pt2e_static(model, example, _calibration(dataset, config.calibration_images), observer=config.observer,
+            graph = quantize_pt2e_static(model, example, dataset.calibration_batches(config.calibration_images), observer=config.observer,
                                          float_layers=float_layers, per_channel=config.per_channel)
         else:
             graph, history = _quantization_aware_training(model, payload, dataset, config, float_layers, train_config, distill,
@@ -269,7 +258,7 @@ def _plan_mixed_precision(model: nn.Module, dataset: ImageDataset, config: Quant
     if count == 0:
         raise UdaciSenseError(f"mixed precision needs at least {batch_size} validation images")
     batches = list(zip(dataset.normalization.apply(split.images[:count]).split(batch_size), split.labels[:count].split(batch_size)))
-    calibration = _calibration(dataset, config.calibration_images, batch_size=batch_size)
+    calibration = dataset.calibration_batches(config.calibration_images, batch_size)
     sensitivity = layer_quantization_sensitivity(model, calibration, batches, config.observer)
     plan = choose_float_layers(model, sensitivity, calibration, batches, max_drop, observer=config.observer)
     logger.info(f"kept in fp32: {', '.join(plan['float_layers']) or 'none'}")

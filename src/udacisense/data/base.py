@@ -7,6 +7,7 @@ batches are sliced from one tensor and augmented on the whole batch at once: far
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -89,6 +90,17 @@ class ImageDataset:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}")
         return BatchLoader(getattr(self, split), batch_size, self.normalization, shuffle, augment, generator)
+
+    def whole(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All of ``split`` as one batch of normalized images and its labels."""
+        data = getattr(self, split)
+        return self.normalization.apply(data.images), data.labels
+
+    def calibration_batches(self, images: int, batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
+        """About ``images`` shuffled, unaugmented training images in full batches of ``batch_size``
+        (exported graphs have a static batch size), the same ones for the same seed."""
+        batches = self.loader("train", batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return [batch for batch, _ in itertools.islice(batches, max(1, images // batch_size))]
 
     def contract(self) -> dict:
         """The input contract a deployed model must honour (stored in checkpoints and manifests)."""

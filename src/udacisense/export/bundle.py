@@ -8,7 +8,6 @@ PyTorch, and records everything in the manifest. Nothing in the manifest is type
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 import time
@@ -54,12 +53,9 @@ def build_bundle(
     output.mkdir(parents=True, exist_ok=True)
 
     def calibration() -> list[torch.Tensor]:
-        # the exported graph has batch size 1, so calibrate one training image at a time
-        generator = torch.Generator().manual_seed(0)
-        batches = dataset.loader("train", 1, shuffle=True, generator=generator)
-        return [images for images, _ in itertools.islice(batches, calibration_images)]
+        return dataset.calibration_batches(calibration_images)  # batch 1, the exported graph's shape
 
-    test_images, test_labels = _whole_split(dataset)
+    test_images, test_labels = dataset.whole("test")
     source = load_runner("eager", model=model, threads=None)
     source_logits = run_batches(source, test_images).float()
     golden_inputs = test_images[:GOLDEN_COUNT]
@@ -200,11 +196,6 @@ def sha256_of(path: Path) -> str:
 
 def size_of(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _whole_split(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = list(dataset.loader("test", 1024))
-    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def _write_golden(folder: Path, inputs, labels, source_logits, artifacts: dict[str, Any]) -> None:
