@@ -101,9 +101,9 @@ def quantize_pt2e_static(
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    _check_layer_names(model, float_layers)  # before the export, which takes seconds
     quantizer = make_quantizer(backend, per_channel, observer, float_layers=float_layers)
     graph = torch.export.export(model.eval(), (example,)).module()
-    _check_layer_names(model, float_layers)
     prepared = prepare_pt2e(graph, quantizer)
     seen = 0
     with torch.no_grad():
