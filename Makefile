@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data install benchmark-baseline benchmark-deploy clean
+.PHONY: demo test data browser install benchmark-baseline benchmark-deploy benchmark-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,16 +28,24 @@ data:
 		exit 1; \
 	fi
 
-demo: install data
-	$(BIN)/udacisense train --model mobilenet_v3_small --data fashion-mnist \
-		--train-subset 20000 --epochs 5 --name demo --overwrite
-	$(BIN)/udacisense profile --checkpoint runs/demo/best.pt
-	@# The 5-epoch demo model has many low-margin test images, so its int8 copy agrees with it on ~98.8%
-	@# of them (same top-1); the full-length baseline passes the 99% default (docs/benchmarks.md).
-	$(BIN)/udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl --min-agreement 98
-	@echo "Results: runs/demo/ (metrics.json, eval.json, profile.json, train.log, best.pt, deploy/manifest.json)"
+# The report test renders report.html in headless Chromium; Debian ships it as 'chromium'.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Chromium for the report test: apt-get install -y chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is missing (the report test needs it). Install it with:"; \
+		echo "  sudo apt-get update && sudo apt-get install -y chromium"; \
+		exit 1; \
+	fi
 
-test: install data
+# The main job on the default data: recipes/quickstart.yaml end to end (baseline, pruning, int8, export, report).
+demo: install data
+	$(BIN)/udacisense run quickstart --overwrite
+	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"
+
+test: install data browser
 	$(BIN)/python -m pytest -q
 
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
@@ -46,6 +54,10 @@ benchmark-baseline: install data
 
 benchmark-deploy: install data
 	$(BIN)/python benchmarks/deploy.py
+
+# seed.yaml vs mobile.yaml at full length, plus onnxruntime static int8 of the baseline (hours on 2 CPU cores).
+benchmark-pipeline: install data
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -245,8 +245,8 @@ def test_sensitivity_measures_each_layer_and_the_plan_meets_its_macs_target(tmp_
     for rows in result["layers"].values():
         macs = [row["macs"] for row in rows]
         assert macs == sorted(macs, reverse=True) and macs[-1] < result["baseline"]["macs"]
-    plan = plan_layer_ratios(model, example, result, target=0.5)
-    assert plan["met"] and plan["achieved"] <= 0.5
+    plan = plan_layer_ratios(model, example, result, {"macs": 0.5})
+    assert plan["met"] and plan["achieved"]["macs"] <= 0.5
     pruned = prune_channels(model, example, ChannelPruneConfig(ratio=0.0, layer_ratios=plan["layer_ratios"]))
     assert count_macs(pruned, (1, 1, 28, 28))[0] <= 0.5 * result["baseline"]["macs"]
     paths = save_sensitivity(result, tmp_path)

@@ -193,9 +193,9 @@ def test_quantize_command_qat_fine_tunes_converts_and_exports(fashion_run, tmp_p
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--backend", "x86"], "--backend xnnpack"),
+        (["--backend", "x86"], "needs backend xnnpack"),
         (["--method", "qat"], "needs fine-tuning epochs"),
-        (["--method", "qat", "--epochs", "1", "--max-drop", "0.5"], "applies to --method static"),
+        (["--method", "qat", "--epochs", "1", "--max-drop", "0.5"], "applies to method static"),
         (["--observer", "percentile"], "invalid choice"),
     ],
 )

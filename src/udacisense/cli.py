@@ -42,6 +42,13 @@ QUANTIZE_EXAMPLE = """example:
 FACTORIZE_EXAMPLE = """example:
   udacisense factorize --checkpoint runs/baseline/best.pt --energy 0.9 --epochs 2 --self-distill
   udacisense factorize --checkpoint runs/baseline/best.pt --param-ratio 0.5 --layers classifier.0"""
+RUN_EXAMPLE = """example:
+  udacisense run recipes/quickstart.yaml                   # or just: udacisense run quickstart
+  udacisense run mobile --set prune.fine_tune.epochs=10 --set targets.max_accuracy_drop=1.5
+  udacisense run mobile --resume                           # continue after a crash; finished stages are reused
+  udacisense run mobile --strict                           # exit status 1 when a target is missed"""
+COMPARE_EXAMPLE = """example:
+  udacisense compare runs/seed runs/mobile --output runs/compare"""
 EXPORT_EXAMPLE = """example:
   udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
   udacisense verify runs/demo/deploy"""
@@ -118,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sensitivity.add_argument("--ratios", default="0.25,0.5,0.75", help="ratios tried on each layer")
     sensitivity.add_argument("--importance", choices=["l1", "l2", "bn"], default="l2")
     sensitivity.add_argument("--val-images", type=int, default=2000, help="validation images scored per trial")
-    sensitivity.add_argument("--target-macs", type=float, help="also plan per-layer ratios keeping this share of MACs")
-    sensitivity.add_argument("--target-params", type=float, help="also plan per-layer ratios keeping this share of parameters")
+    sensitivity.add_argument("--target-macs", type=float, help="also plan per-layer ratios keeping at most this share of MACs")
+    sensitivity.add_argument("--target-params", type=float, help="... and/or at most this share of parameters (both: both budgets hold)")
     sensitivity.add_argument("--data-root", type=Path)
     sensitivity.add_argument("--output", type=Path, help="folder (default: sensitivity/ beside the checkpoint)")
 
@@ -156,8 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify = _command(commands, "verify", "re-check a bundle's hashes and golden outputs", "example:\n  udacisense verify runs/demo/deploy", run_verify)
     verify.add_argument("bundle", type=Path)
 
+    run = _command(commands, "run", "run a recipe: baseline, compression stages, export, targets and report", RUN_EXAMPLE, run_recipe)
+    _recipe_arguments(run)
+    run.add_argument("--name", help="run folder name (default: the recipe's name)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue runs/<name>/: reuse finished stages whose config is unchanged")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
+    run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
+
+    check = _command(commands, "check", "validate a recipe without running it", "example:\n  udacisense check recipes/mobile.yaml", run_check)
+    _recipe_arguments(check)
+    _command(commands, "recipes", "list the shipped recipes and the registered stages", "example:\n  udacisense recipes", run_recipes)
+
+    compare = _command(commands, "compare", "compare finished runs side by side, with a Pareto plot", COMPARE_EXAMPLE, run_compare)
+    compare.add_argument("runs", type=Path, nargs="+", help="run folders holding result.json")
+    compare.add_argument("--output", type=Path, default=Path("runs/compare"), help="folder for compare.md, compare.json and pareto.png")
+
     _command(commands, "list", "list registered models and data sets", "example:\n  udacisense list", run_list)
     return parser
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a recipe YAML file, or the name of a shipped one (see 'udacisense recipes')")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a recipe value: <stage id>.<param>=value or <section>.<key>=value (repeatable)")
 
 
 def _train_arguments(train: argparse.ArgumentParser) -> None:
@@ -419,13 +450,13 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     paths = save_sensitivity(result, output)
     print(f"{len(result['layers'])} layers x {len(ratios)} ratios on {len(images)} validation images "
           f"(baseline {result['baseline']['top1']:.2f}%) -> {paths['json']}, {paths['png']}")
-    for metric, target in (("macs", args.target_macs), ("params", args.target_params)):
-        if target is None:
-            continue
-        plan = plan_layer_ratios(model, example, result, target, metric, args.importance)
-        plan_path = write_json(output / f"plan_{metric}.json", plan)
-        print(f"plan keeps {100 * plan['achieved']:.1f}% of {metric} (target {100 * target:.0f}%) by pruning "
-              f"{len(plan['layer_ratios'])} layers -> {plan_path}; use it with 'udacisense prune --plan {plan_path}'")
+    budgets = {metric: target for metric, target in (("macs", args.target_macs), ("params", args.target_params)) if target is not None}
+    if budgets:
+        plan = plan_layer_ratios(model, example, result, budgets, args.importance)
+        plan_path = write_json(output / "plan.json", plan)
+        kept = ", ".join(f"{100 * plan['achieved'][metric]:.1f}% of {metric} (budget {100 * target:.0f}%)" for metric, target in budgets.items())
+        print(f"plan keeps {kept} by pruning {len(plan['layer_ratios'])} layers -> {plan_path}; "
+              f"use it with 'udacisense prune --plan {plan_path}'")
     return 0
 
 
@@ -519,6 +550,56 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"FAIL {problem}")
     print("bundle verified: hashes and golden outputs match" if not problems else f"{len(problems)} problem(s) in {args.bundle}")
     return 1 if problems else 0
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import load_recipe
+    from udacisense.pipeline.runner import format_targets, run_pipeline
+
+    pipeline = load_recipe(args.recipe, args.overrides)
+    if args.retime and not args.resume:
+        raise UdaciSenseError("--retime re-measures a finished run; add --resume")
+    result = run_pipeline(pipeline, args.runs_dir, resume=args.resume, overwrite=args.overwrite, name=args.name, retime=args.retime)
+    print(f"\ntargets, checked on {result['primary']} measured in its runtime on {result['baseline']['test_images']} test images:")
+    print(format_targets(result["targets"]))
+    print(f"\nreport: {result['report']['html']}  (also {result['report']['markdown']})")
+    missed = [row["target"] for row in result["targets"] if not row["passed"]]
+    return 1 if missed and args.strict else 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import load_recipe
+
+    pipeline = load_recipe(args.recipe, args.overrides)
+    recipe = pipeline.recipe
+    baseline = recipe.baseline.checkpoint or f"{recipe.baseline.model} trained {recipe.baseline.train.epochs} epochs"
+    print(f"recipe '{recipe.name}' is valid: data {recipe.data.name}, baseline {baseline}")
+    for stage in pipeline.stages:
+        print(f"  {stage.index}. {stage.id} ({stage.kind})")
+    print(f"  export {', '.join(recipe.export.formats)}; targets checked on {recipe.export.formats[0]}")
+    return 0
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import RECIPES_DIR, list_recipes
+    from udacisense.pipeline.stages import list_stages
+
+    print(f"recipes ({RECIPES_DIR}):")
+    for name, description in list_recipes():
+        print(f"  {name:<12} {description}")
+    print("stages:")
+    for name, summary in list_stages():
+        print(f"  {name:<19} {summary}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from udacisense.report.compare import compare_runs
+
+    table, paths = compare_runs(args.runs, args.output)
+    print(table)
+    print(f"-> {paths['markdown']}, {paths['plot']}")
+    return 0
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ def evaluate(
     num_classes = len(classes)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     total_loss, top5_hits, count = 0.0, 0, 0
-    for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
+    for images, labels in tqdm(batches, desc="evaluate", disable=None if progress else True, leave=False):
         logits = model(images.to(device)).float().cpu()
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
         top5 = logits.topk(min(5, num_classes), dim=1).indices

@@ -147,6 +147,25 @@ def profile_model(
     }
 
 
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model, cores, GPU, Python and torch versions."""
+    import platform
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
 def format_profile(profile: dict[str, Any], top_layers: int = 12) -> str:
     """A readable summary plus the costliest layers by MACs."""
     params, size = profile["parameters"], profile["size"]

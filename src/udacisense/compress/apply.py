@@ -158,17 +158,19 @@ def format_comparison(before: dict[str, Any], after: dict[str, Any]) -> str:
 
 
 def measure_artifact(kind: str, path: Path, input_shape: tuple[int, ...], images: torch.Tensor, labels: torch.Tensor,
-                     source_logits: torch.Tensor) -> dict[str, Any]:
+                     source_logits: torch.Tensor, classes: list[str] | None = None) -> dict[str, Any]:
     """Size, accuracy and agreement in the artifact's own runtime on the whole split, and fresh-process latency."""
     runner = load_runner(kind, path, threads=None)
     # measured, not judged: a quantized model's agreement is a result to report, not a pass/fail gate
-    validation = validate_artifact(runner, images, labels, source_logits, quantized=True, tolerances=Tolerances(min_agreement=0.0))
+    validation = validate_artifact(runner, images, labels, source_logits, quantized=True, tolerances=Tolerances(min_agreement=0.0),
+                                   classes=classes)
     bench = bench_artifact(kind, path, input_shape)
     return {
         "file": path.name,
         "bytes": path.stat().st_size,
         "top1": validation["top1"],
         "agreement": validation["agreement"],
+        **({"per_class_accuracy": validation["per_class_accuracy"]} if classes is not None else {}),
         "latency_ms": {label: timing["p50_ms"] for label, timing in bench["latency"].items()},
         "memory": bench["memory"],
     }
@@ -185,12 +187,54 @@ def quantize_checkpoint(
     data: DataOptions = DataOptions(),
     logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
-    """Quantize ``checkpoint`` and measure the result in the runtime that ships it.
+    """Quantize ``checkpoint`` (see :func:`quantize_to_artifact`) and measure the result in the runtime that ships it,
+    beside the fp32 source exported the same way. Everything lands in ``run_dir/summary.json``.
+    """
+    from udacisense.export.executorch import export_pte
+    from udacisense.export.torchscript import export_ptl
 
-    static/qat write ``model_int8.pte`` (XNNPACK) and, for the size and speed comparison, the
-    source as ``model_fp32.pte``; dynamic writes ``model_dynamic.ptl`` (TorchScript-lite, as the
-    seed project did). ``max_drop`` (static) picks fp32 layers by sensitivity until the validation
-    top-1 drop is within budget. Everything lands in ``run_dir/summary.json``.
+    model, payload, dataset = load_for_compression(checkpoint, data)
+    input_shape = tuple(payload["input"]["shape"])
+    kind, path, info = quantize_to_artifact(model, payload["model"], dataset, config, run_dir, train_config, distill,
+                                            max_drop=max_drop, logger=logger)
+    images, labels = dataset.whole("test")
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    fp32_kind, fp32_path = ("ptl", run_dir / "model_fp32.ptl") if kind == "ptl" else ("pte", run_dir / "model_fp32.pte")
+    (export_ptl if kind == "ptl" else export_pte)(model, torch.zeros(input_shape), fp32_path)
+    summary: dict[str, Any] = {
+        "source": str(checkpoint), "method": config.method, "config": config.model_dump(mode="json"),
+        "test_images": int(labels.numel()),
+        "source_top1": 100.0 * (source_logits.argmax(1) == labels).float().mean().item(),
+        **info,
+        "fp32_artifact": measure_artifact(fp32_kind, fp32_path, input_shape, images, labels, source_logits),
+        "artifact": measure_artifact(kind, path, input_shape, images, labels, source_logits),
+    }
+    if kind == "ptl":
+        summary["state_dict_bytes"] = {"fp32": serialized_size(model)["bytes"], "dynamic_int8": info.pop("dynamic_state_dict_bytes")}
+    summary["top1_drop"] = summary["source_top1"] - summary["artifact"]["top1"]
+    summary["size_vs_fp32_artifact"] = summary["artifact"]["bytes"] / summary["fp32_artifact"]["bytes"]
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def quantize_to_artifact(
+    model: nn.Module,
+    model_spec: dict[str, Any],
+    dataset: ImageDataset,
+    config: QuantizeConfig,
+    folder: Path,
+    train_config: TrainConfig | None = None,
+    distill: DistillConfig | None = None,
+    *,
+    max_drop: float | None = None,
+    resume: bool = False,
+    logger: logging.Logger | None = None,
+) -> tuple[str, Path, dict[str, Any]]:
+    """Quantize ``model`` (left unchanged) into the artifact that ships it; returns (format, path, what was done).
+
+    static/qat write ``folder/model_int8.pte`` (XNNPACK int8, format ``pte-int8``); dynamic writes
+    ``folder/model_dynamic.ptl`` (TorchScript-lite, as the seed project did). ``max_drop`` (static)
+    keeps the most sensitive layers in fp32 until the validation top-1 drop is within budget.
     """
     from udacisense.compress.quantize import quantize_dynamic, quantize_pt2e_static
     from udacisense.export.executorch import export_pte
@@ -198,52 +242,35 @@ def quantize_checkpoint(
 
     logger = logger or logging.getLogger("udacisense")
     if max_drop is not None and config.method != "static":
-        raise UdaciSenseError("--max-drop (mixed precision by sensitivity) applies to --method static; "
-                              "for QAT pass the layers to keep in fp32 with --float-layers")
+        raise UdaciSenseError("max_drop (mixed precision by sensitivity) applies to method static; "
+                              "for QAT name the layers to keep in fp32 in float_layers")
     if config.method == "qat" and train_config is None:
         raise UdaciSenseError("quantization-aware training needs fine-tuning epochs; pass --epochs 2 or more")
     if config.backend != "xnnpack":
-        raise UdaciSenseError("this command measures int8 models in ExecuTorch, so it needs --backend xnnpack; "
+        raise UdaciSenseError("udacisense measures int8 models in ExecuTorch, so it needs backend xnnpack; "
                               "use udacisense.compress.quantize.make_quantizer('x86') from Python for server graphs")
-    model, payload, dataset = load_for_compression(checkpoint, data)
-    input_shape = tuple(payload["input"]["shape"])
-    example = torch.zeros(input_shape)
-    images, labels = dataset.whole("test")
-    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
-    summary: dict[str, Any] = {
-        "source": str(checkpoint), "method": config.method, "config": config.model_dump(mode="json"),
-        "test_images": int(labels.numel()),
-        "source_top1": 100.0 * (source_logits.argmax(1) == labels).float().mean().item(),
-    }
-
+    example = torch.zeros(1, *dataset.input_shape)
+    info: dict[str, Any] = {}
     if config.method == "dynamic":
-        quantized, summary["dynamic"] = quantize_dynamic(model)
-        summary["state_dict_bytes"] = {"fp32": serialized_size(model)["bytes"], "dynamic_int8": serialized_size(quantized)["bytes"]}
-        export_ptl(model, example, run_dir / "model_fp32.ptl")
-        export_ptl(quantized, example, run_dir / "model_dynamic.ptl")
-        summary["fp32_artifact"] = measure_artifact("ptl", run_dir / "model_fp32.ptl", input_shape, images, labels, source_logits)
-        summary["artifact"] = measure_artifact("ptl", run_dir / "model_dynamic.ptl", input_shape, images, labels, source_logits)
+        quantized, info["dynamic"] = quantize_dynamic(model)
+        info["dynamic_state_dict_bytes"] = serialized_size(quantized)["bytes"]
+        path = folder / "model_dynamic.ptl"
+        export_ptl(quantized, example, path)
+        return "ptl", path, info
+    float_layers = config.float_layers
+    if max_drop is not None:
+        info["mixed_precision"] = _plan_mixed_precision(model, dataset, config, max_drop, logger)
+        float_layers = tuple(info["mixed_precision"]["float_layers"])
+    if config.method == "static":
+        graph = quantize_pt2e_static(model, example, dataset.calibration_batches(config.calibration_images), observer=config.observer,
+                                     float_layers=float_layers, per_channel=config.per_channel)
     else:
-        float_layers = config.float_layers
-        if max_drop is not None:
-            summary["mixed_precision"] = _plan_mixed_precision(model, dataset, config, max_drop, logger)
-            float_layers = tuple(summary["mixed_precision"]["float_layers"])
-        if config.method == "static":
-            graph = quantize_pt2e_static(model, example, dataset.calibration_batches(config.calibration_images), observer=config.observer,
-                                         float_layers=float_layers, per_channel=config.per_channel)
-        else:
-            graph, history = _quantization_aware_training(model, payload, dataset, config, float_layers, train_config, distill,
-                                                          run_dir, logger)
-            summary["qat_history"] = history
-        summary["float_layers"] = list(float_layers)
-        summary["export"] = export_pte(graph, example, run_dir / "model_int8.pte")
-        export_pte(model, example, run_dir / "model_fp32.pte")
-        summary["fp32_artifact"] = measure_artifact("pte", run_dir / "model_fp32.pte", input_shape, images, labels, source_logits)
-        summary["artifact"] = measure_artifact("pte-int8", run_dir / "model_int8.pte", input_shape, images, labels, source_logits)
-    summary["top1_drop"] = summary["source_top1"] - summary["artifact"]["top1"]
-    summary["size_vs_fp32_artifact"] = summary["artifact"]["bytes"] / summary["fp32_artifact"]["bytes"]
-    write_json(run_dir / "summary.json", summary)
-    return summary
+        graph, info["qat_history"] = _quantization_aware_training(model, model_spec, dataset, config, float_layers, train_config,
+                                                                  distill, folder, logger, resume)
+    info["float_layers"] = list(float_layers)
+    path = folder / "model_int8.pte"
+    info["export"] = export_pte(graph, example, path)
+    return "pte-int8", path, info
 
 
 def _plan_mixed_precision(model: nn.Module, dataset: ImageDataset, config: QuantizeConfig, max_drop: float,
@@ -265,20 +292,20 @@ def _plan_mixed_precision(model: nn.Module, dataset: ImageDataset, config: Quant
     return plan | {"sensitivity": sensitivity["layers"]}
 
 
-def _quantization_aware_training(model, payload, dataset, config: QuantizeConfig, float_layers, train_config: TrainConfig,
-                                 distill: DistillConfig | None, run_dir: Path, logger: logging.Logger):
+def _quantization_aware_training(model, model_spec, dataset, config: QuantizeConfig, float_layers, train_config: TrainConfig,
+                                 distill: DistillConfig | None, run_dir: Path, logger: logging.Logger, resume: bool = False):
     """Fine-tune with fake quantization (BatchNorm and observers frozen from the configured epochs), then convert."""
     from udacisense.compress.quantize import convert_qat, freeze_qat, prepare_qat
 
-    prepared = prepare_qat(model, torch.zeros(payload["input"]["shape"]), float_layers=float_layers)
+    prepared = prepare_qat(model, torch.zeros(1, *dataset.input_shape), float_layers=float_layers)
     never = train_config.epochs + 1
 
     def freeze(epoch: int) -> None:
         freeze_qat(prepared, batchnorm=epoch >= (config.freeze_batchnorm_epoch or never),
                    observers=epoch >= (config.freeze_observer_epoch or never))
 
-    history = fit(prepared, dataset, train_config, run_dir / "qat", payload["model"], logger=logger, on_epoch_start=freeze,
-                  loss_function=teacher_loss(model, dataset, train_config, distill))
+    history = fit(prepared, dataset, train_config, run_dir / "qat", model_spec, logger=logger, on_epoch_start=freeze,
+                  loss_function=teacher_loss(model, dataset, train_config, distill), resume=resume)
     return convert_qat(prepared), [asdict(row) for row in history]
 
 

@@ -2,7 +2,7 @@
 
 Each prunable layer is pruned alone (with everything coupled to it) at increasing ratios and the
 copy is scored on a validation subset. Layers whose accuracy barely moves can lose many channels;
-fragile ones keep theirs. The planner spends a MACs (or parameter) budget greedily on the cuts
+fragile ones keep theirs. The planner spends MACs and/or parameter budgets greedily on the cuts
 with the smallest accuracy loss per MAC saved, then checks the real pruned model meets the target.
 """
 
@@ -23,6 +23,7 @@ from udacisense.io import atomic_write, write_json
 from udacisense.profile import count_macs
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
+Metric = Literal["macs", "params"]
 
 
 def candidate_layers(model: nn.Module, example: torch.Tensor, protect: Iterable[str] = ()) -> list[str]:
@@ -82,27 +83,32 @@ def plan_layer_ratios(
     model: nn.Module,
     example: torch.Tensor,
     sensitivity: dict[str, Any],
-    target: float,
-    metric: Literal["macs", "params"] = "macs",
+    budgets: dict[str, float],
     importance: str = "l2",
     round_to: int | None = 8,
     protect: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Per-layer ratios that keep at most ``target`` (a fraction, e.g. 0.5) of the model's MACs or parameters.
+    """Per-layer ratios that keep at most ``budgets[metric]`` (a fraction) of the model's MACs and/or parameters.
 
-    Greedy: repeatedly take the next ratio step of the layer that loses the least validation
-    accuracy per unit of ``metric`` saved (from the single-layer measurements), until the pruned
-    model, actually pruned and counted, fits the budget.
+    ``budgets`` is e.g. ``{"macs": 0.3}`` or ``{"macs": 0.3, "params": 0.25}``. Greedy: repeatedly
+    take the next ratio step of the layer that loses the least validation accuracy per unit saved
+    of the metrics still over budget (from the single-layer measurements), until the pruned model,
+    actually pruned and counted, fits every budget.
     """
-    if not 0.0 < target < 1.0:
-        raise UdaciSenseError(f"the planner's target is the share of {metric} to keep, in (0, 1); got {target}")
+    unknown = set(budgets) - set(Metric.__args__)
+    if not budgets or unknown:
+        raise UdaciSenseError(f"the planner's budgets are 'macs' and/or 'params'; got {sorted(budgets) or 'none'}")
+    for metric, target in budgets.items():
+        if not 0.0 < target < 1.0:
+            raise UdaciSenseError(f"the planner's {metric} budget is the share to keep, in (0, 1); got {target}")
     base = sensitivity["baseline"]
-    levels = {name: [{"ratio": 0.0, "top1": base["top1"], metric: base[metric]}] + rows for name, rows in sensitivity["layers"].items()}
+    start = {"ratio": 0.0, "top1": base["top1"], "macs": base["macs"], "params": base["params"]}
+    levels = {name: [start] + rows for name, rows in sensitivity["layers"].items()}
     chosen = {name: 0 for name in levels}
 
-    def cost(name: str) -> float:
+    def cost(name: str, over: list[str]) -> float:
         current, following = levels[name][chosen[name]], levels[name][chosen[name] + 1]
-        saved = current[metric] - following[metric]
+        saved = sum((current[metric] - following[metric]) / base[metric] for metric in over)
         lost = max(current["top1"] - following["top1"], 0.0) + 1e-3  # ties go to the bigger saving
         return lost / saved if saved > 0 else float("inf")
 
@@ -111,22 +117,22 @@ def plan_layer_ratios(
         pruned = prune_channels(
             copy.deepcopy(model), example, ChannelPruneConfig(ratio=0.0, importance=importance, round_to=round_to, protect=protect, layer_ratios=ratios)
         )
-        achieved = _measure_cost(pruned, example, metric) / base[metric]
-        open_layers = [name for name in levels if chosen[name] + 1 < len(levels[name]) and cost(name) < float("inf")]
-        if achieved <= target or not open_layers:
+        achieved = {metric: _measure_cost(pruned, example, metric) / base[metric] for metric in budgets}
+        over = [metric for metric in budgets if achieved[metric] > budgets[metric]]
+        open_layers = [name for name in levels if chosen[name] + 1 < len(levels[name]) and cost(name, over) < float("inf")]
+        if not over or not open_layers:
             break
-        chosen[min(open_layers, key=cost)] += 1
+        chosen[min(open_layers, key=lambda name: cost(name, over))] += 1
     return {
-        "metric": metric,
-        "target": target,
+        "budgets": dict(budgets),
         "achieved": achieved,
-        "met": achieved <= target,
+        "met": not over,
         "layer_ratios": ratios,
         "predicted_top1_drop": sum(max(base["top1"] - levels[name][index]["top1"], 0.0) for name, index in chosen.items()),
     }
 
 
-def _measure_cost(model: nn.Module, example: torch.Tensor, metric: str) -> float:
+def _measure_cost(model: nn.Module, example: torch.Tensor, metric: Metric) -> float:
     if metric == "macs":
         return count_macs(model, tuple(example.shape))[0]
     return sum(p.numel() for p in model.parameters())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from udacisense.deploy.runtime import Runner, run_batches
 from udacisense.errors import UdaciSenseError
+from udacisense.evaluate import metrics_from_confusion
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,10 @@ def validate_artifact(
     *,
     quantized: bool,
     tolerances: Tolerances = Tolerances(),
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Top-1 of the artifact, agreement with the source's top-1, logit differences and a verdict.
+    """Top-1 of the artifact, agreement with the source's top-1, logit differences and a verdict
+    (with ``classes``, also the artifact's per-class accuracy and confusion matrix).
 
     Quantized artifacts are held to the agreement threshold only: their logits differ from
     fp32 by design, so the fp32 drift bound does not apply.
@@ -50,6 +53,11 @@ def validate_artifact(
         "mean_abs_diff": difference.mean().item(),
         "tolerances": asdict(tolerances),
     }
+    if classes is not None:
+        count = len(classes)
+        confusion = torch.bincount(labels * count + predictions, minlength=count * count).view(count, count)
+        per_class = metrics_from_confusion(confusion, classes)
+        result |= {"per_class_accuracy": per_class["per_class_accuracy"], "confusion_matrix": per_class["confusion_matrix"]}
     failures = []
     if result["agreement"] < tolerances.min_agreement:
         failures.append(f"top-1 agreement {result['agreement']:.2f}% < {tolerances.min_agreement}%")

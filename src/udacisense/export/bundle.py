@@ -42,9 +42,16 @@ def build_bundle(
     test_subset: int | None = None,
     tolerances: Tolerances = Tolerances(),
     latency_runs: int = 200,
+    prebuilt: dict[str, Path] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Export, validate, benchmark and write ``output/`` with manifest.json; returns the manifest."""
+    """Export, validate, benchmark and write ``output/`` with manifest.json; returns the manifest.
+
+    ``prebuilt`` maps a format to an artifact made earlier from this checkpoint (e.g. the int8 ``.pte``
+    a quantization-aware training stage produced, or a dynamic-int8 ``.ptl``): it is copied into the
+    bundle and validated as a quantized model instead of being exported again.
+    """
+    prebuilt = prebuilt or {}
     model, payload = load_model(checkpoint)
     contract = payload["input"]
     dataset = dataset_for_contract(contract, root=data_root, test_subset=test_subset)
@@ -63,11 +70,17 @@ def build_bundle(
     artifacts: dict[str, Any] = {}
     for kind in tqdm(formats, desc="export", disable=None):
         started = time.perf_counter()
-        path, export_info = export_artifact(kind, model, example, output, calibration)
+        quantized = kind in QUANTIZED or kind in prebuilt
+        if kind in prebuilt:
+            path = output / prebuilt[kind].name
+            shutil.copyfile(prebuilt[kind], path)
+            export_info = {"prebuilt": str(prebuilt[kind])}
+        else:
+            path, export_info = export_artifact(kind, model, example, output, calibration)
         entry: dict[str, Any] = {
             "file": path.name,
             "runtime": RUNTIMES.get(kind, "coreml (not run here)"),
-            "quantized": kind in QUANTIZED,
+            "quantized": quantized,
             "export": export_info,
             "export_seconds": time.perf_counter() - started,
             "sha256": sha256_of(path),
@@ -76,7 +89,7 @@ def build_bundle(
         if kind in RUNTIMES:
             runner = load_runner(kind, path, threads=None)
             entry["validation"] = validate_artifact(
-                runner, test_images, test_labels, source_logits, quantized=kind in QUANTIZED, tolerances=tolerances
+                runner, test_images, test_labels, source_logits, quantized=quantized, tolerances=tolerances, classes=dataset.classes
             )
             entry |= bench_artifact(kind, path, input_shape, runs=latency_runs)
             entry["golden_outputs"] = run_batches(runner, golden_inputs).tolist()

@@ -27,7 +27,8 @@ def export_pte(
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    source = model.eval()
+    # graphs from torch.export (e.g. a saved int8 program) are already in inference form and refuse .eval()
+    source = model if isinstance(model, torch.fx.GraphModule) else model.eval()
     if calibration_batches is not None:
         source = quantize_pt2e_static(model, example, calibration_batches)
     exported = torch.export.export(source, (example,))

@@ -1,0 +1,171 @@
+"""Pipeline benchmark: recipes/seed.yaml vs recipes/mobile.yaml at full length on Fashion-MNIST, plus the
+plain peer path "onnxruntime static int8 of the baseline", all against the same fp32 baseline.
+
+    python benchmarks/pipeline.py [--only seed,mobile,peer] [--threads 1] [--remeasure-latency]
+
+Both recipes start from the 30-epoch MobileNetV3-Small baseline of benchmarks/baseline.py when it
+exists (the recipes would train the same one: same model, data and 30-epoch schedule); seed's
+teacher is the MobileNetV3-Large of benchmarks/baseline.py when it exists. Runs land in
+runs/benchmarks/pipeline/<recipe>/ (resumable: a rerun reuses finished stages); results in
+benchmarks/results/pipeline.json, the Pareto plot in docs/img/pipeline_pareto.png and the
+"pipeline" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, load_results, machine, replace_doc_section, save_results  # noqa: E402
+
+RUNS = Path("runs/benchmarks/pipeline")
+BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
+LARGE_TEACHER = Path("runs/benchmarks/baseline_mobilenet_v3_large/best.pt")
+RECIPES = ("seed", "mobile")
+
+
+def run_recipe(name: str, threads: int | None, retime: bool = False) -> dict:
+    """``udacisense run`` in its own process (as a user would), resuming whatever finished before."""
+    overrides = []
+    if BASELINE.is_file():
+        overrides += ["--set", f"baseline.checkpoint={BASELINE}"]
+    if name == "seed" and LARGE_TEACHER.is_file():
+        overrides += ["--set", f"distill.teacher={LARGE_TEACHER}"]
+    if threads:
+        overrides += ["--set", f"threads={threads}"]
+    command = [sys.executable, "-m", "udacisense.cli", "run", str(ROOT / "recipes" / f"{name}.yaml"), "--runs-dir", str(RUNS),
+               "--resume", *overrides, *(["--retime"] if retime else [])]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return json.loads((RUNS / name / "result.json").read_text())
+
+
+def peer_row(baseline_run: Path) -> dict:
+    """The plain path a team would try first: onnxruntime's static int8 (QDQ) of the fp32 baseline, nothing else."""
+    import torch
+
+    from udacisense.checkpoint import load_model
+    from udacisense.compress.apply import measure_artifact
+    from udacisense.deploy.runtime import load_runner, run_batches
+    from udacisense.export import export_artifact
+    from udacisense.pipeline.recipe import load_recipe
+    from udacisense.pipeline.runner import dataset_for_recipe
+
+    result = json.loads((baseline_run / "result.json").read_text())
+    checkpoint = Path(result["baseline"]["checkpoint"])
+    model, payload = load_model(checkpoint)
+    dataset = dataset_for_recipe(load_recipe(baseline_run / "recipe.yaml").recipe.data, payload["input"])
+    shape = tuple(payload["input"]["shape"])
+    folder = RUNS / "peer_onnx_int8"
+    folder.mkdir(parents=True, exist_ok=True)
+    path, info = export_artifact("onnx-int8", model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
+    images, labels = dataset.whole("test")
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    return {"artifact": measure_artifact("onnx-int8", path, shape, images, labels, source_logits), "export": info,
+            "baseline": result["baseline"]["metrics"]}
+
+
+def render(results: dict) -> str:
+    """The docs section: every pipeline's shipped artifacts against the one fp32 baseline, and the Done-when check."""
+    from udacisense.io import atomic_write
+    from udacisense.report.markdown import run_points
+    from udacisense.report.plots import pareto_plot
+
+    rows = results.get("rows", {})
+    runs = {name: json.loads((Path(rows[name]["run"]) / "result.json").read_text()) for name in RECIPES if name in rows}
+    if not runs:
+        return "No pipeline results yet: run `python benchmarks/pipeline.py`."
+    anchor = runs.get("mobile") or next(iter(runs.values()))
+    base = anchor["baseline"]["metrics"]
+    eager = base["eager_latency"]["1_thread"]["p50_ms"]
+    pte = anchor["baseline"]["references"].get("pte", {}).get("latency_ms", {}).get("1_thread")
+    table = [f"| pipeline | artifact | runtime | size MB | % of fp32 checkpoint | p50 1 thread ms | × faster than eager | "
+             f"× faster than fp32 `.pte` | top-1 % | Δ pt |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(label: str, file: str, runtime: str, size: float, latency: float, top1: float) -> str:
+        versus_pte = f"{pte / latency:.2f}" if pte else "-"
+        return (f"| {label} | `{file}` | {runtime} | {size / 1e6:.3f} | {100 * size / base['bytes']:.1f}% | {latency:.3f} | "
+                f"{eager / latency:.1f} | {versus_pte} | {top1:.2f} | {top1 - base['test_top1']:+.2f} |")
+
+    table.append(row("fp32 baseline (eager)", Path(anchor["baseline"]["checkpoint"]).name, "pytorch", base["bytes"], eager, base["test_top1"]))
+    for kind, reference in anchor["baseline"]["references"].items():
+        table.append(row("fp32 baseline, exported", reference["file"], kind, reference["bytes"], reference["latency_ms"]["1_thread"], reference["top1"]))
+    points = [point for point in run_points(anchor) if point["group"] in ("baseline", "reference")]
+    if "peer" in rows:
+        peer = rows["peer"]["artifact"]
+        table.append(row("peer: onnxruntime static int8", peer["file"], "onnxruntime", peer["bytes"], peer["latency_ms"]["1_thread"], peer["top1"]))
+        points.append({"label": "peer onnx-int8", "group": "reference", "megabytes": peer["bytes"] / 1e6,
+                       "latency_ms": peer["latency_ms"]["1_thread"], "top1": peer["top1"]})
+    for name, result in runs.items():
+        for kind, entry in result["deploy"]["artifacts"].items():
+            check = entry["validation"]
+            table.append(row(f"**{name}.yaml**" + (" (targets)" if kind == result["primary"] else ""), entry["file"], entry["runtime"],
+                             entry["bytes"], entry["latency"]["1_thread"]["p50_ms"], check["top1"]))
+        points += [point for point in run_points(result) if point["group"] == "artifact"]
+    png = pareto_plot(points, "Fashion-MNIST test set: accuracy against size and latency (batch 1, 1 thread)")
+    atomic_write(ROOT / "docs" / "img" / "pipeline_pareto.png", lambda handle: handle.write(png))
+
+    notes = []
+    for name, result in runs.items():
+        met = [f"{row['target']} {'met' if row['passed'] else 'MISSED'}" for row in result["targets"]]
+        stages = " → ".join(f"{stage['id']} ({stage['seconds'] / 60:.0f} min)" for stage in result["stages"])
+        notes.append(f"- `{name}.yaml` targets on `{result['primary']}`: {', '.join(met)}. Stages: {stages}.")
+    if "mobile" in runs and "seed" in runs:
+        mobile, seed = (runs[name]["deploy"]["artifacts"][runs[name]["primary"]] for name in ("mobile", "seed"))
+        m_ms, s_ms = mobile["latency"]["1_thread"]["p50_ms"], seed["latency"]["1_thread"]["p50_ms"]
+        checks = {
+            ">= 90% smaller than the fp32 checkpoint": mobile["bytes"] <= 0.1 * base["bytes"],
+            ">= 2x faster than the fp32 baseline .pte": bool(pte) and pte / m_ms >= 2,
+            ">= 10x faster than eager fp32": eager / m_ms >= 10,
+            "<= 1.0 pt top-1 drop": base["test_top1"] - mobile["validation"]["top1"] <= 1.0,
+            "smaller than seed": mobile["bytes"] < seed["bytes"],
+            "faster than seed": m_ms < s_ms,
+            "more accurate than seed": mobile["validation"]["top1"] > seed["validation"]["top1"],
+        }
+        notes.append("- Issue 7 Done-when for `mobile.yaml`: " + "; ".join(f"{text}: **{'yes' if ok else 'NO'}**" for text, ok in checks.items()) + ".")
+    machine = results.get("machine", {})
+    return "\n".join([
+        "## Pipelines: seed vs mobile (issue 7)", "",
+        f"`python benchmarks/pipeline.py` on {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, no GPU). Every row is measured "
+        f"in its runtime on all {anchor['deploy']['test_images']:,} Fashion-MNIST test images; latency is the median at batch 1 in a "
+        "fresh process. All rows share one fp32 baseline (MobileNetV3-Small, 30 epochs).", "",
+        *table, "", "![Pareto: accuracy against size and latency](img/pipeline_pareto.png)", "", *notes,
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="seed,mobile,peer", help="comma list of seed, mobile, peer")
+    parser.add_argument("--threads", type=int, help="threads for training and measuring (default: all cores)")
+    parser.add_argument("--retime", action="store_true", help="re-measure every latency of finished runs (on a quiet machine)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
+    args = parser.parse_args()
+    if args.render:
+        chosen = []
+    else:
+        chosen = [name for name in args.only.split(",") if name]
+    for name in chosen:
+        results = load_results("pipeline")
+        if name in RECIPES:
+            result = run_recipe(name, args.threads, args.retime)
+            row = {"run": result["run"], "targets": result["targets"], "primary": result["primary"]}
+        elif name == "peer":
+            row = peer_row(RUNS / "mobile")
+        else:
+            sys.exit(f"unknown part '{name}'; choose from seed, mobile, peer")
+        results = load_results("pipeline")  # a parallel invocation may have added rows meanwhile
+        results["machine"] = machine()
+        results.setdefault("rows", {})[name] = row
+        save_results("pipeline", results)
+    text = render(load_results("pipeline"))
+    replace_doc_section("pipeline", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

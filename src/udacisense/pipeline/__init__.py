@@ -1,0 +1,1 @@
+"""Recipes, the stage registry and the runner: ``udacisense run recipe.yaml``."""

@@ -1,0 +1,347 @@
+"""Run a recipe: baseline -> stages -> export -> targets -> report, in ``runs/<name>/``.
+
+After every stage the runner writes the stage's checkpoint (atomically), measures it on the whole
+test split and appends one line to ``stages.jsonl``. Each line carries a hash of the stage's
+configuration chained with every stage before it, so ``--resume`` reuses exactly the finished
+stages whose configuration is unchanged and reruns the rest (an interrupted fine-tune continues
+from its last epoch). Targets are checked on the first export format, measured in its runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from udacisense.checkpoint import load_model, save_checkpoint
+from udacisense.compress.apply import measure, measure_artifact
+from udacisense.config import DataConfig
+from udacisense.data import ImageDataset, Normalization, get_dataset
+from udacisense.deploy.bench import bench_artifact
+from udacisense.deploy.runtime import load_runner, run_batches
+from udacisense.errors import UdaciSenseError
+from udacisense.export import FILE_NAMES, export_artifact
+from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
+from udacisense.io import atomic_write, write_json
+from udacisense.pipeline.recipe import Pipeline, Targets, config_hash
+from udacisense.pipeline.stages import StageContext, get_stage
+from udacisense.profile import count_macs, machine_info
+from udacisense.runs import get_logger, prepare_run_dir
+
+JOURNAL = "stages.jsonl"
+RESULT = "result.json"
+# the fp32 format a shipped artifact is compared with when judging its runtime fairly
+REFERENCE_FORMAT = {"pte": "pte", "pte-int8": "pte", "onnx": "onnx", "onnx-int8": "onnx", "ptl": "ptl"}
+
+
+class Journal:
+    """``stages.jsonl``: one record per finished stage, rewritten atomically when later records go stale."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if resume and path.is_file():
+            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def reuse(self, index: int, stage_hash: str) -> dict[str, Any] | None:
+        """The finished record for stage ``index`` if its config hash matches; otherwise forget it and all later ones."""
+        if index < len(self.records) and self.records[index]["hash"] == stage_hash:
+            return self.records[index]
+        if len(self.records) > index:
+            self.records = self.records[:index]
+            self.save()
+        return None
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        self.records.append(record)
+        self.save()
+        return record
+
+    def save(self) -> None:
+        text = "".join(json.dumps(record) + "\n" for record in self.records)
+        atomic_write(self.path, lambda handle: handle.write(text.encode()))
+
+
+def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: bool = False, overwrite: bool = False,
+                 name: str | None = None, retime: bool = False) -> dict[str, Any]:
+    """Run (or resume) ``pipeline`` in ``runs_dir/<name>/``; returns what ``result.json`` holds.
+
+    ``retime`` (with ``resume``) measures every latency again (baseline, stages, artifacts) and keeps
+    everything else: for runs whose timings were taken while the machine was busy.
+    """
+    recipe = pipeline.recipe
+    run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
+    logger = get_logger(run_dir, "pipeline")
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    resolved = recipe.model_dump(mode="json") | {"stages": [stage.config() | {"id": stage.id} for stage in pipeline.stages]}
+    atomic_write(run_dir / "recipe.yaml", lambda handle: handle.write(yaml.safe_dump(resolved, sort_keys=False).encode()))
+    journal = Journal(run_dir / JOURNAL, resume)
+    started = time.perf_counter()
+
+    # 0: the baseline every number is compared with
+    baseline_spec = recipe.baseline.model_dump(mode="json")
+    if recipe.baseline.checkpoint is not None:
+        baseline_spec["checkpoint_sha256"] = sha256_of(_existing(recipe.baseline.checkpoint))
+    stage_hash = config_hash("baseline", recipe.data.model_dump(mode="json"), baseline_spec)
+    baseline = journal.reuse(0, stage_hash)
+    if baseline is None:
+        logger.info(f"[0/{len(pipeline.stages)}] baseline")
+        baseline = journal.append(_run_baseline(recipe, run_dir, stage_hash, resume, logger))
+    checkpoint = Path(baseline["checkpoint"])
+    model, payload = load_model(checkpoint)
+    contract, model_spec = payload["input"], payload["model"]
+    dataset = dataset_for_recipe(recipe.data, contract)
+    artifacts: dict[str, Path] = {}
+    checkpoint_extra: dict[str, Any] = {}
+
+    for planned in pipeline.stages:
+        stage_hash = config_hash(stage_hash, planned.config())
+        folder = run_dir / "stages" / f"{planned.index:02d}_{planned.id}"
+        record = journal.reuse(planned.index, stage_hash)
+        if record is None:
+            logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
+            _prepare_stage_folder(folder, stage_hash, resume)
+            context = StageContext(dataset, recipe.data, model_spec, contract, folder, Path(baseline["checkpoint"]), logger, resume)
+            stage_started = time.perf_counter()
+            output = get_stage(planned.kind).run(model, planned.params, context)
+            checkpoint_extra |= output.checkpoint_extra
+            save_checkpoint(folder / "model.pt", output.model, model_spec, contract, compression=planned.config(), **checkpoint_extra)
+            metrics = _measure_stage(output.model, output.artifacts, dataset, tuple(contract["shape"]), folder)
+            record = journal.append({
+                "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
+                "config": planned.config(), "seconds": time.perf_counter() - stage_started,
+                "checkpoint": str(folder / "model.pt"), "artifacts": {kind: str(path) for kind, path in output.artifacts.items()},
+                "info": _jsonable(output.info), "metrics": metrics,
+            })
+            logger.info(f"  -> {_describe_metrics(metrics)}")
+        else:
+            logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
+        model, payload = load_model(record["checkpoint"])
+        checkpoint_extra |= {key: payload[key] for key in ("factorized",) if key in payload}
+        artifacts = {kind: Path(path) for kind, path in record["artifacts"].items()}
+        checkpoint = Path(record["checkpoint"])
+
+    manifest = _export(recipe, checkpoint, artifacts, run_dir, config_hash(stage_hash, recipe.export.model_dump(mode="json")), logger)
+    if retime:
+        logger.info("re-timing the baseline, every stage and every artifact")
+        baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
+    primary = recipe.export.formats[0]
+    result = {
+        "name": run_dir.name,
+        "run": str(run_dir),
+        "recipe": resolved,
+        "source": str(pipeline.source) if pipeline.source else None,
+        "baseline": baseline,
+        "stages": journal.records[1:],
+        "deploy": manifest,
+        "primary": primary,
+        "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]),
+        "machine": machine_info(),
+        "seconds_this_invocation": time.perf_counter() - started,
+    }
+    write_json(run_dir / RESULT, result)
+    from udacisense.report import write_report
+
+    result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
+    return result
+
+
+def _retime(journal: Journal, manifest: dict[str, Any], run_dir: Path, runs: int) -> dict[str, Any]:
+    """New latency (and memory) measurements for every record and artifact, written back in place."""
+    from udacisense.profile import profile_model
+
+    baseline, *stages = journal.records
+    shape = tuple(baseline["input"]["shape"])
+    eager = bench_artifact("checkpoint", Path(baseline["checkpoint"]), shape, runs=runs)
+    baseline["metrics"] |= {"eager_latency": eager["latency"], "memory": eager["memory"]}
+    for kind, reference in baseline["references"].items():
+        timing = bench_artifact(kind, run_dir / "stages" / "00_baseline" / "reference" / reference["file"], shape, runs=runs)
+        reference |= {"latency_ms": {label: row["p50_ms"] for label, row in timing["latency"].items()}, "memory": timing["memory"]}
+    for record in stages:
+        metrics = record["metrics"]
+        if record["artifacts"]:
+            kind, path = next(iter(record["artifacts"].items()))
+            timing = bench_artifact(kind, Path(path), shape, runs=runs)
+            metrics |= {"latency_ms": {label: row["p50_ms"] for label, row in timing["latency"].items()}, "memory": timing["memory"]}
+        else:
+            latency = profile_model(load_model(record["checkpoint"])[0], shape, runs=runs, memory=False)["latency"]
+            metrics["latency_ms"] = {label: row["p50_ms"] for label, row in latency.items()}
+    journal.save()
+    manifest["source"]["latency"] = bench_artifact("checkpoint", Path(manifest["source"]["checkpoint"]), shape, runs=runs)["latency"]
+    for kind, entry in manifest["artifacts"].items():
+        if "validation" in entry:
+            entry |= bench_artifact(kind, run_dir / "deploy" / entry["file"], shape, runs=runs)
+    write_json(run_dir / "deploy" / "manifest.json", manifest)
+    return baseline
+
+
+def dataset_for_recipe(data: DataConfig, contract: dict[str, Any]) -> ImageDataset:
+    """The recipe's data (its splits and subsets) presented as the baseline expects: its shape and normalization."""
+    _, channels, height, _ = contract["shape"]
+    dataset = get_dataset(data.model_copy(update={"channels": channels, "image_size": height}))
+    return replace(dataset, normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))
+
+
+def _existing(path: Path) -> Path:
+    if not Path(path).is_file():
+        raise UdaciSenseError(f"baseline checkpoint {path} does not exist; train one with 'udacisense train' or remove baseline.checkpoint")
+    return Path(path)
+
+
+def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) -> dict[str, Any]:
+    """Train (or take) the baseline, then measure it: eager profile, fresh-process latency, fp32 exports."""
+    from udacisense.config import ModelConfig, RunConfig
+    from udacisense.train import train_run
+
+    folder = run_dir / "stages" / "00_baseline"
+    started = time.perf_counter()
+    if recipe.baseline.checkpoint is not None:
+        checkpoint = recipe.baseline.checkpoint
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        _prepare_stage_folder(folder, stage_hash, resume)
+        config = RunConfig(name=folder.name, runs_dir=folder.parent, data=recipe.data,
+                           model=ModelConfig(name=recipe.baseline.model, kwargs=recipe.baseline.model_kwargs), train=recipe.baseline.train)
+        train_run(config, resume=True)  # the folder was just emptied unless this is a resume of the same baseline
+        checkpoint = folder / "best.pt"
+    model, payload = load_model(checkpoint)
+    contract = payload["input"]
+    dataset = dataset_for_recipe(recipe.data, contract)
+    input_shape = tuple(contract["shape"])
+    metrics = measure(model, dataset, input_shape)
+    write_json(folder / "metrics.json", metrics)
+    images, labels = dataset.whole("test")
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    eager = bench_artifact("checkpoint", Path(checkpoint), input_shape, runs=recipe.export.latency_runs)
+    references = {}
+    for kind in sorted({REFERENCE_FORMAT[kind] for kind in recipe.export.formats if kind in REFERENCE_FORMAT}):
+        logger.info(f"  exporting the baseline as fp32 {kind} for a same-runtime comparison")
+        path, _ = export_artifact(kind, model, torch.zeros(input_shape), folder / "reference", lambda: [])
+        references[kind] = measure_artifact(kind, path, input_shape, images, labels, source_logits)
+    metrics = {key: value for key, value in metrics.items() if key != "layers"} | {
+        "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
+    }
+    return {
+        "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": time.perf_counter() - started,
+        "checkpoint": str(checkpoint), "model": payload["model"], "input": contract, "metrics": metrics, "references": references,
+        "layers_file": str(folder / "metrics.json"), "test_images": int(labels.numel()),
+    }
+
+
+def _prepare_stage_folder(folder: Path, stage_hash: str, resume: bool) -> None:
+    """Keep a stage's partial work only when resuming the very same configuration; otherwise start clean."""
+    marker = folder / ".config_hash"
+    if not (resume and marker.is_file() and marker.read_text() == stage_hash):
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(stage_hash)
+
+
+def _measure_stage(model, artifacts: dict[str, Path], dataset: ImageDataset, input_shape: tuple[int, ...], folder: Path) -> dict[str, Any]:
+    """Test accuracy and profile of the stage's fp32 model, or, when it built an int8 artifact, of that artifact in its runtime."""
+    if not artifacts:
+        metrics = measure(model, dataset, input_shape)
+        write_json(folder / "metrics.json", metrics)
+        return {key: value for key, value in metrics.items() if key != "layers"} | {"runtime": "eager"}
+    kind, path = next(iter(artifacts.items()))
+    images, labels = dataset.whole("test")
+    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    artifact = measure_artifact(kind, path, input_shape, images, labels, source_logits, list(dataset.classes))
+    metrics = {
+        "test_top1": artifact["top1"], "per_class_accuracy": artifact["per_class_accuracy"], "agreement": artifact["agreement"],
+        "parameters": sum(p.numel() for p in model.parameters()), "bytes": artifact["bytes"], "macs": count_macs(model, input_shape)[0],
+        "latency_ms": artifact["latency_ms"], "memory": artifact["memory"], "runtime": kind, "file": artifact["file"],
+    }
+    write_json(folder / "metrics.json", metrics)
+    return metrics
+
+
+def _export(recipe, checkpoint: Path, artifacts: dict[str, Path], run_dir: Path, export_hash: str, logger) -> dict[str, Any]:
+    """The deploy bundle for the final model (reused when nothing before it changed)."""
+    from udacisense.deploy.validate import Tolerances
+
+    output = run_dir / "deploy"
+    marker = run_dir / "deploy.hash"
+    if marker.is_file() and marker.read_text() == export_hash and (output / "manifest.json").is_file():
+        logger.info("export: finished earlier, reused")
+        return json.loads((output / "manifest.json").read_text())
+    marker.unlink(missing_ok=True)
+    remove_bundle(output)
+    shutil.rmtree(output, ignore_errors=True)
+    logger.info(f"export: {', '.join(recipe.export.formats)} -> {output}/ (validated on the whole test split)")
+    spec = recipe.export
+    manifest = build_bundle(
+        checkpoint, output, list(spec.formats), calibration_images=spec.calibration_images, data_root=recipe.data.root,
+        test_subset=recipe.data.test_subset, tolerances=Tolerances(min_agreement=spec.min_agreement), latency_runs=spec.latency_runs,
+        prebuilt={kind: path for kind, path in artifacts.items() if kind in spec.formats}, log=logger.info,
+    )
+    marker.write_text(export_hash)
+    return manifest
+
+
+def check_targets(targets: Targets, baseline: dict[str, Any], kind: str, artifact: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target against the shipped artifact measured in its runtime: what was asked, what was measured, pass/fail."""
+    metrics = baseline["metrics"]
+    latency = artifact["latency"]["1_thread"]["p50_ms"]
+    eager = metrics["eager_latency"]["1_thread"]["p50_ms"]
+    rows = [
+        _target("size reduction", f"1 - {kind} file / fp32 baseline state dict", 1 - artifact["bytes"] / metrics["bytes"],
+                targets.size_reduction, at_least=True),
+        _target("latency reduction", f"1 - {kind} p50 / eager fp32 baseline p50 (batch 1, 1 thread)", 1 - latency / eager,
+                targets.latency_reduction, at_least=True),
+        _target("accuracy drop (pt)", f"baseline top-1 - {kind} top-1, whole test split",
+                metrics["test_top1"] - artifact["validation"]["top1"], targets.max_accuracy_drop, at_least=False),
+    ]
+    reference = baseline["references"].get(REFERENCE_FORMAT.get(kind, ""))
+    if targets.runtime_latency_reduction is not None and reference:
+        rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {FILE_NAMES[REFERENCE_FORMAT[kind]]} p50",
+                            1 - latency / reference["latency_ms"]["1_thread"], targets.runtime_latency_reduction, at_least=True))
+    return rows
+
+
+def _target(name: str, definition: str, measured: float, goal: float, *, at_least: bool) -> dict[str, Any]:
+    return {"target": name, "definition": definition, "goal": goal, "measured": measured, "at_least": at_least,
+            "passed": measured >= goal if at_least else measured <= goal}
+
+
+def target_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """The goal (with its direction) and the measured value of a target row, as display text."""
+    percent = "pt" not in row["target"]
+
+    def show(value: float) -> str:
+        text = f"{100 * value:.1f}%" if percent else f"{value:.2f}"
+        return text.lstrip("-") if float(text.rstrip("%")) == 0 else text  # no "-0.00"
+
+    return ("≥ " if row["at_least"] else "≤ ") + show(row["goal"]), show(row["measured"])
+
+
+def format_targets(rows: list[dict[str, Any]]) -> str:
+    """The targets table for the console."""
+    lines = [f"{'target':<27} {'goal':>10} {'measured':>10}  result"]
+    for row in rows:
+        goal, measured = target_cells(row)
+        lines.append(f"{row['target']:<27} {goal:>10} {measured:>10}  {'PASS' if row['passed'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def _describe_metrics(metrics: dict[str, Any]) -> str:
+    latency = metrics["latency_ms"]
+    one = latency.get("1_thread") if isinstance(latency.get("1_thread"), (int, float)) else None
+    return (f"top-1 {metrics['test_top1']:.2f}%, {metrics['bytes'] / 1e6:.2f} MB, {metrics['macs'] / 1e6:.2f} MMACs"
+            + (f", {one:.3f} ms ({metrics['runtime']}, 1 thread)" if one is not None else ""))
+
+
+def _confusion(logits: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset) -> list[list[int]]:
+    count = len(dataset.classes)
+    return torch.bincount(labels * count + logits.argmax(1), minlength=count * count).view(count, count).tolist()
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda item: item.tolist() if hasattr(item, "tolist") else str(item)))

@@ -1,0 +1,266 @@
+"""``report.md``: the run's story for a reader who decides, every number taken from ``result.json``.
+
+Sections: executive summary with the targets table, baseline analysis, each stage's effect,
+deployment (artifacts measured in their runtimes), plots, and a business section computed only
+from measured numbers with its assumptions stated. :mod:`udacisense.report.html` turns the same
+text into a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from udacisense.io import atomic_write
+from udacisense.pipeline.runner import target_cells
+from udacisense.report import plots
+
+FIGURES = "report_files"
+
+
+def write_report(result: dict[str, Any], run_dir: Path) -> dict[str, Path]:
+    """Write ``report.md``, its figures and ``report.html`` into ``run_dir``; returns their paths."""
+    from udacisense.report.html import write_html
+
+    figures = _figures(result, run_dir)
+    markdown_path = run_dir / "report.md"
+    text = render_markdown(result, figures)
+    atomic_write(markdown_path, lambda handle: handle.write(text.encode()))
+    html_path = write_html(text, run_dir, run_dir / "report.html", title=f"UdaciSense report: {result['name']}")
+    return {"markdown": markdown_path, "html": html_path}
+
+
+def run_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Accuracy/size/latency points of a run: the eager baseline, the baseline in each runtime, every shipped artifact."""
+    baseline = result["baseline"]
+    metrics = baseline["metrics"]
+    points = [{"label": "baseline eager fp32", "group": "baseline", "megabytes": metrics["bytes"] / 1e6,
+               "latency_ms": metrics["eager_latency"]["1_thread"]["p50_ms"], "top1": metrics["test_top1"]}]
+    for kind, reference in baseline["references"].items():
+        points.append({"label": f"baseline {kind}", "group": "reference", "megabytes": reference["bytes"] / 1e6,
+                       "latency_ms": reference["latency_ms"]["1_thread"], "top1": reference["top1"]})
+    for kind, entry in result["deploy"]["artifacts"].items():
+        if "validation" in entry:
+            points.append({"label": f"{result['name']} {kind}", "group": "artifact", "megabytes": entry["bytes"] / 1e6,
+                           "latency_ms": entry["latency"]["1_thread"]["p50_ms"], "top1": entry["validation"]["top1"]})
+    return points
+
+
+def _stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"label": "baseline", "metrics": result["baseline"]["metrics"], "runtime": "eager"}]
+    rows += [{"label": stage["id"], "metrics": stage["metrics"], "runtime": stage["metrics"]["runtime"]} for stage in result["stages"]]
+    for row in rows:
+        metrics = row["metrics"]
+        row |= {"megabytes": metrics["bytes"] / 1e6, "mmacs": metrics["macs"] / 1e6, "latency_ms": metrics["latency_ms"]["1_thread"],
+                "top1": metrics["test_top1"]}
+        if row["runtime"] != "eager":
+            row["label"] = f"{row['label']} [{row['runtime']}]"
+    return rows
+
+
+def _figures(result: dict[str, Any], run_dir: Path) -> dict[str, str]:
+    folder = run_dir / FIGURES
+    folder.mkdir(exist_ok=True)
+    primary = result["deploy"]["artifacts"][result["primary"]]
+    classes = result["baseline"]["input"]["classes"]
+    layers = json.loads(Path(result["baseline"]["layers_file"]).read_text())["layers"]
+    images = {
+        "pareto": plots.pareto_plot(run_points(result), f"{result['name']}: accuracy against size and latency"),
+        "stages": plots.stage_plot(_stage_rows(result)),
+        "confusion": plots.confusion_plot(primary["validation"]["confusion_matrix"], classes,
+                                          f"{result['primary']} in its runtime, {primary['validation']['images']} test images"),
+        "layers": plots.layer_cost_plot(layers),
+    }
+    paths = {}
+    for name, png in images.items():
+        atomic_write(folder / f"{name}.png", lambda handle, png=png: handle.write(png))
+        paths[name] = f"{FIGURES}/{name}.png"
+    return paths
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.2f} MB"
+
+
+def signed_points(value: float) -> str:
+    return f"{value:+.2f}" if abs(value) >= 0.005 else "0.00"
+
+
+def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
+    lines = ["| target | goal | measured | result | how it is measured |", "|---|---:|---:|:---:|---|"]
+    for row in targets:
+        goal, measured = target_cells(row)
+        lines.append(f"| {row['target']} | {goal} | {measured} | {'pass' if row['passed'] else '**FAIL**'} | {row['definition']} |")
+    return lines
+
+
+def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
+    """The report text; ``figures`` maps figure names to relative PNG paths."""
+    recipe, baseline, manifest = result["recipe"], result["baseline"], result["deploy"]
+    metrics, primary_kind = baseline["metrics"], result["primary"]
+    primary = manifest["artifacts"][primary_kind]
+    check = primary["validation"]
+    eager_ms = metrics["eager_latency"]["1_thread"]["p50_ms"]
+    primary_ms = primary["latency"]["1_thread"]["p50_ms"]
+    met = sum(row["passed"] for row in result["targets"])
+    machine = result.get("machine", {})
+    lines = [
+        f"# UdaciSense report: {result['name']}",
+        "",
+        f"{recipe.get('description', '').strip()}",
+        "",
+        f"Measured on {machine.get('cpu', 'this machine')} ({machine.get('cores', '?')} cores), torch {machine.get('torch', '?')}; "
+        f"{baseline['test_images']:,} test images of {baseline['input']['dataset']}; latency at batch 1, median of "
+        f"{recipe['export']['latency_runs']} runs in a fresh process per artifact.",
+        "",
+        "## Executive summary",
+        "",
+        f"The shipped artifact `{primary['file']}` ({primary_kind}, {primary['runtime']}) is **{_mb(primary['bytes'])}**, "
+        f"{metrics['bytes'] / primary['bytes']:.1f}× smaller than the fp32 baseline ({_mb(metrics['bytes'])}); it classifies an image in "
+        f"**{primary_ms:.3f} ms** on one thread, {eager_ms / primary_ms:.1f}× faster than the baseline in eager PyTorch "
+        f"({eager_ms:.3f} ms); its top-1 is **{check['top1']:.2f}%** against the baseline's {metrics['test_top1']:.2f}% "
+        f"({signed_points(check['top1'] - metrics['test_top1'])} pt), and it agrees with its source model on {check['agreement']:.2f}% of the images. "
+        f"**{met} of {len(result['targets'])} targets met.**",
+        "",
+        *_target_rows(result["targets"]),
+        "",
+        "## Baseline",
+        "",
+        f"`{baseline['model']['name']}` {json.dumps(baseline['model']['kwargs'])} on input {baseline['input']['shape']}: "
+        f"{metrics['parameters']:,} parameters, {_mb(metrics['bytes'])} state dict, {metrics['macs'] / 1e6:.2f} M MACs per image, "
+        f"{eager_ms:.3f} ms eager (1 thread), test top-1 {metrics['test_top1']:.2f}%. Checkpoint: `{baseline['checkpoint']}`.",
+        "",
+        f"![where the compute and parameters are]({figures['layers']})",
+        "",
+        *_top_layers(json.loads(Path(baseline["layers_file"]).read_text())["layers"]),
+        "",
+        "## Stages",
+        "",
+        "Each stage's model measured on the whole test split: fp32 stages in eager PyTorch, int8 stages as the artifact they built, "
+        "in its runtime.",
+        "",
+        "| stage | what it is | top-1 % | Δ pt | parameters | size | M MACs | latency 1T (runtime) | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| baseline | {baseline['model']['name']} | {metrics['test_top1']:.2f} | | {metrics['parameters']:,} | {_mb(metrics['bytes'])} | "
+        f"{metrics['macs'] / 1e6:.2f} | {metrics['latency_ms']['1_thread']:.3f} ms (eager) | {baseline['seconds']:.0f} s |",
+    ]
+    previous = metrics["test_top1"]
+    for stage in result["stages"]:
+        stage_metrics = stage["metrics"]
+        lines.append(
+            f"| {stage['id']} | {stage['stage']}: {_stage_summary(stage)} | {stage_metrics['test_top1']:.2f} | "
+            f"{signed_points(stage_metrics['test_top1'] - previous)} | {stage_metrics['parameters']:,} | {_mb(stage_metrics['bytes'])} | "
+            f"{stage_metrics['macs'] / 1e6:.2f} | {stage_metrics['latency_ms']['1_thread']:.3f} ms ({stage_metrics['runtime']}) | {stage['seconds']:.0f} s |"
+        )
+        previous = stage_metrics["test_top1"]
+    lines += ["", f"![per-stage effect]({figures['stages']})", "", *_per_class_table(result), ""]
+    lines += _deployment(result) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
+                                    f"![confusion matrix]({figures['confusion']})", ""]
+    lines += _business(result) + ["", "## Reproduce", "", "```", f"udacisense run {result.get('source') or 'recipe.yaml'}", "```", "",
+                                  f"The resolved recipe is `{result['run']}/recipe.yaml`; per-stage records are in `stages.jsonl`.", ""]
+    return "\n".join(lines)
+
+
+def _top_layers(layers: list[dict[str, Any]], count: int = 8) -> list[str]:
+    total_macs = max(sum(layer["macs"] for layer in layers), 1)
+    total_params = max(sum(layer["params"] for layer in layers), 1)
+    lines = [f"The {count} most expensive layers:", "", "| layer | type | M MACs | share | parameters | share |", "|---|---|---:|---:|---:|---:|"]
+    for layer in sorted(layers, key=lambda row: row["macs"], reverse=True)[:count]:
+        lines.append(f"| `{layer['name']}` | {layer['type']} | {layer['macs'] / 1e6:.3f} | {100 * layer['macs'] / total_macs:.1f}% | "
+                     f"{layer['params']:,} | {100 * layer['params'] / total_params:.1f}% |")
+    heaviest = max(layers, key=lambda row: row["params"])
+    lines += ["", f"The largest layer by parameters is `{heaviest['name']}` ({heaviest['type']}, {heaviest['params']:,} parameters, "
+                  f"{100 * heaviest['params'] / total_params:.1f}% of the model)."]
+    return lines
+
+
+def _stage_summary(stage: dict[str, Any]) -> str:
+    config, info = stage["config"], stage["info"]
+    if stage["stage"] == "prune_channels":
+        rule = f"budget {config['budget']}" if config.get("budget") else f"ratio {config['ratio']}" if config.get("ratio") else "per-layer ratios"
+        tuned = f", {config['fine_tune']['epochs']} epochs fine-tuning" if config.get("fine_tune") else ""
+        planned = f", {len(info['plan']['layer_ratios'])} layers cut" if info.get("plan") else ""
+        return f"channels, {rule}{planned}{tuned}" + (f", teacher {config['distill']['teacher']}" if config.get("distill") else "")
+    if stage["stage"] == "prune_unstructured":
+        return f"{100 * config['sparsity']:.0f}% of weights ({config['scope']}), sparsity now {100 * info['weight_sparsity']:.1f}%"
+    if stage["stage"] == "quantize":
+        kept = f", fp32 layers: {', '.join(info['float_layers'])}" if info.get("float_layers") else ""
+        delegated = f", {100 * info['export']['delegated_share']:.1f}% of nodes on XNNPACK" if info.get("export") else ""
+        return f"{config['method']} int8{kept}{delegated}"
+    if stage["stage"] == "distill":
+        return f"student {config['student']}, T={config['temperature']}, α={config['alpha']}, {config['train']['epochs']} epochs"
+    if stage["stage"] == "factorize":
+        return f"{len(info.get('factorized', {}))} layers factorized"
+    return ""
+
+
+def _per_class_table(result: dict[str, Any]) -> list[str]:
+    classes = result["baseline"]["input"]["classes"]
+    base = result["baseline"]["metrics"]["per_class_accuracy"]
+    stages = result["stages"]
+    lines = ["Per-class top-1 change against the baseline (pt):", "",
+             "| class | baseline % | " + " | ".join(stage["id"] for stage in stages) + " |",
+             "|---|---:|" + "---:|" * len(stages)]
+    for name in classes:
+        changes = [signed_points(stage["metrics"]["per_class_accuracy"][name] - base[name]) for stage in stages]
+        lines.append(f"| {name} | {base[name]:.1f} | " + " | ".join(changes) + " |")
+    return lines
+
+
+def _deployment(result: dict[str, Any]) -> list[str]:
+    manifest, baseline = result["deploy"], result["baseline"]
+    eager = baseline["metrics"]["eager_latency"]
+    lines = ["## Deployment", "",
+             f"Every artifact was run in its own runtime on all {manifest['test_images']:,} test images and compared with its source "
+             "model (the last fp32 stage); the baseline rows are the fp32 baseline exported the same way.", "",
+             "| artifact | runtime | size | top-1 % | agreement % | latency 1T | latency all cores | memory | check |",
+             "|---|---|---:|---:|---:|---:|---:|---:|:---:|",
+             f"| baseline (eager fp32) | pytorch | {_mb(baseline['metrics']['bytes'])} | {baseline['metrics']['test_top1']:.2f} | 100.00 | "
+             f"{eager['1_thread']['p50_ms']:.3f} ms | {list(eager.values())[-1]['p50_ms']:.3f} ms | {_mb(baseline['metrics']['memory'].get('model_bytes', 0))} | |"]
+    for kind, reference in baseline["references"].items():
+        latency = reference["latency_ms"]
+        lines.append(f"| baseline {reference['file']} | {kind} | {_mb(reference['bytes'])} | {reference['top1']:.2f} | {reference['agreement']:.2f} | "
+                     f"{latency['1_thread']:.3f} ms | {list(latency.values())[-1]:.3f} ms | {_mb(reference['memory'].get('model_bytes', 0))} | |")
+    for kind, entry in manifest["artifacts"].items():
+        if "validation" not in entry:
+            lines.append(f"| **{entry['file']}** | {entry['runtime']} | {_mb(entry['bytes'])} | converted, not run here | | | | | |")
+            continue
+        check, latency = entry["validation"], entry["latency"]
+        lines.append(f"| **{entry['file']}** | {entry['runtime']} | {_mb(entry['bytes'])} | {check['top1']:.2f} | {check['agreement']:.2f} | "
+                     f"{latency['1_thread']['p50_ms']:.3f} ms | {list(latency.values())[-1]['p50_ms']:.3f} ms | "
+                     f"{_mb(entry['memory'].get('model_bytes', 0))} | {'pass' if check['passed'] else '**FAIL** ' + '; '.join(check['failures'])} |")
+    not_delegated = {kind: entry["export"].get("not_delegated_ops") for kind, entry in manifest["artifacts"].items()
+                     if entry["export"].get("not_delegated_ops")}
+    for kind, ops in not_delegated.items():
+        lines += ["", f"`{kind}`: operators left outside XNNPACK (run by portable kernels): "
+                      + ", ".join(f"`{op}` ×{count}" for op, count in ops.items()) + "."]
+    lines += ["", f"The bundle (`{result['run']}/deploy/`) holds the artifacts, `manifest.json` with sha256 hashes and these measurements, "
+                  "`golden.json` (inputs and expected outputs for an on-device check) and Android/iOS snippets; "
+                  f"`udacisense verify {result['run']}/deploy` re-checks it."]
+    return lines
+
+
+def _business(result: dict[str, Any]) -> list[str]:
+    baseline, primary = result["baseline"]["metrics"], result["deploy"]["artifacts"][result["primary"]]
+    one = primary["latency"]["1_thread"]["p50_ms"]
+    eager = baseline["eager_latency"]["1_thread"]["p50_ms"]
+    errors = lambda top1: (100 - top1) * 100  # misclassified per 10,000 images  # noqa: E731
+    machine = result.get("machine", {})
+    return [
+        "## What it means for the product", "",
+        "Computed only from the measurements above; the assumptions are listed below the table.", "",
+        "| | fp32 baseline (eager) | shipped artifact |", "|---|---:|---:|",
+        f"| download size | {_mb(baseline['bytes'])} | {_mb(primary['bytes'])} |",
+        f"| transfer for 1 million installs | {baseline['bytes'] / 1e9 * 1e6 / 1e3:,.1f} TB | {primary['bytes'] / 1e9 * 1e6 / 1e3:,.2f} TB |",
+        f"| latency per image (1 thread) | {eager:.3f} ms | {one:.3f} ms |",
+        f"| images per second per core | {1000 / eager:,.0f} | {1000 / one:,.0f} |",
+        f"| memory added by loading and running the model | {_mb(baseline['memory'].get('model_bytes', 0))} | "
+        f"{_mb(primary['memory'].get('model_bytes', 0))} |",
+        f"| misclassified images per 10,000 | {errors(baseline['test_top1']):,.0f} | {errors(primary['validation']['top1']):,.0f} |",
+        "",
+        f"Assumptions: one model download per install, uncompressed by the store; batch-1 latency measured on "
+        f"{machine.get('cpu', 'this CPU')}, not on a phone (ARM cores, and int8 kernels on them, behave differently; re-time on target "
+        "devices with the bundle's golden inputs); memory is the resident-set growth of a fresh process loading the model and running "
+        "3 images, which includes the runtime's own buffers; error counts assume the test split's class balance.",
+    ]

@@ -1,0 +1,256 @@
+"""Recipes, the runner, resume after a real kill, targets, the report (rendered in headless Chromium) and compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from udacisense.checkpoint import load_checkpoint
+from udacisense.cli import main
+from udacisense.errors import UdaciSenseError
+from udacisense.pipeline.recipe import load_recipe, validate_recipe
+from udacisense.pipeline.runner import run_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
+    """Baseline TinyNet (3 epochs on 4,000 real Fashion-MNIST images) -> 50% channels (+1 epoch, self-distilled) -> static int8."""
+    recipe = {
+        "name": "tiny",
+        "description": "two stages on a tiny user model",
+        "threads": 1,
+        "data": {"name": "fashion-mnist", "root": str(data_root), "train_subset": 4000, "test_subset": 1000, "val_fraction": 0.05},
+        "baseline": {"model": f"{model_file}:TinyNet", "model_kwargs": {"width": 32}, "train": {"epochs": 3, "batch_size": 64, "lr": 0.05}},
+        "stages": [
+            {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}, "distill": {"teacher": "self"}},
+            {"stage": "quantize", "method": "static", "calibration_images": 64},
+        ],
+        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20},
+    }
+    return recipe | changes
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory) -> Path:
+    source = (Path(__file__).parent / "conftest.py").read_text()
+    start, end = source.index("class TinyNet"), source.index("@pytest.fixture\ndef user_model_file")
+    path = tmp_path_factory.mktemp("models") / "tiny_models.py"
+    path.write_text("import torch\nimport torch.nn as nn\n\n\n" + source[start:end])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_file, real_fashion_mnist):
+    """The two-stage recipe run end to end once; several tests read its results."""
+    runs = tmp_path_factory.mktemp("pipeline_runs")
+    recipe_path = runs / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(tiny_recipe(tiny_model_file, real_fashion_mnist)))
+    result = run_pipeline(load_recipe(recipe_path), runs)
+    return recipe_path, runs, result
+
+
+# --- recipe validation ------------------------------------------------------------------------
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(UdaciSenseError) as caught:
+        validate_recipe(raw)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"stages": [{"stage": "prune_channels", "ratoi": 0.5}]}, "unknown key 'ratoi' (did you mean 'ratio'?)"),
+        ({"stages": [{"stage": "prune_chanels", "ratio": 0.5}]}, "not a stage (did you mean 'prune_channels'?)"),
+        ({"stagse": []}, "unknown key 'stagse' (did you mean 'stages'?)"),
+        ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "fine_tune": {"epochs": "many"}}]}, "'fine_tune.epochs': Input should be a valid integer"),
+        ({"stages": [{"stage": "prune_channels", "ratio": 1.5}]}, "'ratio': Input should be less than 1"),
+        ({"stages": [{"stage": "distill", "student": "scratch"}]}, "distill needs a teacher"),
+        ({"stages": [{"stage": "quantize"}, {"stage": "prune_channels", "ratio": 0.5}]}, "an int8 model cannot be pruned"),
+        ({"stages": [{"stage": "prune_channels", "ratio": 0.5}, {"stage": "distill", "teacher": "baseline", "student": "scratch"}]},
+         "trains a new student from scratch"),
+        ({"stages": [{"stage": "quantize", "method": "dynamic"}]}, "ships as TorchScript-lite"),
+        ({"stages": [{"stage": "quantize", "method": "qat"}]}, "method qat trains with fake quantization"),
+        ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "distill": {"teacher": "self"}}]}, "distill teaches during fine-tuning"),
+        ({"stages": [{"stage": "prune_channels"}]}, "give exactly one of ratio, budget or layer_ratios"),
+        ({"stages": [{"stage": "prune_unstructured", "sparsity": 0.3}, {"stage": "prune_unstructured", "sparsity": 0.5}]}, "two stages are called"),
+        ({"export": {"formats": ["tflite"]}}, "unknown or no export formats"),
+    ],
+)
+def test_recipe_mistakes_are_one_line_errors_that_say_what_to_do(change, expected):
+    assert expected in _error({"name": "r"} | change)
+
+
+def test_shipped_recipes_are_valid_and_listed(capsys):
+    for name in ("seed", "mobile", "quickstart"):
+        assert main(["check", name]) == 0
+    assert main(["recipes"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("seed", "mobile", "quickstart", "prune_channels", "quantize", "distill"))
+
+
+def test_set_overrides_reach_stages_and_sections_and_reject_unknown_names(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "r", "stages": [{"stage": "prune_channels", "id": "prune", "ratio": 0.5}]}))
+    pipeline = load_recipe(path, ["prune.ratio=0.25", "baseline.train.epochs=3", "targets.max_accuracy_drop=1", "threads=1"])
+    assert pipeline.stages[0].params.ratio == 0.25 and pipeline.recipe.baseline.train.epochs == 3
+    assert pipeline.recipe.targets.max_accuracy_drop == 1.0 and pipeline.recipe.threads == 1
+    with pytest.raises(UdaciSenseError, match="did you mean 'prune'"):
+        load_recipe(path, ["prnue.ratio=0.25"])
+    path.write_text("name: r\nstages: [\n")
+    with pytest.raises(UdaciSenseError, match="not valid YAML"):
+        load_recipe(path)
+
+
+def test_check_command_exits_2_with_the_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "stages": [{"stage": "quantize"}, {"stage": "prune_unstructured", "sparsity": 0.5}]}))
+    assert main(["check", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("udacisense: error:") and "put quantize last" in error and error.count("\n") == 1
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
+    _, runs, result = tiny_run
+    run_dir = runs / "tiny"
+    records = [json.loads(line) for line in (run_dir / "stages.jsonl").read_text().splitlines()]
+    assert [record["stage"] for record in records] == ["baseline", "prune_channels", "quantize"]
+    assert len({record["hash"] for record in records}) == 3
+    for record in records[1:]:
+        assert load_checkpoint(record["checkpoint"])["compression"]["stage"] == record["stage"]
+    baseline, pruned, quantized = (record["metrics"] for record in records)
+    assert baseline["test_top1"] > 60  # TinyNet learns Fashion-MNIST in three epochs: the baseline is not at chance
+    assert pruned["parameters"] < 0.4 * baseline["parameters"] and pruned["macs"] < 0.4 * baseline["macs"]
+    assert quantized["runtime"] == "pte-int8" and quantized["agreement"] >= 95
+    artifact = result["deploy"]["artifacts"]["pte-int8"]
+    assert artifact["export"]["prebuilt"].endswith("model_int8.pte")  # the quantize stage's artifact ships as built
+    assert artifact["bytes"] < 0.3 * baseline["bytes"] and artifact["validation"]["images"] == 1000
+    assert abs(artifact["validation"]["top1"] - quantized["test_top1"]) < 1e-9
+    targets = {row["target"]: row for row in result["targets"]}
+    assert set(targets) == {"size reduction", "latency reduction", "accuracy drop (pt)"}
+    assert targets["size reduction"]["measured"] == pytest.approx(1 - artifact["bytes"] / baseline["bytes"])
+    assert json.loads((run_dir / "result.json").read_text())["targets"] == result["targets"]
+
+
+def test_report_has_every_stage_the_targets_and_plots(tiny_run):
+    _, runs, result = tiny_run
+    report = (runs / "tiny" / "report.md").read_text()
+    for heading in ("## Executive summary", "## Baseline", "## Stages", "## Deployment", "## What it means for the product"):
+        assert heading in report
+    assert "| target | goal | measured | result |" in report
+    for row in result["targets"]:
+        assert f"| {row['target']} |" in report
+    for stage_id in ("baseline", "prune", "quantize"):
+        assert re.search(rf"^\| {stage_id} \|", report, flags=re.M)
+    assert f"{result['deploy']['artifacts']['pte-int8']['validation']['top1']:.2f}" in report
+    page = (runs / "tiny" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "http://" not in page and "https://" not in page
+
+
+def test_report_renders_in_headless_chromium_with_its_plots(tiny_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("Chromium is not installed: run 'make test' (it installs Debian's chromium) or apt-get install -y chromium")
+    _, runs, _ = tiny_run
+    completed = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}", "--virtual-time-budget=10000",
+         "--dump-dom", (runs / "tiny" / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-500:]
+    body = re.search(r"<body[^>]*>", completed.stdout).group(0)
+    assert 'data-figures="4"' in body and 'data-figures-rendered="4"' in body, body
+    assert "data-errors" not in body, body
+
+
+def test_resume_reuses_finished_stages_and_strict_fails_on_missed_targets(tiny_run, capsys):
+    recipe_path, runs, result = tiny_run
+    before = (runs / "tiny" / "stages.jsonl").read_text()
+    started = time.perf_counter()
+    code = main(["run", str(recipe_path), "--runs-dir", str(runs), "--resume", "--strict", "--set", "targets.size_reduction=0.999"])
+    assert time.perf_counter() - started < 60  # nothing retrained or re-exported: only the targets and the report
+    assert code == 1
+    output = capsys.readouterr().out
+    assert re.search(r"size reduction\s+≥ 99\.9%\s+\S+\s+FAIL", output)
+    assert (runs / "tiny" / "stages.jsonl").read_text() == before
+    assert main(["run", str(recipe_path), "--runs-dir", str(runs)]) == 2  # an existing run is never silently replaced
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_changed_stage_config_reruns_that_stage_and_later_ones_only(tiny_run, tmp_path):
+    recipe_path, runs, _ = tiny_run
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "tiny", copy / "tiny")
+    first = [json.loads(line) for line in (copy / "tiny" / "stages.jsonl").read_text().splitlines()]
+    result = run_pipeline(load_recipe(recipe_path, ["quantize.observer=minmax"]), copy, resume=True)
+    second = [json.loads(line) for line in (copy / "tiny" / "stages.jsonl").read_text().splitlines()]
+    assert second[:2] == first[:2]  # baseline and pruning reused as they were
+    assert second[2]["hash"] != first[2]["hash"] and second[2]["config"]["observer"] == "minmax"
+    assert result["stages"][-1]["config"]["observer"] == "minmax"
+
+
+def test_compare_writes_a_table_and_a_pareto_plot(tiny_run, tmp_path, capsys):
+    _, runs, _ = tiny_run
+    other = tmp_path / "other"
+    shutil.copytree(runs / "tiny", other)
+    assert main(["compare", str(runs / "tiny"), str(other), "--output", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| tiny | model_int8.pte |") == 1 and "| other | model_int8.pte |" in table
+    assert (tmp_path / "cmp" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]) == 2
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+
+
+def test_a_run_killed_after_its_first_stage_resumes_to_the_same_result(tiny_run, tiny_model_file, real_fashion_mnist, tmp_path):
+    """A real subprocess is killed (SIGKILL) during stage 2; --resume reuses stage 1 and matches an uninterrupted run."""
+    _, runs, _ = tiny_run
+    recipe = tiny_recipe(tiny_model_file, real_fashion_mnist, name="killed")
+    recipe["baseline"] = {"checkpoint": str(runs / "tiny" / "stages" / "00_baseline" / "best.pt")}
+    recipe["stages"] = [
+        {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}},
+        {"stage": "prune_unstructured", "id": "sparsify", "sparsity": 0.5, "fine_tune": {"epochs": 3, "batch_size": 64}},
+    ]
+    recipe["export"] = {"formats": ["onnx"], "latency_runs": 10}
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "udacisense.cli", "run", str(path), "--runs-dir", str(tmp_path)]
+    journal = tmp_path / "killed" / "stages.jsonl"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if journal.is_file() and len(journal.read_text().splitlines()) == 2:  # baseline and stage 1 are on disk
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    stage_one = json.loads(journal.read_text().splitlines()[1])
+    assert not (tmp_path / "killed" / "result.json").exists()
+
+    assert subprocess.run(command + ["--resume"], capture_output=True).returncode == 0
+    resumed = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert resumed[1] == stage_one  # stage 1 was not recomputed
+    assert subprocess.run(command + ["--name", "uninterrupted"], capture_output=True).returncode == 0
+    uninterrupted = [json.loads(line) for line in (tmp_path / "uninterrupted" / "stages.jsonl").read_text().splitlines()]
+    assert [r["hash"] for r in resumed] == [r["hash"] for r in uninterrupted]
+    assert [r["metrics"]["test_top1"] for r in resumed] == [r["metrics"]["test_top1"] for r in uninterrupted]
+    final, reference = (load_checkpoint(Path(run) / "stages" / "02_sparsify" / "model.pt")["state_dict"]
+                        for run in (tmp_path / "killed", tmp_path / "uninterrupted"))
+    assert all(torch.equal(final[key], reference[key]) for key in reference)
