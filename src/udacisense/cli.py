@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"udacisense: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("udacisense: interrupted; 'udacisense train --resume' continues from the last finished epoch", file=sys.stderr)
+        print("udacisense: interrupted; the same command with --resume continues from the last finished epoch or stage", file=sys.stderr)
         return 130
 
 

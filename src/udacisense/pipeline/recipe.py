@@ -152,7 +152,21 @@ def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline
         planned.append(PlannedStage(index, stage_id, kind, validate_config(stage.params, params, where=f"stage {index} ({kind})")))
     pipeline = Pipeline(recipe, tuple(planned), source)
     check_stage_order(pipeline)
+    check_files(pipeline)
     return pipeline
+
+
+def check_files(pipeline: Pipeline) -> None:
+    """Checkpoints named in the recipe must exist before an hour of work depends on them."""
+    named = [("baseline.checkpoint", pipeline.recipe.baseline.checkpoint)]
+    for stage in pipeline.stages:
+        for owner in (stage.params, getattr(stage.params, "distill", None)):
+            teacher = getattr(owner, "teacher", None)
+            if isinstance(teacher, Path):
+                named.append((f"stage {stage.index} ({stage.kind}) teacher", teacher))
+    for what, path in named:
+        if path is not None and not Path(path).is_file():
+            raise UdaciSenseError(f"{what} {path} does not exist; train it first ('udacisense train') or fix the path")
 
 
 def check_stage_order(pipeline: Pipeline) -> None:

@@ -157,8 +157,9 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
     lines += ["", f"![per-stage effect]({figures['stages']})", "", *_per_class_table(result), ""]
     lines += _deployment(result) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
                                     f"![confusion matrix]({figures['confusion']})", ""]
-    lines += _business(result) + ["", "## Reproduce", "", "```", f"udacisense run {result.get('source') or 'recipe.yaml'}", "```", "",
-                                  f"The resolved recipe is `{result['run']}/recipe.yaml`; per-stage records are in `stages.jsonl`.", ""]
+    lines += _business(result) + ["", "## Reproduce", "", "```", f"udacisense run {result['run']}/recipe.yaml --name {result['name']}-again", "```",
+                                  "", f"`recipe.yaml` is the resolved recipe (source: `{result.get('source')}`, overrides applied, every "
+                                  "default spelled out); per-stage records are in `stages.jsonl`.", ""]
     return "\n".join(lines)
 
 
