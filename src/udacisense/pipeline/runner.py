@@ -25,7 +25,6 @@ from udacisense.config import DataConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.runtime import load_runner, run_batches
-from udacisense.errors import UdaciSenseError
 from udacisense.export import FILE_NAMES, export_artifact
 from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
 from udacisense.io import atomic_write, write_json
@@ -88,7 +87,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     # 0: the baseline every number is compared with
     baseline_spec = recipe.baseline.model_dump(mode="json")
     if recipe.baseline.checkpoint is not None:
-        baseline_spec["checkpoint_sha256"] = sha256_of(_existing(recipe.baseline.checkpoint))
+        baseline_spec["checkpoint_sha256"] = sha256_of(recipe.baseline.checkpoint)  # checked to exist by validate_recipe
     stage_hash = config_hash("baseline", recipe.data.model_dump(mode="json"), baseline_spec)
     baseline = journal.reuse(0, stage_hash)
     if baseline is None:
@@ -187,12 +186,6 @@ def dataset_for_recipe(data: DataConfig, contract: dict[str, Any]) -> ImageDatas
     _, channels, height, _ = contract["shape"]
     dataset = get_dataset(data.model_copy(update={"channels": channels, "image_size": height}))
     return replace(dataset, normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))
-
-
-def _existing(path: Path) -> Path:
-    if not Path(path).is_file():
-        raise UdaciSenseError(f"baseline checkpoint {path} does not exist; train one with 'udacisense train' or remove baseline.checkpoint")
-    return Path(path)
 
 
 def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) -> dict[str, Any]:
