@@ -1,7 +1,7 @@
 """Pipeline benchmark: recipes/seed.yaml vs recipes/mobile.yaml at full length on Fashion-MNIST, plus the
 plain peer path "onnxruntime static int8 of the baseline", all against the same fp32 baseline.
 
-    python benchmarks/pipeline.py [--only seed,mobile,peer] [--threads 1] [--remeasure-latency]
+    python benchmarks/pipeline.py [--only seed,mobile,peer] [--threads 1] [--retime] [--render]
 
 Both recipes start from the 30-epoch MobileNetV3-Small baseline of benchmarks/baseline.py when it
 exists (the recipes would train the same one: same model, data and 30-epoch schedule); seed's
@@ -145,10 +145,7 @@ def main() -> None:
     parser.add_argument("--retime", action="store_true", help="re-measure every latency of finished runs (on a quiet machine)")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
     args = parser.parse_args()
-    if args.render:
-        chosen = []
-    else:
-        chosen = [name for name in args.only.split(",") if name]
+    chosen = [] if args.render else [name for name in args.only.split(",") if name]
     for name in chosen:
         results = load_results("pipeline")
         if name in RECIPES:

@@ -21,6 +21,7 @@ Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 def sqnr(reference: torch.Tensor, approximation: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio in dB (higher is better; 20 dB = error 10% of the signal)."""
+    reference, approximation = reference.detach(), approximation.detach()
     noise = (reference - approximation).pow(2).sum()
     return float("inf") if noise == 0 else float(10 * torch.log10(reference.pow(2).sum() / noise))
 

@@ -112,7 +112,8 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             output = get_stage(planned.kind).run(model, planned.params, context)
             checkpoint_extra |= output.checkpoint_extra
             save_checkpoint(folder / "model.pt", output.model, model_spec, contract, compression=planned.config(), **checkpoint_extra)
-            metrics = _measure_stage(output.model, output.artifacts, dataset, tuple(contract["shape"]), folder)
+            metrics = _measure_stage(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]), folder,
+                                     recipe.export.latency_runs)
             record = journal.append({
                 "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
                 "config": planned.config(), "seconds": time.perf_counter() - stage_started,
@@ -154,24 +155,21 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
 
 def _retime(journal: Journal, manifest: dict[str, Any], run_dir: Path, runs: int) -> dict[str, Any]:
     """New latency (and memory) measurements for every record and artifact, written back in place."""
-    from udacisense.profile import profile_model
-
     baseline, *stages = journal.records
     shape = tuple(baseline["input"]["shape"])
     eager = bench_artifact("checkpoint", Path(baseline["checkpoint"]), shape, runs=runs)
-    baseline["metrics"] |= {"eager_latency": eager["latency"], "memory": eager["memory"]}
+    baseline["metrics"] |= {"eager_latency": eager["latency"], "latency_ms": _p50(eager), "memory": eager["memory"]}
     for kind, reference in baseline["references"].items():
         timing = bench_artifact(kind, run_dir / "stages" / "00_baseline" / "reference" / reference["file"], shape, runs=runs)
-        reference |= {"latency_ms": {label: row["p50_ms"] for label, row in timing["latency"].items()}, "memory": timing["memory"]}
+        reference |= {"latency_ms": _p50(timing), "memory": timing["memory"]}
     for record in stages:
         metrics = record["metrics"]
         if record["artifacts"]:
             kind, path = next(iter(record["artifacts"].items()))
             timing = bench_artifact(kind, Path(path), shape, runs=runs)
-            metrics |= {"latency_ms": {label: row["p50_ms"] for label, row in timing["latency"].items()}, "memory": timing["memory"]}
+            metrics |= {"latency_ms": _p50(timing), "memory": timing["memory"]}
         else:
-            latency = profile_model(load_model(record["checkpoint"])[0], shape, runs=runs, memory=False)["latency"]
-            metrics["latency_ms"] = {label: row["p50_ms"] for label, row in latency.items()}
+            metrics["latency_ms"] = _p50(bench_artifact("checkpoint", Path(record["checkpoint"]), shape, runs=runs))
     journal.save()
     manifest["source"]["latency"] = bench_artifact("checkpoint", Path(manifest["source"]["checkpoint"]), shape, runs=runs)["latency"]
     for kind, entry in manifest["artifacts"].items():
@@ -219,7 +217,7 @@ def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) 
         path, _ = export_artifact(kind, model, torch.zeros(input_shape), folder / "reference", lambda: [])
         references[kind] = measure_artifact(kind, path, input_shape, images, labels, source_logits)
     metrics = {key: value for key, value in metrics.items() if key != "layers"} | {
-        "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
+        "latency_ms": _p50(eager), "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
     }
     return {
         "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": time.perf_counter() - started,
@@ -237,10 +235,14 @@ def _prepare_stage_folder(folder: Path, stage_hash: str, resume: bool) -> None:
     marker.write_text(stage_hash)
 
 
-def _measure_stage(model, artifacts: dict[str, Path], dataset: ImageDataset, input_shape: tuple[int, ...], folder: Path) -> dict[str, Any]:
-    """Test accuracy and profile of the stage's fp32 model, or, when it built an int8 artifact, of that artifact in its runtime."""
+def _measure_stage(model, checkpoint: Path, artifacts: dict[str, Path], dataset: ImageDataset, input_shape: tuple[int, ...], folder: Path,
+                   latency_runs: int) -> dict[str, Any]:
+    """Test accuracy and profile of the stage's fp32 model, or, when it built an int8 artifact, of that artifact in its runtime.
+
+    Latency is always taken in a fresh process (the checkpoint in eager PyTorch, or the artifact), like the baseline's.
+    """
     if not artifacts:
-        metrics = measure(model, dataset, input_shape)
+        metrics = measure(model, dataset, input_shape) | {"latency_ms": _p50(bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs))}
         write_json(folder / "metrics.json", metrics)
         return {key: value for key, value in metrics.items() if key != "layers"} | {"runtime": "eager"}
     kind, path = next(iter(artifacts.items()))
@@ -254,6 +256,11 @@ def _measure_stage(model, artifacts: dict[str, Path], dataset: ImageDataset, inp
     }
     write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def _p50(timing: dict[str, Any]) -> dict[str, float]:
+    """{thread label: median ms} from a bench_artifact result."""
+    return {label: row["p50_ms"] for label, row in timing["latency"].items()}
 
 
 def _export(recipe, checkpoint: Path, artifacts: dict[str, Path], run_dir: Path, export_hash: str, logger) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
         "## Stages",
         "",
         "Each stage's model measured on the whole test split: fp32 stages in eager PyTorch, int8 stages as the artifact they built, "
-        "in its runtime.",
+        "in its runtime; every latency is taken in a fresh process.",
         "",
         "| stage | what it is | top-1 % | Δ pt | parameters | size | M MACs | latency 1T (runtime) | time |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

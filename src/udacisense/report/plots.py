@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 COLORS = {"baseline": "#6b7280", "stage": "#2563eb", "artifact": "#dc2626", "reference": "#9ca3af", "run": "#059669"}
 
@@ -31,16 +33,39 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
     for axis, key, label in ((axes[0], "megabytes", "file size (MB, log)"), (axes[1], "latency_ms", "latency, batch 1, 1 thread (ms, log)")):
         for point in points:
             axis.scatter(point[key], point["top1"], s=46, color=COLORS.get(point["group"], "#111827"), zorder=3)
-            axis.annotate(point["label"], (point[key], point["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        right_edge = max(point[key] for point in points) / 1.6  # labels of points near the right border go to their left
+        for (x, y), labels in _label_clusters(points, key):
+            left = x > right_edge
+            axis.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(-5 if left else 5, 4), fontsize=7,
+                          va="bottom", ha="right" if left else "left")
         front = _pareto_front(points, key)
         axis.plot([p[key] for p in front], [p["top1"] for p in front], "--", color="#111827", linewidth=0.8, zorder=2)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())  # log minor labels like "4x10^-1" collide on narrow ranges
         axis.ticklabel_format(axis="y", useOffset=False)
         axis.set_xlabel(label)
         axis.set_ylabel("test top-1 (%)")
         axis.grid(alpha=0.3, which="both")
     figure.suptitle(title, fontsize=11)
     return _png(figure)
+
+
+def _label_clusters(points: Sequence[dict[str, Any]], key: str, x_share: float = 0.15, y_share: float = 0.04) -> list[tuple[tuple[float, float], list[str]]]:
+    """Labels of points closer than a label's width and height (as shares of the plotted log-x and y ranges), stacked into one annotation."""
+    xs = [math.log10(point[key]) for point in points]
+    ys = [point["top1"] for point in points]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    clusters: list[tuple[tuple[float, float], list[str]]] = []
+    for point, x, y in sorted(zip(points, xs, ys), key=lambda item: item[1]):
+        for (cx, cy), labels in clusters:
+            if abs(math.log10(cx) - x) < x_share * x_span and abs(cy - y) < y_share * y_span:
+                labels.append(point["label"])
+                break
+        else:
+            clusters.append(((point[key], y), [point["label"]]))
+    return clusters
 
 
 def _pareto_front(points: Sequence[dict[str, Any]], key: str) -> list[dict[str, Any]]:
