@@ -73,7 +73,7 @@ def peer_row(baseline_run: Path) -> dict:
 def render(results: dict) -> str:
     """The docs section: every pipeline's shipped artifacts against the one fp32 baseline, and the Done-when check."""
     from udacisense.io import atomic_write
-    from udacisense.report.markdown import run_points
+    from udacisense.report.markdown import run_points, signed_points
     from udacisense.report.plots import pareto_plot
 
     rows = results.get("rows", {})
@@ -90,7 +90,7 @@ def render(results: dict) -> str:
     def row(label: str, file: str, runtime: str, size: float, latency: float, top1: float) -> str:
         versus_pte = f"{pte / latency:.2f}" if pte else "-"
         return (f"| {label} | `{file}` | {runtime} | {size / 1e6:.3f} | {100 * size / base['bytes']:.1f}% | {latency:.3f} | "
-                f"{eager / latency:.1f} | {versus_pte} | {top1:.2f} | {top1 - base['test_top1']:+.2f} |")
+                f"{eager / latency:.1f} | {versus_pte} | {top1:.2f} | {signed_points(top1 - base['test_top1'])} |")
 
     table.append(row("fp32 baseline (eager)", Path(anchor["baseline"]["checkpoint"]).name, "pytorch", base["bytes"], eager, base["test_top1"]))
     for kind, reference in anchor["baseline"]["references"].items():
