@@ -144,6 +144,7 @@ def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
     assert quantized["runtime"] == "pte-int8" and quantized["agreement"] >= 95
     artifact = result["deploy"]["artifacts"]["pte-int8"]
     assert artifact["export"]["prebuilt"].endswith("model_int8.pte")  # the quantize stage's artifact ships as built
+    assert artifact["export"]["delegated_nodes"] > 0 and "not_delegated_ops" in artifact["export"]  # with what XNNPACK took
     assert artifact["bytes"] < 0.3 * baseline["bytes"] and artifact["validation"]["images"] == 1000
     assert abs(artifact["validation"]["top1"] - quantized["test_top1"]) < 1e-9
     targets = {row["target"]: row for row in result["targets"]}

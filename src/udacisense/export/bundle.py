@@ -42,14 +42,15 @@ def build_bundle(
     test_subset: int | None = None,
     tolerances: Tolerances = Tolerances(),
     latency_runs: int = 200,
-    prebuilt: dict[str, Path] | None = None,
+    prebuilt: dict[str, tuple[Path, dict[str, Any]]] | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Export, validate, benchmark and write ``output/`` with manifest.json; returns the manifest.
 
     ``prebuilt`` maps a format to an artifact made earlier from this checkpoint (e.g. the int8 ``.pte``
-    a quantization-aware training stage produced, or a dynamic-int8 ``.ptl``): it is copied into the
-    bundle and validated as a quantized model instead of being exported again.
+    a quantization-aware training stage produced, or a dynamic-int8 ``.ptl``) and the export details
+    recorded when it was built: it is copied into the bundle and validated as a quantized model
+    instead of being exported again.
     """
     prebuilt = prebuilt or {}
     model, payload = load_model(checkpoint)
@@ -72,9 +73,10 @@ def build_bundle(
         started = time.perf_counter()
         quantized = kind in QUANTIZED or kind in prebuilt
         if kind in prebuilt:
-            path = output / prebuilt[kind].name
-            shutil.copyfile(prebuilt[kind], path)
-            export_info = {"prebuilt": str(prebuilt[kind])}
+            built, built_info = prebuilt[kind]
+            path = output / built.name
+            shutil.copyfile(built, path)
+            export_info = built_info | {"prebuilt": str(built)}
         else:
             path, export_info = export_artifact(kind, model, example, output, calibration)
         entry: dict[str, Any] = {

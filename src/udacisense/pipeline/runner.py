@@ -97,7 +97,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     model, payload = load_model(checkpoint)
     contract, model_spec = payload["input"], payload["model"]
     dataset = dataset_for_recipe(recipe.data, contract)
-    artifacts: dict[str, Path] = {}
+    artifacts: dict[str, tuple[Path, dict[str, Any]]] = {}  # the last stage's artifacts and their export details
     checkpoint_extra: dict[str, Any] = {}
 
     for planned in pipeline.stages:
@@ -125,7 +125,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
         model, payload = load_model(record["checkpoint"])
         checkpoint_extra |= {key: payload[key] for key in ("factorized",) if key in payload}
-        artifacts = {kind: Path(path) for kind, path in record["artifacts"].items()}
+        artifacts = {kind: (Path(path), record["info"].get("export", {})) for kind, path in record["artifacts"].items()}
         checkpoint = Path(record["checkpoint"])
 
     manifest = _export(recipe, checkpoint, artifacts, run_dir, config_hash(stage_hash, recipe.export.model_dump(mode="json")), logger)
@@ -263,7 +263,7 @@ def _p50(timing: dict[str, Any]) -> dict[str, float]:
     return {label: row["p50_ms"] for label, row in timing["latency"].items()}
 
 
-def _export(recipe, checkpoint: Path, artifacts: dict[str, Path], run_dir: Path, export_hash: str, logger) -> dict[str, Any]:
+def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str, Any]]], run_dir: Path, export_hash: str, logger) -> dict[str, Any]:
     """The deploy bundle for the final model (reused when nothing before it changed)."""
     from udacisense.deploy.validate import Tolerances
 
@@ -280,7 +280,7 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, Path], run_dir: Path,
     manifest = build_bundle(
         checkpoint, output, list(spec.formats), calibration_images=spec.calibration_images, data_root=recipe.data.root,
         test_subset=recipe.data.test_subset, tolerances=Tolerances(min_agreement=spec.min_agreement), latency_runs=spec.latency_runs,
-        prebuilt={kind: path for kind, path in artifacts.items() if kind in spec.formats}, log=logger.info,
+        prebuilt={kind: built for kind, built in artifacts.items() if kind in spec.formats}, log=logger.info,
     )
     marker.write_text(export_hash)
     return manifest

@@ -33,9 +33,9 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
     for axis, key, label in ((axes[0], "megabytes", "file size (MB, log)"), (axes[1], "latency_ms", "latency, batch 1, 1 thread (ms, log)")):
         for point in points:
             axis.scatter(point[key], point["top1"], s=46, color=COLORS.get(point["group"], "#111827"), zorder=3)
-        right_edge = max(point[key] for point in points) / 1.6  # labels of points near the right border go to their left
+        logs = [math.log10(point[key]) for point in points]
         for (x, y), labels in _label_clusters(points, key):
-            left = x > right_edge
+            left = math.log10(x) - min(logs) > 0.65 * ((max(logs) - min(logs)) or 1.0)  # keep labels inside the axes
             axis.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(-5 if left else 5, 4), fontsize=7,
                           va="bottom", ha="right" if left else "left")
         front = _pareto_front(points, key)
@@ -52,7 +52,7 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
     return _png(figure)
 
 
-def _label_clusters(points: Sequence[dict[str, Any]], key: str, x_share: float = 0.15, y_share: float = 0.04) -> list[tuple[tuple[float, float], list[str]]]:
+def _label_clusters(points: Sequence[dict[str, Any]], key: str, x_share: float = 0.2, y_share: float = 0.04) -> list[tuple[tuple[float, float], list[str]]]:
     """Labels of points closer than a label's width and height (as shares of the plotted log-x and y ranges), stacked into one annotation."""
     xs = [math.log10(point[key]) for point in points]
     ys = [point["top1"] for point in points]
