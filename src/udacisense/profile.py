@@ -127,20 +127,27 @@ def profile_model(
     warmup: int = 20,
     runs: int = 200,
     memory: bool = True,
+    latency: bool = True,
 ) -> dict[str, Any]:
-    """Every measurement of ``model`` at ``input_shape`` (batch included, normally 1)."""
+    """Every measurement of ``model`` at ``input_shape`` (batch included, normally 1).
+
+    ``latency=False`` (or ``memory=False``) skips that in-process measurement, for callers that take it
+    in a fresh process instead; the entry is then None.
+    """
     model = model.eval().cpu()
     total_macs, macs_per_module = count_macs(model, input_shape)
-    all_threads = os.cpu_count() or 1
-    latency = {"1_thread": measure_latency(model, input_shape, 1, warmup, runs)}
-    if all_threads > 1:
-        latency[f"{all_threads}_threads"] = measure_latency(model, input_shape, all_threads, warmup, runs)
+    timings = None
+    if latency:
+        all_threads = os.cpu_count() or 1
+        timings = {"1_thread": measure_latency(model, input_shape, 1, warmup, runs)}
+        if all_threads > 1:
+            timings[f"{all_threads}_threads"] = measure_latency(model, input_shape, all_threads, warmup, runs)
     return {
         "input_shape": list(input_shape),
         "parameters": count_parameters(model),
         "size": serialized_size(model),
         "macs": total_macs,
-        "latency": latency,
+        "latency": timings,
         "memory": measure_peak_memory(model, input_shape) if memory else None,
         "layers": layer_table(model, macs_per_module),
         "torch_version": torch.__version__,

@@ -61,10 +61,14 @@ def teacher_loss(model: nn.Module, dataset: ImageDataset, train_config: TrainCon
     return make_distillation_loss(teacher, distill, train_config.label_smoothing, resolve_device(train_config.device))
 
 
-def measure(model: nn.Module, dataset: ImageDataset, input_shape: tuple[int, ...], latency_runs: int = 200) -> dict[str, Any]:
-    """Profile (no memory probe) plus test-set accuracy: the before/after numbers of every technique."""
+def measure(model: nn.Module, dataset: ImageDataset, input_shape: tuple[int, ...], latency_runs: int | None = 200) -> dict[str, Any]:
+    """Profile (no memory probe) plus test-set accuracy: the before/after numbers of every technique.
+
+    ``latency_runs=None`` skips the in-process latency (``latency_ms`` is then empty) for callers that
+    time the model in a fresh process.
+    """
     test = evaluate(model, dataset.loader("test", 512), dataset.classes, progress=True)
-    profile = profile_model(model, input_shape, runs=latency_runs, memory=False)
+    profile = profile_model(model, input_shape, runs=latency_runs or 0, memory=False, latency=latency_runs is not None)
     return {
         "test_top1": test["top1"],
         "per_class_accuracy": test["per_class_accuracy"],
@@ -73,7 +77,7 @@ def measure(model: nn.Module, dataset: ImageDataset, input_shape: tuple[int, ...
         "bytes": profile["size"]["bytes"],
         "gzip_bytes": profile["size"]["gzip_bytes"],
         "macs": profile["macs"],
-        "latency_ms": {label: timing["p50_ms"] for label, timing in profile["latency"].items()},
+        "latency_ms": {label: timing["p50_ms"] for label, timing in (profile["latency"] or {}).items()},
         "layers": profile["layers"],
     }
 

@@ -163,13 +163,11 @@ def _retime(journal: Journal, manifest: dict[str, Any], run_dir: Path, runs: int
         timing = bench_artifact(kind, run_dir / "stages" / "00_baseline" / "reference" / reference["file"], shape, runs=runs)
         reference |= {"latency_ms": _p50(timing), "memory": timing["memory"]}
     for record in stages:
-        metrics = record["metrics"]
-        if record["artifacts"]:
-            kind, path = next(iter(record["artifacts"].items()))
-            timing = bench_artifact(kind, Path(path), shape, runs=runs)
-            metrics |= {"latency_ms": _p50(timing), "memory": timing["memory"]}
-        else:
-            metrics["latency_ms"] = _p50(bench_artifact("checkpoint", Path(record["checkpoint"]), shape, runs=runs))
+        kind, path = next(iter(record["artifacts"].items()), ("checkpoint", record["checkpoint"]))
+        timing = bench_artifact(kind, Path(path), shape, runs=runs)
+        record["metrics"]["latency_ms"] = _p50(timing)
+        if record["artifacts"]:  # fp32 stages record no memory when first measured either
+            record["metrics"]["memory"] = timing["memory"]
     journal.save()
     manifest["source"]["latency"] = bench_artifact("checkpoint", Path(manifest["source"]["checkpoint"]), shape, runs=runs)["latency"]
     for kind, entry in manifest["artifacts"].items():
@@ -206,18 +204,18 @@ def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) 
     contract = payload["input"]
     dataset = dataset_for_recipe(recipe.data, contract)
     input_shape = tuple(contract["shape"])
-    metrics = measure(model, dataset, input_shape)
+    eager = bench_artifact("checkpoint", Path(checkpoint), input_shape, runs=recipe.export.latency_runs)
+    metrics = measure(model, dataset, input_shape, latency_runs=None) | {"latency_ms": _p50(eager)}
     write_json(folder / "metrics.json", metrics)
     images, labels = dataset.whole("test")
     source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
-    eager = bench_artifact("checkpoint", Path(checkpoint), input_shape, runs=recipe.export.latency_runs)
     references = {}
     for kind in sorted({REFERENCE_FORMAT[kind] for kind in recipe.export.formats if kind in REFERENCE_FORMAT}):
         logger.info(f"  exporting the baseline as fp32 {kind} for a same-runtime comparison")
         path, _ = export_artifact(kind, model, torch.zeros(input_shape), folder / "reference", lambda: [])
         references[kind] = measure_artifact(kind, path, input_shape, images, labels, source_logits)
     metrics = {key: value for key, value in metrics.items() if key != "layers"} | {
-        "latency_ms": _p50(eager), "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
+        "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
     }
     return {
         "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": time.perf_counter() - started,
@@ -242,7 +240,8 @@ def _measure_stage(model, checkpoint: Path, artifacts: dict[str, Path], dataset:
     Latency is always taken in a fresh process (the checkpoint in eager PyTorch, or the artifact), like the baseline's.
     """
     if not artifacts:
-        metrics = measure(model, dataset, input_shape) | {"latency_ms": _p50(bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs))}
+        timing = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
+        metrics = measure(model, dataset, input_shape, latency_runs=None) | {"latency_ms": _p50(timing)}
         write_json(folder / "metrics.json", metrics)
         return {key: value for key, value in metrics.items() if key != "layers"} | {"runtime": "eager"}
     kind, path = next(iter(artifacts.items()))

@@ -33,9 +33,8 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
     for axis, key, label in ((axes[0], "megabytes", "file size (MB, log)"), (axes[1], "latency_ms", "latency, batch 1, 1 thread (ms, log)")):
         for point in points:
             axis.scatter(point[key], point["top1"], s=46, color=COLORS.get(point["group"], "#111827"), zorder=3)
-        logs = [math.log10(point[key]) for point in points]
-        for (x, y), labels in _label_clusters(points, key):
-            left = math.log10(x) - min(logs) > 0.65 * ((max(logs) - min(logs)) or 1.0)  # keep labels inside the axes
+        for (x, y), labels, across in _label_clusters(points, key):
+            left = across > 0.65  # labels of points near the right border go to their left, inside the axes
             axis.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(-5 if left else 5, 4), fontsize=7,
                           va="bottom", ha="right" if left else "left")
         front = _pareto_front(points, key)
@@ -52,19 +51,23 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
     return _png(figure)
 
 
-def _label_clusters(points: Sequence[dict[str, Any]], key: str, x_share: float = 0.2, y_share: float = 0.04) -> list[tuple[tuple[float, float], list[str]]]:
-    """Labels of points closer than a label's width and height (as shares of the plotted log-x and y ranges), stacked into one annotation."""
+def _label_clusters(points: Sequence[dict[str, Any]], key: str, x_share: float = 0.2,
+                    y_share: float = 0.04) -> list[tuple[tuple[float, float], list[str], float]]:
+    """Labels of points closer than a label's width and height (as shares of the plotted log-x and y ranges), stacked into one annotation.
+
+    Each cluster is (anchor point, labels, how far across the log-x range the anchor lies, 0 to 1).
+    """
     xs = [math.log10(point[key]) for point in points]
     ys = [point["top1"] for point in points]
     x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    clusters: list[tuple[tuple[float, float], list[str]]] = []
+    clusters: list[tuple[tuple[float, float], list[str], float]] = []
     for point, x, y in sorted(zip(points, xs, ys), key=lambda item: item[1]):
-        for (cx, cy), labels in clusters:
+        for (cx, cy), labels, _ in clusters:
             if abs(math.log10(cx) - x) < x_share * x_span and abs(cy - y) < y_share * y_span:
                 labels.append(point["label"])
                 break
         else:
-            clusters.append(((point[key], y), [point["label"]]))
+            clusters.append(((point[key], y), [point["label"]], (x - min(xs)) / x_span))
     return clusters
 
 
