@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
-
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.profile import profile_model  # noqa: E402

@@ -23,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
-
-from udacisense.checkpoint import load_model  # noqa: E402
+import torch  # noqa: E402
 from udacisense.compress.apply import prune_checkpoint  # noqa: E402
+
+from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
+from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.compress.channels import ChannelPruneConfig  # noqa: E402
 from udacisense.compress.prune import UnstructuredPruneConfig  # noqa: E402
 from udacisense.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
@@ -35,8 +36,6 @@ from udacisense.export.executorch import export_pte  # noqa: E402
 from udacisense.profile import measure_latency  # noqa: E402
 from udacisense.runs import get_logger, prepare_run_dir  # noqa: E402
 from udacisense.train import train_run  # noqa: E402
-
-import torch  # noqa: E402
 
 BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
 RUNS = Path("runs/benchmarks/compress")

@@ -16,7 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, replace_doc_section, save_results  # noqa: E402
-
 from udacisense.export import DEFAULT_FORMATS  # noqa: E402
 from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle  # noqa: E402
 

@@ -48,9 +48,9 @@ def run_recipe(name: str, threads: int | None, retime: bool = False) -> dict:
 def peer_row(baseline_run: Path) -> dict:
     """The plain path a team would try first: onnxruntime's static int8 (QDQ) of the fp32 baseline, nothing else."""
     import torch
+    from udacisense.compress.apply import measure_artifact
 
     from udacisense.checkpoint import load_model
-    from udacisense.compress.apply import measure_artifact
     from udacisense.deploy.runtime import load_runner, run_batches
     from udacisense.export import export_artifact
     from udacisense.pipeline.recipe import load_recipe
@@ -84,8 +84,8 @@ def render(results: dict) -> str:
     base = anchor["baseline"]["metrics"]
     eager = base["eager_latency"]["1_thread"]["p50_ms"]
     pte = anchor["baseline"]["references"].get("pte", {}).get("latency_ms", {}).get("1_thread")
-    table = [f"| pipeline | artifact | runtime | size MB | % of fp32 checkpoint | p50 1 thread ms | × faster than eager | "
-             f"× faster than fp32 `.pte` | top-1 % | Δ pt |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table = ["| pipeline | artifact | runtime | size MB | % of fp32 checkpoint | p50 1 thread ms | × faster than eager | "
+             "× faster than fp32 `.pte` | top-1 % | Δ pt |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def row(label: str, file: str, runtime: str, size: float, latency: float, top1: float) -> str:
         versus_pte = f"{pte / latency:.2f}" if pte else "-"

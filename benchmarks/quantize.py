@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
-
 from udacisense.compress.apply import factorize_checkpoint, quantize_checkpoint  # noqa: E402
+
+from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.compress.lowrank import LowRankConfig  # noqa: E402
 from udacisense.compress.quantize import QuantizeConfig  # noqa: E402
 from udacisense.config import DistillConfig, TrainConfig  # noqa: E402
@@ -61,13 +61,13 @@ def lowrank_row(source: str, threads: int | None) -> dict:
 
 def fp32_pte_row(checkpoint: Path, run_dir: Path) -> dict:
     """The fp32 .pte of a (factorized) checkpoint, measured like every other artifact."""
-    from udacisense.checkpoint import load_model
+    import torch
     from udacisense.compress.apply import measure_artifact
+
+    from udacisense.checkpoint import load_model
     from udacisense.data import dataset_for_contract
     from udacisense.deploy.runtime import load_runner, run_batches
     from udacisense.export.executorch import export_pte
-
-    import torch
 
     model, payload = load_model(checkpoint)
     example = torch.zeros(payload["input"]["shape"])

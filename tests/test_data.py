@@ -6,12 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_idx
 from udacisense import UdaciSenseError
 from udacisense.config import DataConfig
-from udacisense.data import get_dataset, fashion_mnist
+from udacisense.data import fashion_mnist, get_dataset
 from udacisense.data.base import compute_normalization, convert_channels, random_crop_and_flip, resize
-
-from conftest import write_idx
 
 
 def test_idx_reader_matches_written_arrays(tmp_path):

@@ -1,7 +1,7 @@
-import pytest
 import torch
 import torch.nn as nn
 
+from conftest import TinyNet
 from udacisense.models import create_model
 from udacisense.profile import (
     count_macs,
@@ -11,8 +11,6 @@ from udacisense.profile import (
     profile_model,
     serialized_size,
 )
-
-from conftest import TinyNet
 
 
 def test_parameter_counts_match_numel_and_count_zeros():

@@ -1,10 +1,9 @@
-import copy
 
 import pytest
 import torch
 
 from udacisense import UdaciSenseError
-from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, check_input_shape
+from udacisense.checkpoint import check_input_shape, load_checkpoint, load_model, save_checkpoint
 from udacisense.config import DataConfig, RunConfig, TrainConfig
 from udacisense.data import get_dataset
 from udacisense.evaluate import evaluate

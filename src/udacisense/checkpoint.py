@@ -1,17 +1,19 @@
 """Checkpoints: architecture spec + state dict + input contract, saved atomically, loaded with weights_only=True.
 
 No module is ever pickled: a checkpoint rebuilds its model from the registry name and keyword
-arguments it stores, so a checkpoint from an untrusted source cannot run code on load. Layer
-widths are stored too (``structure``: plain integers per layer), so a channel-pruned model
-is rebuilt from its registry architecture and then narrowed to the saved widths; low-rank
-factorized layers are re-split from their saved ranks (``factorized``) the same way.
+arguments it stores, so a checkpoint from an untrusted source cannot run code on load. Every
+layer's type (``layers``) and the attributes that shape it (``structure``: plain integers per
+layer) are stored too, so a compressed model rebuilds from its registry architecture whatever the
+technique did: layers a stage swapped in (a low-rank pair of Linear layers, say) are built from a
+short list of plain torch layers, then every layer is narrowed to its saved widths (channel
+pruning). No technique needs code here.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -30,6 +32,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_spec: dict[str, An
         "version": VERSION,
         "model": {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "layers": {name: type(module).__name__ for name, module in model.named_modules()},
         "structure": layer_structure(model),
         "input": contract,
         **extra,
@@ -64,11 +67,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     payload = load_checkpoint(path)
     model = create_model(payload["model"]["name"], **payload["model"]["kwargs"])
-    if payload.get("factorized"):
-        from udacisense.compress.lowrank import apply_factorization
-
-        apply_factorization(model, payload["factorized"])
     try:
+        rebuild_layers(model, payload.get("layers", {}), payload.get("structure", {}), payload["state_dict"])
         apply_structure(model, payload.get("structure", {}), payload["state_dict"])
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
@@ -79,7 +79,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 # The attributes that define a layer's width; forward() of these layers reads nothing else.
 _WIDTH_ATTRIBUTES: dict[type[nn.Module], tuple[str, ...]] = {
-    nn.Conv2d: ("in_channels", "out_channels", "groups"),
+    nn.Conv2d: ("in_channels", "out_channels", "groups", "kernel_size", "stride", "padding", "dilation"),
     nn.Linear: ("in_features", "out_features"),
     nn.modules.batchnorm._BatchNorm: ("num_features",),
     nn.GroupNorm: ("num_groups", "num_channels"),
@@ -96,6 +96,40 @@ def layer_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
             if isinstance(module, layer_type):
                 structure[name] = {attribute: getattr(module, attribute) for attribute in attributes}
     return structure
+
+
+# Layers a checkpoint may build in place of the architecture's own, from their saved attributes: plain torch
+# layers only, so that loading never runs code named by the file.
+_BUILDABLE: dict[str, Callable[[dict[str, Any], bool], nn.Module]] = {
+    "Sequential": lambda attributes, bias: nn.Sequential(),
+    "Identity": lambda attributes, bias: nn.Identity(),
+    "ReLU": lambda attributes, bias: nn.ReLU(),
+    "Hardswish": lambda attributes, bias: nn.Hardswish(),
+    "Linear": lambda attributes, bias: nn.Linear(attributes["in_features"], attributes["out_features"], bias=bias),
+    "Conv2d": lambda attributes, bias: nn.Conv2d(
+        attributes["in_channels"], attributes["out_channels"], tuple(attributes["kernel_size"]), tuple(attributes["stride"]),
+        attributes["padding"] if isinstance(attributes["padding"], str) else tuple(attributes["padding"]),
+        tuple(attributes["dilation"]), attributes["groups"], bias=bias),
+    "BatchNorm2d": lambda attributes, bias: nn.BatchNorm2d(attributes["num_features"]),
+}
+
+
+def rebuild_layers(model: nn.Module, layers: dict[str, str], structure: dict[str, dict[str, Any]],
+                   state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Put in place every saved layer whose type differs from ``model``'s (parents before children, as saved)."""
+    for name, type_name in layers.items():
+        try:
+            current = model.get_submodule(name)
+        except AttributeError:
+            current = None
+        if current is not None and type(current).__name__ == type_name:
+            continue
+        build = _BUILDABLE.get(type_name)
+        if build is None or (type_name in ("Linear", "Conv2d") and name not in structure):
+            raise RuntimeError(f"saved layer '{name}' is a {type_name}, which udacisense cannot rebuild from plain torch layers")
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, build(structure.get(name, {}), f"{name}.bias" in state_dict))
+    return model
 
 
 def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], state_dict: dict[str, torch.Tensor]) -> nn.Module:

@@ -70,14 +70,13 @@ class DistillConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
-    """Everything `udacisense train` (and `distill`) needs: the resolved config saved in each run folder."""
+    """Everything `udacisense train` needs: the resolved config saved in each run folder."""
 
     name: str = "baseline"
     runs_dir: Path = Path("runs")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    distill: DistillConfig | None = Field(default=None, description="train with a teacher's soft targets")
 
 
 def validate_config(model_type: type[StrictModel], raw: dict[str, Any], where: str = "config") -> StrictModel:

@@ -52,3 +52,18 @@ def metrics_from_confusion(confusion: torch.Tensor, classes: Sequence[str]) -> d
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def evaluate_on_split(model: nn.Module, contract: dict[str, Any], dataset, split: str, batch_size: int = 512) -> dict[str, Any]:
+    """Evaluate on ``dataset``'s ``split`` after checking that its images match the model's input contract."""
+    from udacisense.checkpoint import check_input_shape
+
+    check_input_shape(getattr(dataset, split).images[:1].float(), contract)
+    return evaluate(model, dataset.loader(split, batch_size), dataset.classes, progress=True)
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """Top-1/top-5/loss and per-class accuracy as console text."""
+    lines = [f"top-1 {result['top1']:.2f}%   top-5 {result['top5']:.2f}%   loss {result['loss']:.4f}   ({result['count']} images)"]
+    lines += [f"  {name:<16} {accuracy:6.2f}%" for name, accuracy in result["per_class_accuracy"].items() if accuracy is not None]
+    return "\n".join(lines)

@@ -11,6 +11,8 @@ import yaml
 from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write
 
+RESULT = "result.json"  # every number of a finished pipeline run (read by reports and compare)
+
 
 def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Create ``runs_dir/name``; refuse to clobber an earlier run unless told to resume or overwrite."""

@@ -246,19 +246,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         f"input {dataset.input_shape}; model {config.model.name} "
         f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
     )
-    if config.distill is None:
-        history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment)
-    else:
-        from udacisense.compress.distill import distill, load_teacher
-
-        if config.distill.teacher is None:
-            raise UdaciSenseError("distillation needs a teacher checkpoint; pass --teacher path/to/best.pt")
-        teacher = load_teacher(config.distill.teacher, dataset.input_shape)
-        logger.info(f"distilling from {config.distill.teacher} (T={config.distill.temperature}, alpha={config.distill.alpha})")
-        history = distill(
-            model, teacher, dataset, config.train, run_dir, model_spec, config.distill,
-            resume=resume, logger=logger, augment=config.data.augment,
-        )
+    history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment)
     best_model, best_state = load_model(run_dir / "best.pt")
     test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
     summary = {
@@ -283,7 +271,7 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
         return
     saved = yaml.safe_load(saved_path.read_text())
     current = config.model_dump(mode="json")
-    changed = [key for key in ("data", "model", "train", "distill") if saved.get(key) != current.get(key)]
+    changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
     if changed:
         raise UdaciSenseError(
             f"cannot resume {run_dir}: its {', '.join(changed)} settings differ from this command's; "

@@ -2,8 +2,8 @@
 (in -> r, r -> out) from the truncated SVD W ≈ U_r S_r V_r^T, split as (U_r sqrt(S_r)) (sqrt(S_r) V_r^T).
 
 It saves parameters and MACs only when r * (in + out) < in * out; layers where it would not are
-skipped and reported. Checkpoints store the chosen ranks, so a factorized model reloads from its
-registry architecture without pickling modules.
+skipped and reported. Checkpoints record the new layers generically, so a factorized model reloads
+from its registry architecture without pickling modules.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pydantic import Field, model_validator
 
 from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
-
 
 DEFAULT_ENERGY = 0.9
 
@@ -103,16 +102,6 @@ def factorize_layer(module: nn.Module, rank: int) -> nn.Sequential:
         if module.bias is not None:
             pair[1].bias.copy_(module.bias)
     return pair
-
-
-def apply_factorization(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
-    """Rebuild the factorized layout (ranks from a checkpoint) before loading its state dict."""
-    modules = dict(model.named_modules())
-    for name, rank in ranks.items():
-        if name not in modules or _matrix(modules[name]) is None:
-            raise UdaciSenseError(f"checkpoint factorizes layer '{name}', which this model cannot have factorized")
-        _replace(model, name, _factorized_pair(modules[name], rank))
-    return model
 
 
 def _replace(model: nn.Module, name: str, replacement: nn.Module) -> None:

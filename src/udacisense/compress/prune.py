@@ -28,14 +28,14 @@ PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 class UnstructuredPruneConfig(StrictModel):
     """Target sparsity of the prunable weights and how to reach it."""
 
-    sparsity: float = Field(ge=0.0, lt=1.0, description="share of Conv2d/Linear weights set to zero")
+    ratio: float = Field(ge=0.0, lt=1.0, description="share of Conv2d/Linear weights set to zero (the target sparsity)")
     scope: Literal["global", "layer"] = Field(
         default="global", description="global ranks all weights together; layer prunes each layer to the same sparsity"
     )
     schedule: Literal["one-shot", "gradual"] = Field(
         default="one-shot", description="gradual raises sparsity on a cubic schedule over the fine-tuning epochs"
     )
-    exclude: tuple[str, ...] = Field(default=(), description="layer names to leave dense")
+    protect: tuple[str, ...] = Field(default=(), description="layer names to leave dense")
 
 
 def prunable_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Module]:
@@ -108,7 +108,7 @@ def prune_and_fine_tune(
     logger: logging.Logger | None = None,
     **fit_options: Any,
 ) -> list[EpochResult]:
-    """Prune to ``config.sparsity`` (one-shot, or on a cubic schedule over the first two thirds of the
+    """Prune to sparsity ``config.ratio`` (one-shot, or on a cubic schedule over the first two thirds of the
     epochs) while fine-tuning; pruned weights stay zero through every optimizer step.
 
     ``fit_options`` go to :func:`udacisense.train.fit` (e.g. a distillation ``loss_function``).
@@ -120,11 +120,11 @@ def prune_and_fine_tune(
 
     def raise_sparsity(epoch: int) -> None:
         if epoch <= ramp_epochs:
-            target = cubic_sparsity(epoch, ramp_epochs, config.sparsity)
-            masks.update(prune_unstructured(model, target, config.scope, config.exclude))
-            logger.info(f"epoch {epoch}: weight sparsity {100 * weight_sparsity(model, config.exclude):.1f}%")
+            target = cubic_sparsity(epoch, ramp_epochs, config.ratio)
+            masks.update(prune_unstructured(model, target, config.scope, config.protect))
+            logger.info(f"epoch {epoch}: weight sparsity {100 * weight_sparsity(model, config.protect):.1f}%")
         elif not masks:  # resumed after the ramp: the zeros on disk are the masks
-            masks.update({name: module.weight != 0 for name, module in prunable_layers(model, config.exclude).items()})
+            masks.update({name: module.weight != 0 for name, module in prunable_layers(model, config.protect).items()})
 
     history = fit(
         model, dataset, train_config, checkpoint_dir, model_spec,

@@ -34,7 +34,7 @@ class QuantizeConfig(StrictModel):
     observer: Observer = Field(default="histogram", description="activation range observer for static calibration")
     per_channel: bool = True
     calibration_images: int = Field(default=256, gt=0)
-    float_layers: tuple[str, ...] = Field(default=(), description="layers left in fp32 (mixed precision)")
+    protect: tuple[str, ...] = Field(default=(), description="layers never quantized: left in fp32 (mixed precision)")
     freeze_batchnorm_epoch: int | None = Field(default=None, ge=1, description="QAT: BatchNorm statistics fixed from this epoch")
     freeze_observer_epoch: int | None = Field(default=None, ge=1, description="QAT: quantization ranges fixed from this epoch")
 

@@ -96,6 +96,13 @@ class ImageDataset:
         data = getattr(self, split)
         return self.normalization.apply(data.images), data.labels
 
+    def validation_batches(self, images: int, batch_size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``images`` validation images (training images when there is no validation split),
+        normalized and unaugmented, with their labels, in batches of ``batch_size`` (the last may be short)."""
+        split = self.val if len(self.val) else self.train
+        normalized = self.normalization.apply(split.images[:images])
+        return list(zip(normalized.split(batch_size), split.labels[:images].split(batch_size)))
+
     def calibration_batches(self, images: int, batch_size: int = 1, seed: int = 0) -> list[torch.Tensor]:
         """About ``images`` shuffled, unaugmented training images in full batches of ``batch_size``
         (exported graphs have a static batch size), the same ones for the same seed."""

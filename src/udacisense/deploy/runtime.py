@@ -19,13 +19,10 @@ import numpy as np
 import torch
 
 from udacisense.errors import UdaciSenseError
+from udacisense.export import FORMATS
 
-RUNTIMES = {
-    "pte": "executorch",
-    "pte-int8": "executorch",
-    "onnx": "onnxruntime",
-    "onnx-int8": "onnxruntime",
-    "ptl": "lite-interpreter",
+# Export formats that run here, plus the in-process kinds used for sources and profiling.
+RUNTIMES = {name: spec.runtime for name, spec in FORMATS.items() if spec.runtime} | {
     "eager": "pytorch",
     "checkpoint": "pytorch",
     "torchscript": "torchscript",

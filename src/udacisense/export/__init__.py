@@ -1,12 +1,15 @@
-"""Export a model to every mobile format: ``export_artifact(kind, model, example, path, calibration)``.
+"""Export formats, one registry: ``get_format(name).export(model, example, folder, calibration)``.
 
-Kinds: ``pte`` / ``pte-int8`` (ExecuTorch + XNNPACK), ``onnx`` / ``onnx-int8`` (onnxruntime),
-``ptl`` (TorchScript-lite), ``coreml`` (converted, not run).
+Each :class:`ExportFormat` says everything the rest of the toolkit needs to know about a format:
+its file name, how to write it, which runtime runs it (None: it cannot run on this machine), the
+fp32 format an int8 artifact is compared with, and whether exporting quantizes the model.
 """
 
 from __future__ import annotations
 
+import difflib
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,56 +18,109 @@ import torch.nn as nn
 
 from udacisense.errors import UdaciSenseError
 
-FILE_NAMES = {
-    "pte": "model_fp32.pte",
-    "pte-int8": "model_int8.pte",
-    "onnx": "model_fp32.onnx",
-    "onnx-int8": "model_int8.onnx",
-    "ptl": "model.ptl",
-    "coreml": "model.mlpackage",
-}
-QUANTIZED = {"pte-int8", "onnx-int8"}
-DEFAULT_FORMATS = ("pte", "pte-int8", "onnx", "onnx-int8", "ptl")
+Calibration = Callable[[], list[torch.Tensor]]
+Exporter = Callable[[nn.Module, torch.Tensor, Path, Calibration], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One mobile format: ``name`` is what recipes and ``--formats`` say."""
+
+    name: str
+    title: str
+    file_name: str
+    exporter: Exporter
+    runtime: str | None
+    reference: str | None
+    quantized: bool = False
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether this machine has the runtime to validate and time the artifact."""
+        return self.runtime is not None
+
+    def export(self, model: nn.Module, example: torch.Tensor, folder: Path, calibration: Calibration) -> tuple[Path, dict[str, Any]]:
+        """Write the artifact into ``folder``; ``calibration()`` yields batches of ``example``'s shape (int8 formats)."""
+        path = folder / self.file_name
+        return path, self.exporter(model, example, path, calibration)
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(export_format: ExportFormat) -> ExportFormat:
+    """Add a format to the registry; a second format of the same name is a bug."""
+    if export_format.name in FORMATS:
+        raise ValueError(f"export format '{export_format.name}' is registered twice")
+    FORMATS[export_format.name] = export_format
+    return export_format
+
+
+def get_format(name: str) -> ExportFormat:
+    """The registered format ``name``; an unknown name suggests the closest one."""
+    if name not in FORMATS:
+        guess = difflib.get_close_matches(name, list(FORMATS), n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"choose from {', '.join(FORMATS)}"
+        raise UdaciSenseError(f"unknown export format '{name}' ({hint})")
+    return FORMATS[name]
 
 
 def parse_formats(text: str) -> list[str]:
-    """'pte,pte-int8,onnx' -> ['pte', 'pte-int8', 'onnx'], rejecting unknown kinds with the known list."""
-    kinds = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [kind for kind in kinds if kind not in FILE_NAMES]
-    if unknown or not kinds:
-        raise UdaciSenseError(f"unknown export format(s) {unknown or text!r}; choose from {', '.join(FILE_NAMES)}")
-    return kinds
+    """'pte,pte-int8,onnx' -> ['pte', 'pte-int8', 'onnx'], rejecting unknown names with a suggestion."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UdaciSenseError(f"no export format given; choose from {', '.join(FORMATS)}")
+    for name in names:
+        get_format(name)
+    return names
 
 
-def export_artifact(
-    kind: str,
-    model: nn.Module,
-    example: torch.Tensor,
-    folder: Path,
-    calibration: Callable[[], list[torch.Tensor]],
-) -> tuple[Path, dict[str, Any]]:
-    """Write one artifact of ``kind`` into ``folder``; ``calibration()`` yields batches of ``example``'s shape."""
-    from udacisense.export.coreml import export_coreml
+def _pte(model, example, path, calibration):
     from udacisense.export.executorch import export_pte
+
+    return export_pte(model, example, path)
+
+
+def _pte_int8(model, example, path, calibration):
+    from udacisense.export.executorch import export_pte
+
+    return export_pte(model, example, path, calibration())
+
+
+def _onnx(model, example, path, calibration):
+    from udacisense.export.onnx import export_onnx
+
+    return export_onnx(model, example, path)
+
+
+def _onnx_int8(model, example, path, calibration):
     from udacisense.export.onnx import export_onnx, quantize_onnx_static
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = path.parent / FORMATS["onnx"].file_name  # reuse the fp32 ONNX when this bundle already has it
+        if not fp32.exists():
+            fp32 = Path(scratch) / FORMATS["onnx"].file_name  # else keep the bundle to what was asked for
+            export_onnx(model, example, fp32)
+        return quantize_onnx_static(fp32, path, calibration())
+
+
+def _ptl(model, example, path, calibration):
     from udacisense.export.torchscript import export_ptl
 
-    path = folder / FILE_NAMES[kind]
-    if kind == "pte":
-        return path, export_pte(model, example, path)
-    if kind == "pte-int8":
-        return path, export_pte(model, example, path, calibration())
-    if kind == "onnx":
-        return path, export_onnx(model, example, path)
-    if kind == "onnx-int8":
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = folder / FILE_NAMES["onnx"]  # reuse the fp32 ONNX when this bundle already has it
-            if not fp32.exists():
-                fp32 = Path(scratch) / FILE_NAMES["onnx"]  # else keep the bundle to what was asked for
-                export_onnx(model, example, fp32)
-            return path, quantize_onnx_static(fp32, path, calibration())
-    if kind == "ptl":
-        return path, export_ptl(model, example, path)
-    if kind == "coreml":
-        return path, export_coreml(model, example, path)
-    raise UdaciSenseError(f"unknown export format '{kind}'")
+    return export_ptl(model, example, path)
+
+
+def _coreml(model, example, path, calibration):
+    from udacisense.export.coreml import export_coreml
+
+    return export_coreml(model, example, path)
+
+
+register_format(ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _pte, "executorch", "pte"))
+register_format(ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _pte_int8, "executorch", "pte", quantized=True))
+register_format(ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", _onnx, "onnxruntime", "onnx"))
+register_format(ExportFormat("onnx-int8", "ONNX int8 (QDQ)", "model_int8.onnx", _onnx_int8, "onnxruntime", "onnx", quantized=True))
+register_format(ExportFormat("ptl", "TorchScript-lite", "model.ptl", _ptl, "lite-interpreter", "ptl"))
+register_format(ExportFormat("coreml", "Core ML", "model.mlpackage", _coreml, None, None))
+
+DEFAULT_FORMATS = ("pte", "pte-int8", "onnx", "onnx-int8", "ptl")

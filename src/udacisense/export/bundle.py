@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 from udacisense.checkpoint import load_model
 from udacisense.data import dataset_for_contract
 from udacisense.deploy.bench import bench_artifact
-from udacisense.deploy.runtime import RUNTIMES, load_runner, run_batches
-from udacisense.deploy.validate import Tolerances, validate_artifact
+from udacisense.deploy.runtime import load_runner, run_batches
+from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
-from udacisense.export import QUANTIZED, export_artifact
+from udacisense.export import FORMATS, get_format
 from udacisense.io import atomic_write, write_json
+from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import serialized_size
 
 GOLDEN_COUNT = 8
@@ -64,37 +65,34 @@ def build_bundle(
         return dataset.calibration_batches(calibration_images)  # batch 1, the exported graph's shape
 
     test_images, test_labels = dataset.whole("test")
-    source = load_runner("eager", model=model, threads=None)
-    source_logits = run_batches(source, test_images).float()
+    reference_logits = source_logits(model, test_images)
     golden_inputs = test_images[:GOLDEN_COUNT]
 
     artifacts: dict[str, Any] = {}
     for kind in tqdm(formats, desc="export", disable=None):
         started = time.perf_counter()
-        quantized = kind in QUANTIZED or kind in prebuilt
+        export_format = get_format(kind)
+        quantized = export_format.quantized or kind in prebuilt
         if kind in prebuilt:
             built, built_info = prebuilt[kind]
             path = output / built.name
             shutil.copyfile(built, path)
             export_info = built_info | {"prebuilt": str(built)}
         else:
-            path, export_info = export_artifact(kind, model, example, output, calibration)
+            path, export_info = export_format.export(model, example, output, calibration)
         entry: dict[str, Any] = {
             "file": path.name,
-            "runtime": RUNTIMES.get(kind, "coreml (not run here)"),
+            "runtime": export_format.runtime or f"{kind} (not run here)",
             "quantized": quantized,
             "export": export_info,
             "export_seconds": time.perf_counter() - started,
             "sha256": sha256_of(path),
             "bytes": size_of(path),
         }
-        if kind in RUNTIMES:
-            runner = load_runner(kind, path, threads=None)
-            entry["validation"] = validate_artifact(
-                runner, test_images, test_labels, source_logits, quantized=quantized, tolerances=tolerances, classes=dataset.classes
-            )
-            entry |= bench_artifact(kind, path, input_shape, runs=latency_runs)
-            entry["golden_outputs"] = run_batches(runner, golden_inputs).tolist()
+        if export_format.runs_here:
+            entry |= check_artifact(kind, path, input_shape, test_images, test_labels, reference_logits, quantized=quantized,
+                                    tolerances=tolerances, classes=dataset.classes, latency_runs=latency_runs)
+            entry["golden_outputs"] = run_batches(load_runner(kind, path, threads=None), golden_inputs).tolist()
         artifacts[kind] = entry
         log(f"  {kind}: {describe(entry)}")
 
@@ -109,7 +107,7 @@ def build_bundle(
             "checkpoint_bytes": checkpoint.stat().st_size,
             "state_dict_bytes": serialized_size(model)["bytes"],
             "model": payload["model"],
-            "test_top1": 100.0 * (source_logits.argmax(1) == test_labels).float().mean().item(),
+            "test_top1": 100.0 * (reference_logits.argmax(1) == test_labels).float().mean().item(),
             "latency": eager["latency"],
         },
         "input": contract,
@@ -118,7 +116,7 @@ def build_bundle(
         "artifacts": artifacts,
         "versions": _versions(),
     }
-    _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], source_logits[:GOLDEN_COUNT], artifacts)
+    _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
     write_snippets(output, manifest)
     for entry in artifacts.values():
         entry.pop("golden_outputs", None)
@@ -146,7 +144,7 @@ def verify_bundle(folder: Path) -> list[str]:
         if sha256_of(path) != entry["sha256"]:
             problems.append(f"{kind}: {entry['file']} sha256 differs from the manifest (file changed or tampered)")
             continue
-        if kind not in RUNTIMES:
+        if kind not in FORMATS or not FORMATS[kind].runs_here:
             continue
         try:
             outputs = run_batches(load_runner(kind, path, threads=None), inputs)

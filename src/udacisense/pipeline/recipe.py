@@ -9,16 +9,20 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from udacisense.config import DataConfig, StrictModel, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
+from udacisense.export import FORMATS, get_format
+from udacisense.stages import StageParams, get_stage
 
-RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
+# Shipped recipes are package data, so an installed wheel finds them as well as a source checkout.
+RECIPES = resources.files("udacisense") / "recipes"
 
 
 class BaselineSpec(StrictModel):
@@ -31,7 +35,8 @@ class BaselineSpec(StrictModel):
 
 
 class ExportSpec(StrictModel):
-    """Artifacts to ship; the first is the one the targets are checked on."""
+    """Artifacts to ship; the first is the one the targets are checked on. No formats: the run ends at the last
+    stage's checkpoint (or artifact), with no bundle and no targets (what the compression commands do by default)."""
 
     formats: tuple[str, ...] = ("pte-int8", "onnx")
     calibration_images: int = Field(default=256, gt=0, description="int8 calibration images for formats quantized at export")
@@ -41,13 +46,11 @@ class ExportSpec(StrictModel):
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
-        from udacisense.export import FILE_NAMES
-
-        unknown = [kind for kind in formats if kind not in FILE_NAMES]
-        if unknown or not formats:
-            raise ValueError(f"unknown or no export formats {unknown}; choose from {', '.join(FILE_NAMES)}")
-        if formats[0] == "coreml":
-            raise ValueError("the first format is measured against the targets, and Core ML cannot run here; list it later")
+        unknown = [kind for kind in formats if kind not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export formats {unknown}; choose from {', '.join(FORMATS)}")
+        if formats and not FORMATS[formats[0]].runs_here:
+            raise ValueError(f"the first format is measured against the targets, and {FORMATS[formats[0]].title} cannot run here; list it later")
         return formats
 
 
@@ -80,7 +83,7 @@ class Recipe(StrictModel):
     def _stages_are_mappings(self) -> "Recipe":
         for index, item in enumerate(self.stages, start=1):
             if not isinstance(item, dict) or "stage" not in item:
-                raise ValueError(f"stage {index} must be a mapping with a 'stage' key, e.g. '- stage: prune_channels'")
+                raise ValueError(f"stage {index} must be a mapping with a 'stage' key, see 'udacisense recipes' for the stages")
         return self
 
 
@@ -91,7 +94,7 @@ class PlannedStage:
     index: int
     id: str
     kind: str
-    params: StrictModel
+    params: StageParams
 
     def config(self) -> dict[str, Any]:
         return {"stage": self.kind, **self.params.model_dump(mode="json")}
@@ -124,21 +127,23 @@ def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> Pipeline
 
 
 def resolve_recipe_path(path_or_name: str | Path) -> Path:
-    """A path to a YAML file, or the name of a shipped recipe (``mobile`` -> recipes/mobile.yaml)."""
+    """A path to a YAML file, or the name of a shipped recipe (``mobile`` -> the package's recipes/mobile.yaml)."""
     path = Path(path_or_name)
     if path.is_file():
         return path
-    shipped = RECIPES_DIR / f"{path_or_name}.yaml"
-    if shipped.is_file():
-        return shipped
-    names = [recipe.stem for recipe in sorted(RECIPES_DIR.glob("*.yaml"))]
-    raise UdaciSenseError(f"recipe {path_or_name} not found; give a YAML file or one of: {', '.join(names) or 'none shipped'}")
+    shipped = {Path(entry.name).stem: entry for entry in _shipped()}
+    if str(path_or_name) in shipped:
+        with resources.as_file(shipped[str(path_or_name)]) as file:
+            return Path(file)
+    raise UdaciSenseError(f"recipe {path_or_name} not found; give a YAML file or one of: {', '.join(shipped) or 'none shipped'}")
+
+
+def _shipped() -> list[Any]:
+    return sorted((entry for entry in RECIPES.iterdir() if entry.name.endswith(".yaml")), key=lambda entry: entry.name)
 
 
 def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline:
     """Validate the recipe, each stage's parameters and the order of the stages."""
-    from udacisense.pipeline.stages import get_stage
-
     recipe = validate_config(Recipe, raw, where="recipe")
     planned, seen = [], set()
     for index, item in enumerate(recipe.stages, start=1):
@@ -157,41 +162,46 @@ def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline
 
 
 def check_files(pipeline: Pipeline) -> None:
-    """Checkpoints named in the recipe must exist before an hour of work depends on them."""
+    """Files named in the recipe (checkpoints, teachers) must exist before an hour of work depends on them."""
     named = [("baseline.checkpoint", pipeline.recipe.baseline.checkpoint)]
     for stage in pipeline.stages:
-        for owner in (stage.params, getattr(stage.params, "distill", None)):
-            teacher = getattr(owner, "teacher", None)
-            if isinstance(teacher, Path):
-                named.append((f"stage {stage.index} ({stage.kind}) teacher", teacher))
+        named += [(f"stage {stage.index} ({stage.kind}) {field}", path) for field, path in _paths(stage.params)]
     for what, path in named:
         if path is not None and not Path(path).is_file():
             raise UdaciSenseError(f"{what} {path} does not exist; train it first ('udacisense train') or fix the path")
 
 
+def _paths(params: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """Every file path in a parameter model, with its dotted field name."""
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, Path):
+            yield prefix + name, value
+        elif isinstance(value, BaseModel):
+            yield from _paths(value, f"{prefix}{name}.")
+
+
 def check_stage_order(pipeline: Pipeline) -> None:
-    """Reject pipelines that cannot work, naming the stages involved."""
-    quantized: PlannedStage | None = None
+    """Reject pipelines that cannot work, from what each stage declares, naming the stages involved."""
+    final: PlannedStage | None = None
     for stage in pipeline.stages:
-        if quantized is not None:
+        if final is not None:
             raise UdaciSenseError(
-                f"stage {stage.index} ({stage.kind}) comes after stage {quantized.index} ({quantized.kind}), but an int8 model "
-                "cannot be pruned, trained or quantized again; put quantize last"
+                f"stage {stage.index} ({stage.kind}) comes after stage {final.index} ({final.kind}), which builds the shipped "
+                f"{final.params.builds_artifact()} artifact; an int8 or exported model cannot be pruned, trained or quantized again: "
+                f"put {final.kind} last"
             )
-        if stage.kind == "quantize":
-            quantized = stage
-        if stage.kind == "distill" and stage.params.student == "scratch" and stage.index != 1:
+        reason = stage.params.must_come_first()
+        if reason and stage.index != 1:
             raise UdaciSenseError(
-                f"stage {stage.index} (distill) trains a new student from scratch, which would discard stages 1-{stage.index - 1}; "
-                "make it the first stage or use 'student: current'"
+                f"stage {stage.index} ({stage.kind}) {reason}, which would discard stages 1-{stage.index - 1}; make it the first stage"
             )
+        if stage.params.builds_artifact():
+            final = stage
     formats = pipeline.recipe.export.formats
-    if quantized is not None and quantized.params.method == "dynamic" and any(kind.endswith("-int8") for kind in formats):
-        raise UdaciSenseError(
-            "a dynamic-int8 quantize stage ships as TorchScript-lite ('ptl'); drop the -int8 export formats or use method static/qat"
-        )
-    if quantized is not None and quantized.params.method != "dynamic" and "pte-int8" not in formats:
-        raise UdaciSenseError(f"stage {quantized.index} (quantize, {quantized.params.method}) produces an int8 .pte; add 'pte-int8' to export.formats")
+    if final is not None and formats and final.params.builds_artifact() not in formats:
+        built = final.params.builds_artifact()
+        raise UdaciSenseError(f"stage {final.index} ({final.kind}) produces '{built}' ({get_format(built).title}); add '{built}' to export.formats")
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -226,8 +236,8 @@ def config_hash(*parts: Any) -> str:
 def list_recipes() -> list[tuple[str, str]]:
     """Shipped recipes: (name, first sentence of the description)."""
     rows = []
-    for path in sorted(RECIPES_DIR.glob("*.yaml")):
-        description = " ".join(str((yaml.safe_load(path.read_text()) or {}).get("description", "")).split())
-        rows.append((path.stem, description.split(". ")[0].split("; ")[0]))
+    for entry in _shipped():
+        description = " ".join(str((yaml.safe_load(entry.read_text()) or {}).get("description", "")).split())
+        rows.append((Path(entry.name).stem, description.split(". ")[0].split("; ")[0]))
     return rows
 

@@ -20,23 +20,20 @@ import torch
 import yaml
 
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.compress.apply import measure, measure_artifact
 from udacisense.config import DataConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
-from udacisense.deploy.runtime import load_runner, run_batches
-from udacisense.export import FILE_NAMES, export_artifact
+from udacisense.export import get_format
 from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
 from udacisense.io import atomic_write, write_json
-from udacisense.pipeline.recipe import Pipeline, Targets, config_hash
-from udacisense.pipeline.stages import StageContext, get_stage
-from udacisense.profile import count_macs, machine_info
-from udacisense.runs import get_logger, prepare_run_dir
+from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
+from udacisense.pipeline.recipe import Pipeline, Recipe, Targets, config_hash
+from udacisense.profile import machine_info
+from udacisense.report import write_report
+from udacisense.runs import RESULT, get_logger, prepare_run_dir
+from udacisense.stages import StageContext, get_stage
 
 JOURNAL = "stages.jsonl"
-RESULT = "result.json"
-# the fp32 format a shipped artifact is compared with when judging its runtime fairly
-REFERENCE_FORMAT = {"pte": "pte", "pte-int8": "pte", "onnx": "onnx", "onnx-int8": "onnx", "ptl": "ptl"}
 
 
 class Journal:
@@ -92,13 +89,12 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     baseline = journal.reuse(0, stage_hash)
     if baseline is None:
         logger.info(f"[0/{len(pipeline.stages)}] baseline")
-        baseline = journal.append(_run_baseline(recipe, run_dir, stage_hash, resume, logger))
+        baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
     checkpoint = Path(baseline["checkpoint"])
     model, payload = load_model(checkpoint)
     contract, model_spec = payload["input"], payload["model"]
     dataset = dataset_for_recipe(recipe.data, contract)
     artifacts: dict[str, tuple[Path, dict[str, Any]]] = {}  # the last stage's artifacts and their export details
-    checkpoint_extra: dict[str, Any] = {}
 
     for planned in pipeline.stages:
         stage_hash = config_hash(stage_hash, planned.config())
@@ -106,33 +102,23 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         record = journal.reuse(planned.index, stage_hash)
         if record is None:
             logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
-            _prepare_stage_folder(folder, stage_hash, resume)
-            context = StageContext(dataset, recipe.data, model_spec, contract, folder, Path(baseline["checkpoint"]), logger, resume)
-            stage_started = time.perf_counter()
-            output = get_stage(planned.kind).run(model, planned.params, context)
-            checkpoint_extra |= output.checkpoint_extra
-            save_checkpoint(folder / "model.pt", output.model, model_spec, contract, compression=planned.config(), **checkpoint_extra)
-            metrics = _measure_stage(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]), folder,
-                                     recipe.export.latency_runs)
-            record = journal.append({
-                "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
-                "config": planned.config(), "seconds": time.perf_counter() - stage_started,
-                "checkpoint": str(folder / "model.pt"), "artifacts": {kind: str(path) for kind, path in output.artifacts.items()},
-                "info": _jsonable(output.info), "metrics": metrics,
-            })
-            logger.info(f"  -> {_describe_metrics(metrics)}")
+            record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
+                                               Path(baseline["checkpoint"]), resume, logger))
+            logger.info(f"  -> {_describe_metrics(record['metrics'])}")
         else:
             logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
         model, payload = load_model(record["checkpoint"])
-        checkpoint_extra |= {key: payload[key] for key in ("factorized",) if key in payload}
+        model_spec = payload["model"]
         artifacts = {kind: (Path(path), record["info"].get("export", {})) for kind, path in record["artifacts"].items()}
         checkpoint = Path(record["checkpoint"])
 
-    manifest = _export(recipe, checkpoint, artifacts, run_dir, config_hash(stage_hash, recipe.export.model_dump(mode="json")), logger)
+    manifest = None
+    if recipe.export.formats:
+        manifest = _export(recipe, checkpoint, artifacts, run_dir, config_hash(stage_hash, recipe.export.model_dump(mode="json")), logger)
     if retime:
         logger.info("re-timing the baseline, every stage and every artifact")
         baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
-    primary = recipe.export.formats[0]
+    primary = recipe.export.formats[0] if manifest else None
     result = {
         "name": run_dir.name,
         "run": str(run_dir),
@@ -142,33 +128,54 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         "stages": journal.records[1:],
         "deploy": manifest,
         "primary": primary,
-        "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]),
+        "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]) if manifest else [],
         "machine": machine_info(),
         "seconds_this_invocation": time.perf_counter() - started,
     }
     write_json(run_dir / RESULT, result)
-    from udacisense.report import write_report
-
     result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
     return result
 
 
-def _retime(journal: Journal, manifest: dict[str, Any], run_dir: Path, runs: int) -> dict[str, Any]:
+def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, Any], dataset: ImageDataset, recipe: Recipe, folder: Path,
+               stage_hash: str, baseline_checkpoint: Path, resume: bool, logger) -> dict[str, Any]:
+    """Run one stage in ``folder``, save its checkpoint atomically, measure it; returns its journal record."""
+    _prepare_stage_folder(folder, stage_hash, resume)
+    stage = get_stage(planned.kind)
+    context = StageContext(dataset, recipe.data, model_spec, contract, folder, baseline_checkpoint, logger, resume)
+    started = time.perf_counter()
+    output = stage.run(model, planned.params, context)
+    save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
+    metrics = stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]), recipe.export.latency_runs)
+    write_json(folder / "metrics.json", metrics)
+    info = _jsonable(output.info)
+    return {
+        "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
+        "config": planned.config(), "seconds": time.perf_counter() - started,
+        "checkpoint": str(folder / "model.pt"), "artifacts": {kind: str(path) for kind, path in output.artifacts.items()},
+        "summary": stage.describe(planned.params, info), "info": info,
+        "metrics": {key: value for key, value in metrics.items() if key != "layers"},
+    }
+
+
+def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, runs: int) -> dict[str, Any]:
     """New latency (and memory) measurements for every record and artifact, written back in place."""
     baseline, *stages = journal.records
     shape = tuple(baseline["input"]["shape"])
     eager = bench_artifact("checkpoint", Path(baseline["checkpoint"]), shape, runs=runs)
-    baseline["metrics"] |= {"eager_latency": eager["latency"], "latency_ms": _p50(eager), "memory": eager["memory"]}
+    baseline["metrics"] |= {"eager_latency": eager["latency"], "latency_ms": p50(eager), "memory": eager["memory"]}
     for kind, reference in baseline["references"].items():
         timing = bench_artifact(kind, run_dir / "stages" / "00_baseline" / "reference" / reference["file"], shape, runs=runs)
-        reference |= {"latency_ms": _p50(timing), "memory": timing["memory"]}
+        reference |= {"latency_ms": p50(timing), "memory": timing["memory"]}
     for record in stages:
         kind, path = next(iter(record["artifacts"].items()), ("checkpoint", record["checkpoint"]))
         timing = bench_artifact(kind, Path(path), shape, runs=runs)
-        record["metrics"]["latency_ms"] = _p50(timing)
+        record["metrics"]["latency_ms"] = p50(timing)
         if record["artifacts"]:  # fp32 stages record no memory when first measured either
             record["metrics"]["memory"] = timing["memory"]
     journal.save()
+    if manifest is None:
+        return baseline
     manifest["source"]["latency"] = bench_artifact("checkpoint", Path(manifest["source"]["checkpoint"]), shape, runs=runs)["latency"]
     for kind, entry in manifest["artifacts"].items():
         if "validation" in entry:
@@ -184,11 +191,12 @@ def dataset_for_recipe(data: DataConfig, contract: dict[str, Any]) -> ImageDatas
     return replace(dataset, normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))
 
 
-def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) -> dict[str, Any]:
+def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bool, logger) -> dict[str, Any]:
     """Train (or take) the baseline, then measure it: eager profile, fresh-process latency, fp32 exports."""
     from udacisense.config import ModelConfig, RunConfig
     from udacisense.train import train_run
 
+    recipe = pipeline.recipe
     folder = run_dir / "stages" / "00_baseline"
     started = time.perf_counter()
     if recipe.baseline.checkpoint is not None:
@@ -205,23 +213,29 @@ def _run_baseline(recipe, run_dir: Path, stage_hash: str, resume: bool, logger) 
     dataset = dataset_for_recipe(recipe.data, contract)
     input_shape = tuple(contract["shape"])
     eager = bench_artifact("checkpoint", Path(checkpoint), input_shape, runs=recipe.export.latency_runs)
-    metrics = measure(model, dataset, input_shape, latency_runs=None) | {"latency_ms": _p50(eager)}
+    metrics = model_metrics(model, dataset, input_shape) | {"latency_ms": p50(eager)}
     write_json(folder / "metrics.json", metrics)
     images, labels = dataset.whole("test")
-    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
+    logits = source_logits(model, images)
     references = {}
-    for kind in sorted({REFERENCE_FORMAT[kind] for kind in recipe.export.formats if kind in REFERENCE_FORMAT}):
+    for kind in reference_formats(pipeline):
         logger.info(f"  exporting the baseline as fp32 {kind} for a same-runtime comparison")
-        path, _ = export_artifact(kind, model, torch.zeros(input_shape), folder / "reference", lambda: [])
-        references[kind] = measure_artifact(kind, path, input_shape, images, labels, source_logits)
-    metrics = {key: value for key, value in metrics.items() if key != "layers"} | {
-        "eager_latency": eager["latency"], "memory": eager["memory"], "confusion_matrix": _confusion(source_logits, labels, dataset)
-    }
+        path, _ = get_format(kind).export(model, torch.zeros(input_shape), folder / "reference", lambda: [])
+        references[kind] = measure_artifact(kind, path, input_shape, images, labels, logits, latency_runs=recipe.export.latency_runs)
+    metrics = {key: value for key, value in metrics.items() if key != "layers"} | {"eager_latency": eager["latency"], "memory": eager["memory"]}
     return {
         "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": time.perf_counter() - started,
         "checkpoint": str(checkpoint), "model": payload["model"], "input": contract, "metrics": metrics, "references": references,
         "layers_file": str(folder / "metrics.json"), "test_images": int(labels.numel()),
     }
+
+
+def reference_formats(pipeline: Pipeline) -> list[str]:
+    """The fp32 formats the baseline is exported to, so that every shipped or stage-built artifact is compared with
+    the baseline in its own runtime (an int8 ``.pte`` with the fp32 ``.pte``)."""
+    built = [stage.params.builds_artifact() for stage in pipeline.stages]
+    kinds = [*pipeline.recipe.export.formats, *(kind for kind in built if kind)]
+    return sorted({get_format(kind).reference for kind in kinds if get_format(kind).reference})
 
 
 def _prepare_stage_folder(folder: Path, stage_hash: str, resume: bool) -> None:
@@ -231,35 +245,6 @@ def _prepare_stage_folder(folder: Path, stage_hash: str, resume: bool) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(stage_hash)
-
-
-def _measure_stage(model, checkpoint: Path, artifacts: dict[str, Path], dataset: ImageDataset, input_shape: tuple[int, ...], folder: Path,
-                   latency_runs: int) -> dict[str, Any]:
-    """Test accuracy and profile of the stage's fp32 model, or, when it built an int8 artifact, of that artifact in its runtime.
-
-    Latency is always taken in a fresh process (the checkpoint in eager PyTorch, or the artifact), like the baseline's.
-    """
-    if not artifacts:
-        timing = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
-        metrics = measure(model, dataset, input_shape, latency_runs=None) | {"latency_ms": _p50(timing)}
-        write_json(folder / "metrics.json", metrics)
-        return {key: value for key, value in metrics.items() if key != "layers"} | {"runtime": "eager"}
-    kind, path = next(iter(artifacts.items()))
-    images, labels = dataset.whole("test")
-    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
-    artifact = measure_artifact(kind, path, input_shape, images, labels, source_logits, list(dataset.classes))
-    metrics = {
-        "test_top1": artifact["top1"], "per_class_accuracy": artifact["per_class_accuracy"], "agreement": artifact["agreement"],
-        "parameters": sum(p.numel() for p in model.parameters()), "bytes": artifact["bytes"], "macs": count_macs(model, input_shape)[0],
-        "latency_ms": artifact["latency_ms"], "memory": artifact["memory"], "runtime": kind, "file": artifact["file"],
-    }
-    write_json(folder / "metrics.json", metrics)
-    return metrics
-
-
-def _p50(timing: dict[str, Any]) -> dict[str, float]:
-    """{thread label: median ms} from a bench_artifact result."""
-    return {label: row["p50_ms"] for label, row in timing["latency"].items()}
 
 
 def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str, Any]]], run_dir: Path, export_hash: str, logger) -> dict[str, Any]:
@@ -298,9 +283,10 @@ def check_targets(targets: Targets, baseline: dict[str, Any], kind: str, artifac
         _target("accuracy drop (pt)", f"baseline top-1 - {kind} top-1, whole test split",
                 metrics["test_top1"] - artifact["validation"]["top1"], targets.max_accuracy_drop, at_least=False),
     ]
-    reference = baseline["references"].get(REFERENCE_FORMAT.get(kind, ""))
+    reference_kind = get_format(kind).reference
+    reference = baseline["references"].get(reference_kind or "")
     if targets.runtime_latency_reduction is not None and reference:
-        rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {FILE_NAMES[REFERENCE_FORMAT[kind]]} p50",
+        rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {get_format(reference_kind).file_name} p50",
                             1 - latency / reference["latency_ms"]["1_thread"], targets.runtime_latency_reduction, at_least=True))
     return rows
 
@@ -310,36 +296,11 @@ def _target(name: str, definition: str, measured: float, goal: float, *, at_leas
             "passed": measured >= goal if at_least else measured <= goal}
 
 
-def target_cells(row: dict[str, Any]) -> tuple[str, str]:
-    """The goal (with its direction) and the measured value of a target row, as display text."""
-    percent = "pt" not in row["target"]
-
-    def show(value: float) -> str:
-        text = f"{100 * value:.1f}%" if percent else f"{value:.2f}"
-        return text.lstrip("-") if float(text.rstrip("%")) == 0 else text  # no "-0.00"
-
-    return ("≥ " if row["at_least"] else "≤ ") + show(row["goal"]), show(row["measured"])
-
-
-def format_targets(rows: list[dict[str, Any]]) -> str:
-    """The targets table for the console."""
-    lines = [f"{'target':<27} {'goal':>10} {'measured':>10}  result"]
-    for row in rows:
-        goal, measured = target_cells(row)
-        lines.append(f"{row['target']:<27} {goal:>10} {measured:>10}  {'PASS' if row['passed'] else 'FAIL'}")
-    return "\n".join(lines)
-
-
 def _describe_metrics(metrics: dict[str, Any]) -> str:
     latency = metrics["latency_ms"]
     one = latency.get("1_thread") if isinstance(latency.get("1_thread"), (int, float)) else None
     return (f"top-1 {metrics['test_top1']:.2f}%, {metrics['bytes'] / 1e6:.2f} MB, {metrics['macs'] / 1e6:.2f} MMACs"
             + (f", {one:.3f} ms ({metrics['runtime']}, 1 thread)" if one is not None else ""))
-
-
-def _confusion(logits: torch.Tensor, labels: torch.Tensor, dataset: ImageDataset) -> list[list[int]]:
-    count = len(dataset.classes)
-    return torch.bincount(labels * count + logits.argmax(1), minlength=count * count).view(count, count).tolist()
 
 
 def _jsonable(value: Any) -> Any:

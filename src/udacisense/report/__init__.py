@@ -1,5 +1,9 @@
-"""Run reports: ``report.md`` and a self-contained ``report.html`` from a pipeline's measured results."""
+"""Run reports: ``report.md`` and a self-contained ``report.html`` from a pipeline's measured results.
 
-from udacisense.report.markdown import write_report
+The report reads ``result.json``-shaped dictionaries only; it imports nothing from the pipeline above it.
+"""
 
-__all__ = ["write_report"]
+from udacisense.report.console import format_comparison, format_targets
+from udacisense.report.markdown import shipped, write_report
+
+__all__ = ["format_comparison", "format_targets", "shipped", "write_report"]

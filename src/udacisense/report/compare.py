@@ -8,9 +8,9 @@ from typing import Any
 
 from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write, write_json
-from udacisense.pipeline.runner import RESULT
-from udacisense.report.markdown import run_points, signed_points
+from udacisense.report.markdown import run_points, shipped, signed_points
 from udacisense.report.plots import pareto_plot
+from udacisense.runs import RESULT
 
 
 def load_result(run_dir: Path) -> dict[str, Any]:
@@ -26,12 +26,12 @@ def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         baseline = result["baseline"]["metrics"]
-        entry = result["deploy"]["artifacts"][result["primary"]]
-        latency = entry["latency"]["1_thread"]["p50_ms"]
+        final = shipped(result)
+        latency = final["latency_ms"]
         rows.append({
-            "run": result["name"], "artifact": entry["file"], "runtime": entry["runtime"], "bytes": entry["bytes"],
-            "latency_ms": latency, "top1": entry["validation"]["top1"], "baseline_top1": baseline["test_top1"],
-            "smaller": baseline["bytes"] / entry["bytes"], "faster": baseline["eager_latency"]["1_thread"]["p50_ms"] / latency,
+            "run": result["name"], "artifact": final["file"], "runtime": final["runtime"], "bytes": final["bytes"],
+            "latency_ms": latency, "top1": final["top1"], "baseline_top1": baseline["test_top1"],
+            "smaller": baseline["bytes"] / final["bytes"], "faster": baseline["eager_latency"]["1_thread"]["p50_ms"] / latency,
             "targets_met": sum(row["passed"] for row in result["targets"]), "targets": len(result["targets"]),
             "missed": [row["target"] for row in result["targets"] if not row["passed"]],
         })

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from udacisense.io import atomic_write
-from udacisense.pipeline.runner import target_cells
 from udacisense.report import plots
+from udacisense.report.console import target_cells
 
 FIGURES = "report_files"
 
@@ -31,6 +31,24 @@ def write_report(result: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     return {"markdown": markdown_path, "html": html_path}
 
 
+def shipped(result: dict[str, Any]) -> dict[str, Any]:
+    """What the run hands over: its primary artifact measured in its runtime or, for a run that exported nothing
+    (a compression command), the last stage's model (its artifact, or its checkpoint in eager PyTorch)."""
+    if result["deploy"]:
+        entry = result["deploy"]["artifacts"][result["primary"]]
+        check = entry["validation"]
+        return {"kind": result["primary"], "file": entry["file"], "runtime": entry["runtime"], "bytes": entry["bytes"],
+                "latency_ms": entry["latency"]["1_thread"]["p50_ms"], "top1": check["top1"], "agreement": check["agreement"],
+                "memory": entry["memory"], "confusion_matrix": check["confusion_matrix"], "images": check["images"]}
+    last = result["stages"][-1] if result["stages"] else result["baseline"]
+    metrics = last["metrics"]
+    runtime = metrics.get("runtime", "eager")
+    return {"kind": runtime, "file": metrics.get("file") or Path(last["checkpoint"]).name, "runtime": runtime,
+            "bytes": metrics["bytes"], "latency_ms": metrics["latency_ms"]["1_thread"], "top1": metrics["test_top1"],
+            "agreement": metrics.get("agreement"), "memory": metrics.get("memory", {}), "confusion_matrix": metrics.get("confusion_matrix"),
+            "images": result["baseline"]["test_images"]}
+
+
 def run_points(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Accuracy/size/latency points of a run: the eager baseline, the baseline in each runtime, every shipped artifact."""
     baseline = result["baseline"]
@@ -40,6 +58,10 @@ def run_points(result: dict[str, Any]) -> list[dict[str, Any]]:
     for kind, reference in baseline["references"].items():
         points.append({"label": f"baseline {kind}", "group": "reference", "megabytes": reference["bytes"] / 1e6,
                        "latency_ms": reference["latency_ms"]["1_thread"], "top1": reference["top1"]})
+    if not result["deploy"]:
+        final = shipped(result)
+        return points + [{"label": f"{result['name']} {final['kind']}", "group": "artifact", "megabytes": final["bytes"] / 1e6,
+                          "latency_ms": final["latency_ms"], "top1": final["top1"]}]
     for kind, entry in result["deploy"]["artifacts"].items():
         if "validation" in entry:
             points.append({"label": f"{result['name']} {kind}", "group": "artifact", "megabytes": entry["bytes"] / 1e6,
@@ -62,14 +84,13 @@ def _stage_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def _figures(result: dict[str, Any], run_dir: Path) -> dict[str, str]:
     folder = run_dir / FIGURES
     folder.mkdir(exist_ok=True)
-    primary = result["deploy"]["artifacts"][result["primary"]]
+    final = shipped(result)
     classes = result["baseline"]["input"]["classes"]
     layers = json.loads(Path(result["baseline"]["layers_file"]).read_text())["layers"]
     images = {
         "pareto": plots.pareto_plot(run_points(result), f"{result['name']}: accuracy against size and latency"),
         "stages": plots.stage_plot(_stage_rows(result)),
-        "confusion": plots.confusion_plot(primary["validation"]["confusion_matrix"], classes,
-                                          f"{result['primary']} in its runtime, {primary['validation']['images']} test images"),
+        "confusion": plots.confusion_plot(final["confusion_matrix"], classes, f"{final['kind']} in its runtime, {final['images']} test images"),
         "layers": plots.layer_cost_plot(layers),
     }
     paths = {}
@@ -88,6 +109,8 @@ def signed_points(value: float) -> str:
 
 
 def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
+    if not targets:
+        return ["No targets were checked: this run exported nothing (targets are checked on the first export format)."]
     lines = ["| target | goal | measured | result | how it is measured |", "|---|---:|---:|:---:|---|"]
     for row in targets:
         goal, measured = target_cells(row)
@@ -97,12 +120,11 @@ def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
 
 def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
     """The report text; ``figures`` maps figure names to relative PNG paths."""
-    recipe, baseline, manifest = result["recipe"], result["baseline"], result["deploy"]
-    metrics, primary_kind = baseline["metrics"], result["primary"]
-    primary = manifest["artifacts"][primary_kind]
-    check = primary["validation"]
+    recipe, baseline = result["recipe"], result["baseline"]
+    metrics, final = baseline["metrics"], shipped(result)
     eager_ms = metrics["eager_latency"]["1_thread"]["p50_ms"]
-    primary_ms = primary["latency"]["1_thread"]["p50_ms"]
+    primary_ms = final["latency_ms"]
+    agreement = f", and it agrees with its source model on {final['agreement']:.2f}% of the images" if final["agreement"] is not None else ""
     met = sum(row["passed"] for row in result["targets"])
     machine = result.get("machine", {})
     lines = [
@@ -116,11 +138,11 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "## Executive summary",
         "",
-        f"The shipped artifact `{primary['file']}` ({primary_kind}, {primary['runtime']}) is **{_mb(primary['bytes'])}**, "
-        f"{metrics['bytes'] / primary['bytes']:.1f}× smaller than the fp32 baseline ({_mb(metrics['bytes'])}); it classifies an image in "
-        f"**{primary_ms:.3f} ms** on one thread, {eager_ms / primary_ms:.1f}× faster than the baseline in eager PyTorch "
-        f"({eager_ms:.3f} ms); its top-1 is **{check['top1']:.2f}%** against the baseline's {metrics['test_top1']:.2f}% "
-        f"({signed_points(check['top1'] - metrics['test_top1'])} pt), and it agrees with its source model on {check['agreement']:.2f}% of the images. "
+        f"The {'shipped artifact' if result['deploy'] else 'final model'} `{final['file']}` ({final['kind']}, {final['runtime']}) is "
+        f"**{_mb(final['bytes'])}**, {metrics['bytes'] / final['bytes']:.1f}× smaller than the fp32 baseline ({_mb(metrics['bytes'])}); "
+        f"it classifies an image in **{primary_ms:.3f} ms** on one thread, {eager_ms / primary_ms:.1f}× faster than the baseline in eager "
+        f"PyTorch ({eager_ms:.3f} ms); its top-1 is **{final['top1']:.2f}%** against the baseline's {metrics['test_top1']:.2f}% "
+        f"({signed_points(final['top1'] - metrics['test_top1'])} pt){agreement}. "
         f"**{met} of {len(result['targets'])} targets met.**",
         "",
         *_target_rows(result["targets"]),
@@ -149,13 +171,13 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
     for stage in result["stages"]:
         stage_metrics = stage["metrics"]
         lines.append(
-            f"| {stage['id']} | {stage['stage']}: {_stage_summary(stage)} | {stage_metrics['test_top1']:.2f} | "
+            f"| {stage['id']} | {stage['stage']}: {stage.get('summary', '')} | {stage_metrics['test_top1']:.2f} | "
             f"{signed_points(stage_metrics['test_top1'] - previous)} | {stage_metrics['parameters']:,} | {_mb(stage_metrics['bytes'])} | "
             f"{stage_metrics['macs'] / 1e6:.2f} | {stage_metrics['latency_ms']['1_thread']:.3f} ms ({stage_metrics['runtime']}) | {stage['seconds']:.0f} s |"
         )
         previous = stage_metrics["test_top1"]
     lines += ["", f"![per-stage effect]({figures['stages']})", "", *_per_class_table(result), ""]
-    lines += _deployment(result) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
+    lines += (_deployment(result) if result["deploy"] else []) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
                                     f"![confusion matrix]({figures['confusion']})", ""]
     lines += _business(result) + ["", "## Reproduce", "", "```", f"udacisense run {result['run']}/recipe.yaml --name {result['name']}-again", "```",
                                   "", f"`recipe.yaml` is the resolved recipe (source: `{result.get('source')}`, overrides applied, every "
@@ -174,26 +196,6 @@ def _top_layers(layers: list[dict[str, Any]], count: int = 8) -> list[str]:
     lines += ["", f"The largest layer by parameters is `{heaviest['name']}` ({heaviest['type']}, {heaviest['params']:,} parameters, "
                   f"{100 * heaviest['params'] / total_params:.1f}% of the model)."]
     return lines
-
-
-def _stage_summary(stage: dict[str, Any]) -> str:
-    config, info = stage["config"], stage["info"]
-    if stage["stage"] == "prune_channels":
-        rule = f"budget {config['budget']}" if config.get("budget") else f"ratio {config['ratio']}" if config.get("ratio") else "per-layer ratios"
-        tuned = f", {config['fine_tune']['epochs']} epochs fine-tuning" if config.get("fine_tune") else ""
-        planned = f", {len(info['plan']['layer_ratios'])} layers cut" if info.get("plan") else ""
-        return f"channels, {rule}{planned}{tuned}" + (f", teacher {config['distill']['teacher']}" if config.get("distill") else "")
-    if stage["stage"] == "prune_unstructured":
-        return f"{100 * config['sparsity']:.0f}% of weights ({config['scope']}), sparsity now {100 * info['weight_sparsity']:.1f}%"
-    if stage["stage"] == "quantize":
-        kept = f", fp32 layers: {', '.join(info['float_layers'])}" if info.get("float_layers") else ""
-        delegated = f", {100 * info['export']['delegated_share']:.1f}% of nodes on XNNPACK" if info.get("export") else ""
-        return f"{config['method']} int8{kept}{delegated}"
-    if stage["stage"] == "distill":
-        return f"student {config['student']}, T={config['temperature']}, α={config['alpha']}, {config['train']['epochs']} epochs"
-    if stage["stage"] == "factorize":
-        return f"{len(info.get('factorized', {}))} layers factorized"
-    return ""
 
 
 def _per_class_table(result: dict[str, Any]) -> list[str]:
@@ -243,22 +245,22 @@ def _deployment(result: dict[str, Any]) -> list[str]:
 
 
 def _business(result: dict[str, Any]) -> list[str]:
-    baseline, primary = result["baseline"]["metrics"], result["deploy"]["artifacts"][result["primary"]]
-    one = primary["latency"]["1_thread"]["p50_ms"]
+    baseline, final = result["baseline"]["metrics"], shipped(result)
+    one = final["latency_ms"]
     eager = baseline["eager_latency"]["1_thread"]["p50_ms"]
     errors = lambda top1: (100 - top1) * 100  # misclassified per 10,000 images  # noqa: E731
     machine = result.get("machine", {})
     return [
         "## What it means for the product", "",
         "Computed only from the measurements above; the assumptions are listed below the table.", "",
-        "| | fp32 baseline (eager) | shipped artifact |", "|---|---:|---:|",
-        f"| download size | {_mb(baseline['bytes'])} | {_mb(primary['bytes'])} |",
-        f"| transfer for 1 million installs | {baseline['bytes'] / 1e9 * 1e6 / 1e3:,.1f} TB | {primary['bytes'] / 1e9 * 1e6 / 1e3:,.2f} TB |",
+        f"| | fp32 baseline (eager) | {'shipped artifact' if result['deploy'] else 'final model'} |", "|---|---:|---:|",
+        f"| download size | {_mb(baseline['bytes'])} | {_mb(final['bytes'])} |",
+        f"| transfer for 1 million installs | {baseline['bytes'] / 1e9 * 1e6 / 1e3:,.1f} TB | {final['bytes'] / 1e9 * 1e6 / 1e3:,.2f} TB |",
         f"| latency per image (1 thread) | {eager:.3f} ms | {one:.3f} ms |",
         f"| images per second per core | {1000 / eager:,.0f} | {1000 / one:,.0f} |",
         f"| memory added by loading and running the model | {_mb(baseline['memory'].get('model_bytes', 0))} | "
-        f"{_mb(primary['memory'].get('model_bytes', 0))} |",
-        f"| misclassified images per 10,000 | {errors(baseline['test_top1']):,.0f} | {errors(primary['validation']['top1']):,.0f} |",
+        f"{_mb(final['memory'].get('model_bytes', 0))} |",
+        f"| misclassified images per 10,000 | {errors(baseline['test_top1']):,.0f} | {errors(final['top1']):,.0f} |",
         "",
         f"Assumptions: one model download per install, uncompressed by the store; batch-1 latency measured on "
         f"{machine.get('cpu', 'this CPU')}, not on a phone (ARM cores, and int8 kernels on them, behave differently; re-time on target "

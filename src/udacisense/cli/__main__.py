@@ -1,0 +1,5 @@
+import sys
+
+from udacisense.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Helpers shared by the command modules: subcommand creation and the flag groups several commands use."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from udacisense.errors import UdaciSenseError
+
+
+def add_command(commands, name: str, help_text: str, example: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with ``example``."""
+    parser = commands.add_parser(name, help=help_text, description=help_text, epilog=example,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def data_arguments(parser: argparse.ArgumentParser, with_shape: bool = True) -> None:
+    parser.add_argument("--data", help="fashion-mnist (default), cifar10, imagefolder, synthetic")
+    parser.add_argument("--data-root", type=Path, help="data folder (fashion-mnist: $UDACISENSE_FASHION_MNIST or the Debian path)")
+    if with_shape:
+        parser.add_argument("--channels", type=int, choices=[1, 3], help="convert images to 1 or 3 channels")
+        parser.add_argument("--image-size", type=int, help="resize images to this square size")
+    parser.add_argument("--test-subset", type=int, help="evaluate on only this many test images")
+
+
+def optimizer_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """Flags named after :class:`udacisense.config.TrainConfig` fields; unset ones keep the config's default."""
+    defaults = defaults or {}
+    parser.add_argument("--epochs", type=int, default=defaults.get("epochs"))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"])
+    parser.add_argument("--lr", type=float, default=defaults.get("lr"))
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--schedule", choices=["cosine", "onecycle"])
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "seed", "device")
+
+
+def train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields given on the command line."""
+    return {name: getattr(args, name) for name in TRAIN_FIELDS if getattr(args, name, None) is not None}
+
+
+def names(text: str) -> tuple[str, ...]:
+    """'a,b,,c' -> ('a', 'b', 'c')."""
+    return tuple(name for name in text.split(",") if name)
+
+
+def key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """['width_mult=0.75', 'dropout=0'] -> {'width_mult': 0.75, 'dropout': 0} (values read as YAML)."""
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UdaciSenseError(f"{flag} '{item}' must look like KEY=VALUE, e.g. width_mult=0.75")
+        values[key] = yaml.safe_load(value)  # 0.75 -> float, true -> bool
+    return values

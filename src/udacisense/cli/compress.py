@@ -1,0 +1,274 @@
+"""Compression commands. ``prune``, ``quantize``, ``factorize`` and ``distill`` are one-stage pipelines: each
+builds the recipe a user could have written (baseline: the given checkpoint; one stage from the flags,
+whose names are the stage's parameter names) and runs it through the same runner as ``udacisense run``:
+same checkpoints, journal, measurement, report and ``--resume``. ``sensitivity`` is an analysis, not a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from udacisense.cli.common import add_command, key_values, names, optimizer_arguments, train_options
+from udacisense.errors import UdaciSenseError
+
+PRUNE_EXAMPLE = """example:
+  udacisense prune --checkpoint runs/baseline/best.pt --ratio 0.5 --epochs 10 --teacher self --name pruned50
+  udacisense prune --checkpoint runs/baseline/best.pt --budget macs=0.35,params=0.3 --epochs 10 --teacher self
+  udacisense prune --checkpoint runs/baseline/best.pt --method unstructured --ratio 0.7 --schedule gradual --epochs 6
+  udacisense prune --checkpoint runs/baseline/best.pt --plan runs/sens/plan.json --epochs 10 --teacher self"""
+QUANTIZE_EXAMPLE = """example:
+  udacisense quantize --checkpoint runs/baseline/best.pt --method static --observer histogram
+  udacisense quantize --checkpoint runs/baseline/best.pt --method static --max-drop 0.3   # mixed precision
+  udacisense quantize --checkpoint runs/baseline/best.pt --method qat --epochs 2 --teacher self
+  udacisense quantize --checkpoint runs/baseline/best.pt --method dynamic                 # the seed project's way"""
+FACTORIZE_EXAMPLE = """example:
+  udacisense factorize --checkpoint runs/baseline/best.pt --energy 0.9 --epochs 2 --teacher self
+  udacisense factorize --checkpoint runs/baseline/best.pt --param-ratio 0.5 --layers classifier.0"""
+DISTILL_EXAMPLE = """example:
+  udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --epochs 30 --name kd_small
+  udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --model-arg width_mult=0.5 \\
+      --temperature 4 --alpha 0.7 --no-augment --cache-teacher-logits"""
+SENSITIVITY_EXAMPLE = """example:
+  udacisense sensitivity --checkpoint runs/baseline/best.pt --ratios 0.25,0.5,0.75 --target-macs 0.5"""
+
+
+def add_commands(commands) -> None:
+    prune = add_command(commands, "prune", "prune a checkpoint (channels or weights), fine-tune, measure: a one-stage pipeline",
+                        PRUNE_EXAMPLE, run_prune)
+    _stage_arguments(prune)
+    prune.add_argument("--method", choices=["channels", "unstructured"], default="channels",
+                       help="channels: stage prune_channels; unstructured: stage prune_unstructured")
+    prune.add_argument("--ratio", type=float, help="channels: share removed per layer; unstructured: share of weights zeroed")
+    prune.add_argument("--budget", help="channels: plan per-layer ratios by sensitivity, e.g. macs=0.35,params=0.3")
+    prune.add_argument("--plan", type=Path, help="channels: per-layer ratios from 'udacisense sensitivity --target-macs'")
+    prune.add_argument("--importance", choices=["l1", "l2", "bn", "taylor"], help="channel ranking (default l2)")
+    prune.add_argument("--scope", help="channels: uniform (default) or global; unstructured: global (default) or layer")
+    prune.add_argument("--steps", type=int, help="channels: prune and fine-tune this many times")
+    prune.add_argument("--schedule", dest="sparsity_schedule", choices=["one-shot", "gradual"], help="unstructured sparsity schedule")
+    prune.add_argument("--protect", default="", help="comma list of layers left alone")
+    _fine_tune_arguments(prune)
+
+    quantize = add_command(commands, "quantize", "quantize a checkpoint to int8 and measure it in its runtime: a one-stage pipeline",
+                           QUANTIZE_EXAMPLE, run_quantize)
+    _stage_arguments(quantize)
+    quantize.add_argument("--method", choices=["static", "qat", "dynamic"], default="static")
+    quantize.add_argument("--backend", help="quantizer backend (xnnpack; x86 from Python only)")
+    quantize.add_argument("--observer", choices=["histogram", "minmax", "moving_average"])
+    quantize.add_argument("--calibration-images", type=int)
+    quantize.add_argument("--protect", default="", help="comma list of layers kept in fp32")
+    quantize.add_argument("--max-drop", type=float, help="mixed precision: keep sensitive layers fp32 until the val drop is within this (pt)")
+    quantize.add_argument("--freeze-batchnorm-epoch", type=int, help="QAT: fix BatchNorm statistics from this epoch")
+    quantize.add_argument("--freeze-observer-epoch", type=int, help="QAT: fix quantization ranges from this epoch")
+    _fine_tune_arguments(quantize, lr=0.002)
+
+    factorize = add_command(commands, "factorize", "low-rank (SVD) factorize Linear and 1x1 conv layers, fine-tune, measure",
+                            FACTORIZE_EXAMPLE, run_factorize)
+    _stage_arguments(factorize)
+    factorize.add_argument("--energy", type=float, help="keep this share of each layer's spectral energy (default 0.9)")
+    factorize.add_argument("--param-ratio", type=float, help="or keep this share of each layer's parameters")
+    factorize.add_argument("--layers", default="", help="comma list of layers (default: all eligible)")
+    factorize.add_argument("--min-features", type=int, help="skip layers narrower than this on both sides (64)")
+    _fine_tune_arguments(factorize)
+
+    distill = add_command(commands, "distill", "train a student on a teacher checkpoint's soft targets: a one-stage pipeline",
+                          DISTILL_EXAMPLE, run_distill)
+    _stage_arguments(distill, source="teacher")
+    distill.add_argument("--student", default="scratch", help="a registry model or path/to/file.py:callable, or scratch "
+                         "(the teacher's architecture, from scratch; default)")
+    distill.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="student model keyword, e.g. width_mult=0.5")
+    distill.add_argument("--temperature", type=float, help="softening temperature T (default 4)")
+    distill.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
+    distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --no-augment)")
+    optimizer_arguments(distill)
+
+    sensitivity = add_command(commands, "sensitivity", "per-layer channel-pruning sensitivity and a non-uniform plan",
+                              SENSITIVITY_EXAMPLE, run_sensitivity)
+    sensitivity.add_argument("--checkpoint", type=Path, required=True)
+    sensitivity.add_argument("--ratios", default="0.25,0.5,0.75", help="ratios tried on each layer")
+    sensitivity.add_argument("--importance", choices=["l1", "l2", "bn"], default="l2")
+    sensitivity.add_argument("--val-images", type=int, default=2000, help="validation images scored per trial")
+    sensitivity.add_argument("--target-macs", type=float, help="also plan per-layer ratios keeping at most this share of MACs")
+    sensitivity.add_argument("--target-params", type=float, help="... and/or at most this share of parameters (both: both budgets hold)")
+    sensitivity.add_argument("--data-root", type=Path)
+    sensitivity.add_argument("--output", type=Path, help="folder (default: sensitivity/ beside the checkpoint)")
+
+
+def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint") -> None:
+    """What every one-stage pipeline needs: its baseline checkpoint, data, run folder and measurement options."""
+    parser.add_argument(f"--{source}", type=Path, required=True, dest="source",
+                        help="the baseline checkpoint" + (" (the teacher)" if source == "teacher" else ""))
+    parser.add_argument("--data", help="data set, if not the checkpoint's")
+    parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--train-subset", type=int, help="train on only this many images")
+    parser.add_argument("--test-subset", type=int, help="measure on only this many test images")
+    parser.add_argument("--no-augment", action="store_true", help="turn off random crop and flip while training")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--formats", default="", help="also export and validate these formats into a bundle, e.g. pte-int8,onnx")
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run folder: a finished stage is reused")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def _fine_tune_arguments(parser: argparse.ArgumentParser, lr: float | None = None) -> None:
+    """fine_tune.* and distill.* of a compression stage."""
+    parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
+    parser.add_argument("--lr", type=float, default=lr, help=f"fine-tuning peak learning rate (default {lr or 0.02})")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--teacher", help="fine-tune distilled from: self (the model before this stage), baseline, or a checkpoint")
+    parser.add_argument("--temperature", type=float, help="distillation temperature T (default 4)")
+    parser.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
+
+
+def _fine_tune(args: argparse.Namespace) -> dict[str, Any]:
+    """The stage's fine_tune and distill sections from the flags (absent when not asked for)."""
+    section: dict[str, Any] = {}
+    if args.epochs:
+        section["fine_tune"] = {key: value for key, value in train_options(args).items()}
+    teacher = {key: getattr(args, key) for key in ("teacher", "temperature", "alpha") if getattr(args, key) is not None}
+    if teacher:
+        section["distill"] = teacher
+    return section
+
+
+def _given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
+    """{parameter: value} for the flags the user set (``fields`` maps parameter names to argparse destinations)."""
+    return {name: getattr(args, dest) for name, dest in fields.items() if getattr(args, dest) is not None}
+
+
+def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]:
+    """Build the one-stage recipe for ``stage`` from the common flags, run it, and print what it measured."""
+    from udacisense.checkpoint import load_checkpoint
+    from udacisense.export import parse_formats
+    from udacisense.pipeline.recipe import validate_recipe
+    from udacisense.pipeline.runner import run_pipeline
+    from udacisense.report import format_comparison, format_targets
+
+    contract = load_checkpoint(args.source)["input"]
+    data = {"name": args.data or contract["dataset"], "root": args.data_root, "train_subset": args.train_subset,
+            "test_subset": args.test_subset, "augment": False if args.no_augment else None}
+    raw = {
+        "name": args.name or f"{args.source.parent.name}_{args.command}",
+        "description": f"udacisense {args.command} of {args.source}",
+        "data": {key: value for key, value in data.items() if value is not None},
+        "baseline": {"checkpoint": str(args.source)},
+        "stages": [stage],
+        "export": {"formats": parse_formats(args.formats) if args.formats else [], "latency_runs": args.runs},
+        **({"threads": args.threads} if args.threads else {}),
+    }
+    result = run_pipeline(validate_recipe(raw), args.runs_dir, resume=args.resume, overwrite=args.overwrite)
+    record = result["stages"][-1]
+    print(f"\n{record['stage']}: {record['summary']}; measured on {result['baseline']['test_images']} test images "
+          f"(latency: batch 1, p50, fresh process):")
+    print(format_comparison(result))
+    if result["deploy"]:
+        print("\n" + format_targets(result["targets"]))
+    built = ", ".join(record["artifacts"].values())
+    print(f"-> {record['checkpoint']}" + (f", {built}" if built else "") + f"  (report: {result['report']['html']})")
+    return result
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    protect = names(args.protect)
+    if args.method == "channels":
+        stage: dict[str, Any] = {"stage": "prune_channels", **_given(args, importance="importance", scope="scope", steps="steps")}
+        rules = [rule for rule in ("ratio", "budget", "plan") if getattr(args, rule) is not None]
+        if len(rules) != 1:
+            raise UdaciSenseError("give one of --ratio (share of channels to remove), --budget (e.g. macs=0.35) or --plan (per-layer ratios)")
+        if args.ratio is not None:
+            stage["ratio"] = args.ratio
+        elif args.budget is not None:
+            stage["budget"] = key_values(names(args.budget), "--budget")
+        else:
+            stage["layer_ratios"] = _plan_ratios(args.plan)
+        if args.sparsity_schedule:
+            raise UdaciSenseError("--schedule is for --method unstructured; channel pruning steps with --steps")
+    else:
+        if args.plan or args.budget:
+            raise UdaciSenseError("--plan and --budget hold per-layer channel ratios; use them with --method channels")
+        if args.ratio is None:
+            raise UdaciSenseError("give --ratio, the share of weights to set to zero, e.g. --ratio 0.5")
+        stage = {"stage": "prune_unstructured", "ratio": args.ratio, **_given(args, scope="scope", schedule="sparsity_schedule")}
+    if protect:
+        stage["protect"] = list(protect)
+    run_stage(args, stage | _fine_tune(args))
+    return 0
+
+
+def _plan_ratios(plan: Path) -> dict[str, float]:
+    if not plan.is_file():
+        raise UdaciSenseError(f"plan {plan} does not exist; make one with 'udacisense sensitivity --target-macs 0.5'")
+    try:
+        return json.loads(plan.read_text())["layer_ratios"]
+    except (ValueError, KeyError, TypeError):
+        raise UdaciSenseError(f"{plan} is not a plan from 'udacisense sensitivity' (no layer_ratios)") from None
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    stage = {"stage": "quantize", "method": args.method,
+             **_given(args, backend="backend", observer="observer", calibration_images="calibration_images", max_drop="max_drop",
+                      freeze_batchnorm_epoch="freeze_batchnorm_epoch", freeze_observer_epoch="freeze_observer_epoch")}
+    if names(args.protect):
+        stage["protect"] = list(names(args.protect))
+    if args.method != "qat":
+        args.lr = None  # the QAT learning rate default means nothing without training
+    run_stage(args, stage | _fine_tune(args))
+    return 0
+
+
+def run_factorize(args: argparse.Namespace) -> int:
+    stage = {"stage": "factorize", **_given(args, energy="energy", param_ratio="param_ratio", min_features="min_features")}
+    if names(args.layers):
+        stage["layers"] = list(names(args.layers))
+    run_stage(args, stage | _fine_tune(args))
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    student: Any = args.student
+    if student not in ("scratch", "current"):
+        student = {"model": args.student, "model_kwargs": key_values(args.model_arg, "--model-arg")}
+    elif args.model_arg:
+        raise UdaciSenseError("--model-arg sets the keywords of a --student model; name one, e.g. --student mobilenet_v3_small")
+    stage = {"stage": "distill", "teacher": "baseline", "student": student, "train": train_options(args),
+             **_given(args, temperature="temperature", alpha="alpha"), **({"cache_teacher_logits": True} if args.cache_teacher_logits else {})}
+    run_stage(args, stage)
+    return 0
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    import torch
+
+    from udacisense.checkpoint import load_model
+    from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
+    from udacisense.data import dataset_for_contract
+    from udacisense.io import write_json
+
+    try:
+        ratios = tuple(float(part) for part in args.ratios.split(","))
+    except ValueError:
+        raise UdaciSenseError(f"--ratios '{args.ratios}' must be a comma list of numbers such as 0.25,0.5,0.75") from None
+    model, payload = load_model(args.checkpoint)
+    dataset = dataset_for_contract(payload["input"], root=args.data_root)
+    example = torch.zeros(payload["input"]["shape"])
+    batches = dataset.validation_batches(args.val_images)
+    result = layer_sensitivity(model, example, batches, dataset.classes, ratios, args.importance)
+    output = args.output or args.checkpoint.parent / "sensitivity"
+    paths = save_sensitivity(result, output)
+    print(f"{len(result['layers'])} layers x {len(ratios)} ratios on {sum(len(labels) for _, labels in batches)} validation images "
+          f"(baseline {result['baseline']['top1']:.2f}%) -> {paths['json']}, {paths['png']}")
+    budgets = {metric: target for metric, target in (("macs", args.target_macs), ("params", args.target_params)) if target is not None}
+    if budgets:
+        plan = plan_layer_ratios(model, example, result, budgets, args.importance)
+        plan_path = write_json(output / "plan.json", plan)
+        kept = ", ".join(f"{100 * plan['achieved'][metric]:.1f}% of {metric} (budget {100 * target:.0f}%)" for metric, target in budgets.items())
+        print(f"plan keeps {kept} by pruning {len(plan['layer_ratios'])} layers -> {plan_path}; "
+              f"use it with 'udacisense prune --plan {plan_path}'")
+    return 0

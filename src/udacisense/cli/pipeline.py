@@ -1,0 +1,96 @@
+"""Recipe commands: ``run``, ``check``, ``recipes`` and ``compare``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from udacisense.cli.common import add_command
+from udacisense.errors import UdaciSenseError
+
+RUN_EXAMPLE = """example:
+  udacisense run quickstart                                # a shipped recipe, or a path: udacisense run my_recipe.yaml
+  udacisense run mobile --set prune.fine_tune.epochs=10 --set targets.max_accuracy_drop=1.5
+  udacisense run mobile --resume                           # continue after a crash; finished stages are reused
+  udacisense run mobile --strict                           # exit status 1 when a target is missed"""
+COMPARE_EXAMPLE = """example:
+  udacisense compare runs/seed runs/mobile --output runs/compare"""
+
+
+def add_commands(commands) -> None:
+    run = add_command(commands, "run", "run a recipe: baseline, compression stages, export, targets and report", RUN_EXAMPLE, run_recipe)
+    _recipe_arguments(run)
+    run.add_argument("--name", help="run folder name (default: the recipe's name)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    group = run.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue runs/<name>/: reuse finished stages whose config is unchanged")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
+    run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
+
+    check = add_command(commands, "check", "validate a recipe without running it", "example:\n  udacisense check mobile", run_check)
+    _recipe_arguments(check)
+    add_command(commands, "recipes", "list the shipped recipes and the registered stages", "example:\n  udacisense recipes", run_recipes)
+
+    compare = add_command(commands, "compare", "compare finished runs side by side, with a Pareto plot", COMPARE_EXAMPLE, run_compare)
+    compare.add_argument("runs", type=Path, nargs="+", help="run folders holding result.json")
+    compare.add_argument("--output", type=Path, default=Path("runs/compare"), help="folder for compare.md, compare.json and pareto.png")
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a recipe YAML file, or the name of a shipped one (see 'udacisense recipes')")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a recipe value: <stage id>.<param>=value or <section>.<key>=value (repeatable)")
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import load_recipe
+    from udacisense.pipeline.runner import run_pipeline
+    from udacisense.report import format_targets
+
+    pipeline = load_recipe(args.recipe, args.overrides)
+    if args.retime and not args.resume:
+        raise UdaciSenseError("--retime re-measures a finished run; add --resume")
+    result = run_pipeline(pipeline, args.runs_dir, resume=args.resume, overwrite=args.overwrite, name=args.name, retime=args.retime)
+    if result["primary"]:
+        print(f"\ntargets, checked on {result['primary']} measured in its runtime on {result['baseline']['test_images']} test images:")
+    print(format_targets(result["targets"]))
+    print(f"\nreport: {result['report']['html']}  (also {result['report']['markdown']})")
+    missed = [row["target"] for row in result["targets"] if not row["passed"]]
+    return 1 if missed and args.strict else 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import load_recipe
+
+    pipeline = load_recipe(args.recipe, args.overrides)
+    recipe = pipeline.recipe
+    baseline = recipe.baseline.checkpoint or f"{recipe.baseline.model} trained {recipe.baseline.train.epochs} epochs"
+    print(f"recipe '{recipe.name}' is valid: data {recipe.data.name}, baseline {baseline}")
+    for stage in pipeline.stages:
+        print(f"  {stage.index}. {stage.id} ({stage.kind})")
+    formats = recipe.export.formats
+    print(f"  export {', '.join(formats)}; targets checked on {formats[0]}" if formats else "  no export: the run ends at the last stage")
+    return 0
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    from udacisense.pipeline.recipe import list_recipes
+    from udacisense.stages import list_stages
+
+    print("recipes (udacisense run NAME):")
+    for name, description in list_recipes():
+        print(f"  {name:<12} {description}")
+    print("stages:")
+    for name, summary in list_stages():
+        print(f"  {name:<19} {summary}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from udacisense.report.compare import compare_runs
+
+    table, paths = compare_runs(args.runs, args.output)
+    print(table)
+    print(f"-> {paths['markdown']}, {paths['plot']}")
+    return 0

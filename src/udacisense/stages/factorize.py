@@ -1,0 +1,41 @@
+"""Stage ``factorize``: split Linear and 1x1 convolutions into two thinner layers by truncated SVD, then
+optionally fine-tune. See :mod:`udacisense.compress.lowrank`. The checkpoint records the new layers
+generically (:mod:`udacisense.checkpoint`), so nothing here is needed to reload a factorized model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from udacisense.compress.lowrank import LowRankConfig, factorize
+from udacisense.stages.registry import (
+    FineTuned,
+    StageContext,
+    StageOutput,
+    describe_fine_tune,
+    fit_options,
+    library_config,
+    register_stage,
+)
+
+
+class Factorize(LowRankConfig, FineTuned):
+    pass
+
+
+def describe(params: Factorize, info: dict[str, Any]) -> str:
+    return f"{len(info.get('factorized', {}))} layers factorized{describe_fine_tune(params)}"
+
+
+@register_stage("factorize", Factorize, describe)
+def factorize_stage(model: nn.Module, params: Factorize, context: StageContext) -> StageOutput:
+    """Low-rank decomposition: split Linear and 1x1 convolutions into two thinner layers by SVD, then fine-tune."""
+    from udacisense.train import fit
+
+    options = fit_options(model, params, context) if params.fine_tune else {}  # before factorizing: the teacher is the whole model
+    report = factorize(model, library_config(LowRankConfig, params))
+    context.logger.info(f"factorized {len(report['factorized'])} layers, skipped {len(report['skipped'])}")
+    if params.fine_tune is not None:
+        fit(model, context.dataset, params.fine_tune, context.folder / "finetune", context.model_spec, **options)
+    return StageOutput(model.eval(), report)

@@ -1,0 +1,85 @@
+"""Stage ``prune_channels``: remove whole channels (uniform, per-layer, or planned from sensitivity to meet a
+MACs/parameter budget), then optionally fine-tune with a teacher. See :mod:`udacisense.compress.channels`."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Literal
+
+import torch.nn as nn
+from pydantic import Field, model_validator
+
+from udacisense.compress.channels import ChannelPruneConfig, prune_channels, prune_channels_and_fine_tune
+from udacisense.io import write_json
+from udacisense.stages.registry import (
+    FineTuned,
+    StageContext,
+    StageOutput,
+    describe_fine_tune,
+    fit_options,
+    library_config,
+    register_stage,
+)
+
+
+class PruneChannels(ChannelPruneConfig, FineTuned):
+    ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="share of channels removed from every layer (uniform)")
+    budget: dict[Literal["macs", "params"], float] | None = Field(
+        default=None, description="plan per-layer ratios by sensitivity to keep at most these shares, e.g. {macs: 0.3, params: 0.25}"
+    )
+    sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    sensitivity_images: int = Field(default=2000, gt=0, description="validation images scored per sensitivity trial")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "PruneChannels":
+        rules = [name for name, used in (("ratio", self.ratio > 0), ("budget", bool(self.budget)), ("layer_ratios", bool(self.layer_ratios))) if used]
+        if len(rules) != 1:
+            raise ValueError(f"give exactly one of ratio, budget or layer_ratios (got {', '.join(rules) or 'none'})")
+        return self
+
+
+def describe(params: PruneChannels, info: dict[str, Any]) -> str:
+    rule = f"budget {params.budget}" if params.budget else f"ratio {params.ratio}" if params.ratio else "per-layer ratios"
+    planned = f", {len(info['plan']['layer_ratios'])} layers cut" if info.get("plan") else ""
+    return f"channels, {rule}{planned}{describe_fine_tune(params)}"
+
+
+@register_stage("prune_channels", PruneChannels, describe)
+def prune_channels_stage(model: nn.Module, params: PruneChannels, context: StageContext) -> StageOutput:
+    """Structured pruning: remove whole channels (uniform, or planned per layer from sensitivity), then fine-tune."""
+    from udacisense.train import recalibrate_batchnorm
+
+    config = library_config(ChannelPruneConfig, params)
+    info: dict[str, Any] = {}
+    if params.budget:
+        info["plan"] = _sensitivity_plan(model, params, context)
+        config = config.model_copy(update={"layer_ratios": info["plan"]["layer_ratios"]})
+    before = sum(p.numel() for p in model.parameters())
+    if params.fine_tune is None:
+        prune_channels(model, context.example, config, context.dataset.loader("train", 64, shuffle=True))
+        recalibrate_batchnorm(model, context.dataset.loader("train", 128, shuffle=True))  # the cut shifts BatchNorm statistics
+    else:
+        prune_channels_and_fine_tune(model, config, context.dataset, params.fine_tune, context.folder / "finetune",
+                                     context.model_spec, **fit_options(model, params, context))
+    info["parameters"] = {"before": before, "after": sum(p.numel() for p in model.parameters())}
+    return StageOutput(model.eval(), info)
+
+
+def _sensitivity_plan(model: nn.Module, params: PruneChannels, context: StageContext) -> dict[str, Any]:
+    """Per-layer ratios for ``params.budget``; kept in the stage folder so a resumed stage does not redo it."""
+    from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
+
+    plan_path = context.folder / "plan.json"
+    if plan_path.is_file():
+        return json.loads(plan_path.read_text())
+    batches = context.dataset.validation_batches(params.sensitivity_images)
+    context.logger.info(f"measuring channel-pruning sensitivity on {sum(len(labels) for _, labels in batches)} validation images")
+    result = layer_sensitivity(copy.deepcopy(model), context.example, batches, context.dataset.classes, params.sensitivity_ratios,
+                               "l2" if params.importance == "taylor" else params.importance, params.round_to, params.protect)
+    save_sensitivity(result, context.folder)
+    plan = plan_layer_ratios(model, context.example, result, params.budget, params.importance, params.round_to, params.protect)
+    achieved = ", ".join(f"{100 * share:.1f}% of {metric}" for metric, share in plan["achieved"].items())
+    context.logger.info(f"plan keeps {achieved} by pruning {len(plan['layer_ratios'])} layers")
+    write_json(plan_path, plan)
+    return plan

@@ -1,0 +1,206 @@
+"""The stage registry: a stage is a parameter model plus a handler, registered once by name.
+
+Shaped like torchao's ``quantize_(model, Config())``: the parameters are a pydantic model, and the
+handler registered for that model's type does the work::
+
+    class PruneChannels(StageParams): ...
+
+    @register_stage("prune_channels", PruneChannels, describe=lambda params, info: "...")
+    def prune_channels(model, params, context) -> StageOutput: ...
+
+    apply_stage(model, PruneChannels(ratio=0.5), context)
+
+A stage never writes its checkpoint, measures itself or touches the journal: the runner
+(:mod:`udacisense.pipeline.runner`) does that for every stage alike, for recipes and commands.
+The validator reads what a parameter model declares about ordering (:class:`StageParams`).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn as nn
+from pydantic import Field, model_validator
+
+from udacisense.config import DataConfig, DistillConfig, StrictModel, TrainConfig
+from udacisense.data import ImageDataset
+from udacisense.errors import UdaciSenseError
+
+
+class StageParams(StrictModel):
+    """Base of every stage's parameters; the methods are what the recipe validator asks of a stage."""
+
+    def builds_artifact(self) -> str | None:
+        """The export format this stage produces itself (e.g. an int8 ``.pte``): the model is final after it."""
+        return None
+
+    def must_come_first(self) -> str | None:
+        """Why this stage discards what earlier stages did (then it must be the first stage), or None."""
+        return None
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the model: data, where to write, the baseline, a logger."""
+
+    dataset: ImageDataset
+    data_config: DataConfig
+    model_spec: dict[str, Any]
+    contract: dict[str, Any]
+    folder: Path
+    baseline_checkpoint: Path
+    logger: logging.Logger
+    resume: bool = False
+
+    @property
+    def example(self) -> torch.Tensor:
+        return torch.zeros(self.contract["shape"])
+
+
+@dataclass
+class StageOutput:
+    """The stage's fp32 model, what it did (plans, ranks, histories), any artifact it built, and its
+    architecture spec when the stage replaced the model by another architecture (a distilled student)."""
+
+    model: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    model_spec: dict[str, Any] | None = None
+
+
+Handler = Callable[[nn.Module, Any, StageContext], StageOutput]
+Describe = Callable[[Any, dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage: its name, parameter model, handler and one-line report description."""
+
+    name: str
+    params: type[StageParams]
+    run: Handler
+    describe: Describe
+
+    @property
+    def summary(self) -> str:
+        return (self.run.__doc__ or "").strip().splitlines()[0]
+
+
+STAGES: dict[str, Stage] = {}
+_BY_PARAMS: dict[type[StageParams], Stage] = {}
+
+
+def register_stage(name: str, params: type[StageParams], describe: Describe):
+    """Register ``handler(model, params, context) -> StageOutput`` as the stage ``name``; names and parameter types are unique."""
+
+    def decorator(handler: Handler) -> Handler:
+        if name in STAGES or params in _BY_PARAMS:
+            raise ValueError(f"stage '{name}' (or its parameter model {params.__name__}) is registered twice")
+        stage = Stage(name, params, handler, describe)
+        STAGES[name] = _BY_PARAMS[params] = stage
+        return handler
+
+    return decorator
+
+
+def get_stage(name: str, where: str = "stage") -> Stage:
+    """The registered stage ``name``; an unknown name suggests the closest known one."""
+    if name not in STAGES:
+        guess = difflib.get_close_matches(name, list(STAGES), n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(sorted(STAGES))}"
+        raise UdaciSenseError(f"invalid recipe: {where} is '{name}', which is not a stage ({hint})")
+    return STAGES[name]
+
+
+def stage_for(params: StageParams) -> Stage:
+    """The stage registered for ``params``'s type."""
+    return _BY_PARAMS[type(params)]
+
+
+def apply_stage(model: nn.Module, params: StageParams, context: StageContext) -> StageOutput:
+    """Run the stage registered for ``type(params)`` on ``model``."""
+    return stage_for(params).run(model, params, context)
+
+
+def list_stages() -> list[tuple[str, str]]:
+    """(name, one-line summary) of every registered stage."""
+    return [(name, stage.summary) for name, stage in sorted(STAGES.items())]
+
+
+# --- what several stages share: fine-tuning after a compression step, optionally distilled ------
+
+
+class FineTuneConfig(TrainConfig):
+    """Training after a compression step: gentler defaults than training from scratch."""
+
+    epochs: int = Field(default=5, gt=0)
+    lr: float = Field(default=0.02, gt=0)
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+
+
+class TeacherConfig(StrictModel):
+    """Distillation while fine-tuning: ``self`` is the model before this stage, ``baseline`` the run's baseline."""
+
+    teacher: Literal["self", "baseline"] | Path = "self"
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)
+
+
+class FineTuned(StageParams):
+    """Optional fine-tuning, optionally distilled, after a compression step."""
+
+    fine_tune: FineTuneConfig | None = None
+    distill: TeacherConfig | None = None
+
+    @model_validator(mode="after")
+    def _distill_needs_training(self):
+        if self.distill is not None and self.fine_tune is None:
+            raise ValueError("distill teaches during fine-tuning; add 'fine_tune: {epochs: N}' or remove 'distill'")
+        return self
+
+
+def library_config(config_type: type[StrictModel], params: StrictModel, **changes: Any) -> Any:
+    """The technique's own config from a stage's parameters (which extend it with stage-only fields)."""
+    fields = params.model_dump(include=set(config_type.model_fields))
+    return config_type.model_validate(fields | changes)
+
+
+def teacher_loss(model: nn.Module, teacher: TeacherConfig | None, train_config: TrainConfig, context: StageContext):
+    """A distillation loss whose frozen teacher is a copy of ``model`` before the stage (``self``), the baseline or
+    a checkpoint; None without ``teacher`` (plain cross-entropy)."""
+    from udacisense.compress.distill import load_teacher, make_distillation_loss
+    from udacisense.train import resolve_device
+
+    if teacher is None:
+        return None
+    if teacher.teacher == "self":
+        teacher_model = copy.deepcopy(model)
+    else:
+        path = context.baseline_checkpoint if teacher.teacher == "baseline" else Path(teacher.teacher)
+        teacher_model = load_teacher(path, tuple(context.contract["shape"][1:]))
+    config = DistillConfig(temperature=teacher.temperature, alpha=teacher.alpha)
+    return make_distillation_loss(teacher_model, config, train_config.label_smoothing, resolve_device(train_config.device))
+
+
+def fit_options(model: nn.Module, params: FineTuned, context: StageContext) -> dict[str, Any]:
+    """Keyword arguments for fit(): logging, augmentation, resume, and the (frozen, pre-stage) teacher's loss."""
+    return {
+        "logger": context.logger,
+        "augment": context.data_config.augment,
+        "resume": context.resume,
+        "loss_function": teacher_loss(model, params.distill, params.fine_tune, context),
+    }
+
+
+def describe_fine_tune(params: FineTuned) -> str:
+    """', 2 epochs fine-tuning, teacher self' or ''."""
+    if params.fine_tune is None:
+        return ""
+    teacher = f", teacher {params.distill.teacher}" if params.distill else ""
+    return f", {params.fine_tune.epochs} epochs fine-tuning{teacher}"
