@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from conftest import TinyNet
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.cli import main
 from udacisense.compress.channels import ChannelPruneConfig, prune_channels
 from udacisense.compress.distill import distill, distillation_loss, make_distillation_loss
 from udacisense.compress.prune import (
@@ -69,14 +68,22 @@ def test_distilled_student_moves_toward_its_frozen_teacher(fashion_run, tmp_path
     assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
-def test_cached_teacher_logits_equal_fresh_ones_and_need_augmentation_off(tmp_path):
+def test_cached_teacher_logits_equal_fresh_ones_are_reused_and_need_augmentation_off(tmp_path):
     torch.manual_seed(0)
     teacher, images, labels = TinyNet(), torch.randn(6, 1, 28, 28), torch.arange(6)
+    teacher_calls = []
+    teacher.register_forward_hook(lambda module, inputs, output: teacher_calls.append(inputs[0].shape[0]))
     student_logits = torch.randn(6, 10)
     fresh = make_distillation_loss(teacher, DistillConfig())(student_logits, images, labels)
+    assert teacher_calls == [6]
     cached_loss = make_distillation_loss(teacher, DistillConfig(cache_teacher_logits=True))
-    first, again = cached_loss(student_logits, images, labels), cached_loss(student_logits, images.flip(0).flip(0), labels)
+    first = cached_loss(student_logits, images, labels)
+    again = cached_loss(student_logits[[5, 4, 3, 2, 1, 0]], images.flip(0), labels.flip(0))  # same images, another order
+    assert teacher_calls == [6, 6]  # the second batch was answered from the cache: the teacher did not run again
     assert first.item() == pytest.approx(fresh.item(), rel=1e-6) and again.item() == pytest.approx(fresh.item(), rel=1e-6)
+    partly_new = torch.cat([images[:2], torch.randn(3, 1, 28, 28)])
+    cached_loss(torch.randn(5, 10), partly_new, labels[:5])
+    assert teacher_calls == [6, 6, 3]  # only the three unseen images reach the teacher
     dataset = get_dataset(DataConfig(name="synthetic", train_subset=32))
     with pytest.raises(UdaciSenseError, match="augmentation off"):
         distill(TinyNet(), teacher, dataset, TrainConfig(epochs=1), tmp_path, {"name": "tiny"}, DistillConfig(cache_teacher_logits=True))
@@ -112,7 +119,7 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros_through_fine
     model = TinyNet(width=16)
     dataset = get_dataset(DataConfig(name="synthetic", train_subset=256, val_fraction=0.1))
     seen = []
-    config = UnstructuredPruneConfig(sparsity=0.8, schedule="gradual")
+    config = UnstructuredPruneConfig(ratio=0.8, schedule="gradual")
     prune_and_fine_tune(
         model, config, dataset, TrainConfig(epochs=4, batch_size=64, lr=0.05), tmp_path, {"name": "tiny"},
         on_epoch_end=lambda result: seen.append(weight_sparsity(model)),
@@ -187,14 +194,30 @@ def test_iterative_and_global_pruning_reach_the_requested_width(tmp_path):
     assert model.features[0].out_channels == 16
 
 
-def test_taylor_importance_uses_gradients_from_labelled_batches():
-    model = TinyNet(width=32)
+def test_taylor_importance_ranks_by_gradient_where_l1_ranks_by_size():
+    """A constructed case: in features.0, the 16 largest filters feed nothing (their weights into features.4 are zero),
+    so they cannot change the loss. L1 keeps them; Taylor (|weight x gradient|) removes them."""
+    def constructed() -> TinyNet:
+        torch.manual_seed(0)
+        model = TinyNet(width=32).eval()
+        with torch.no_grad():
+            model.features[0].weight[:16] *= 10  # big but useless
+            model.features[4].weight[:, :16] = 0  # nothing downstream reads channels 0-15
+        return model
+
     batches = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)))]
+    example = torch.zeros(1, 1, 28, 28)
     with pytest.raises(UdaciSenseError, match="taylor importance needs"):
-        prune_channels(model, torch.zeros(1, 1, 28, 28), ChannelPruneConfig(ratio=0.5, importance="taylor"))
-    prune_channels(model, torch.zeros(1, 1, 28, 28), ChannelPruneConfig(ratio=0.5, importance="taylor"), batches)
-    assert model.features[0].out_channels == 16
-    assert all(p.grad is None for p in model.parameters())
+        prune_channels(constructed(), example, ChannelPruneConfig(ratio=0.5, importance="taylor"))
+    kept = {}
+    for importance in ("l1", "taylor"):
+        model = constructed()
+        big_filters = model.features[0].weight[:16].detach().clone()
+        prune_channels(model, example, ChannelPruneConfig(ratio=0.5, importance=importance, round_to=None), batches)
+        assert model.features[0].out_channels == 16
+        kept[importance] = any(torch.equal(row, big) for row in model.features[0].weight for big in big_filters)
+        assert all(p.grad is None for p in model.parameters())
+    assert kept == {"l1": True, "taylor": False}
 
 
 @pytest.mark.parametrize(
@@ -225,8 +248,8 @@ def test_pruning_a_layer_that_cannot_be_pruned_is_a_clear_error(layer_ratios, me
 
 
 def test_bad_unstructured_options_are_clear_errors():
-    with pytest.raises(UdaciSenseError, match="sparsity"):
-        validate_config(UnstructuredPruneConfig, {"sparsity": 1.0}, where="unstructured pruning options")
+    with pytest.raises(UdaciSenseError, match="'ratio': Input should be less than 1"):
+        validate_config(UnstructuredPruneConfig, {"ratio": 1.0}, where="unstructured pruning options")
     with pytest.raises(UdaciSenseError, match="cannot exclude features.1"):
         prune_unstructured(TinyNet(), 0.5, exclude=("features.1",))
 
@@ -251,62 +274,3 @@ def test_sensitivity_measures_each_layer_and_the_plan_meets_its_macs_target(tmp_
     paths = save_sensitivity(result, tmp_path)
     assert json.loads(paths["json"].read_text())["ratios"] == [0.25, 0.5, 0.75]
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def test_prune_command_fine_tunes_and_reports_measured_before_and_after(fashion_run, tmp_path, capsys):
-    config, summary = fashion_run
-    code = main([
-        "prune", "--checkpoint", f"{summary['run']}/best.pt", "--ratio", "0.5", "--epochs", "1", "--self-distill",
-        "--train-subset", "512", "--test-subset", "300", "--data-root", str(config.data.root), "--threads", "2",
-        "--runs-dir", str(tmp_path), "--name", "pruned",
-    ])
-    assert code == 0
-    result = json.loads((tmp_path / "pruned" / "summary.json").read_text())
-    before, after = result["before"], result["after"]
-    assert after["macs"] < 0.6 * before["macs"] and after["bytes"] < 0.6 * before["bytes"]
-    assert result["distill"]["teacher"] is None  # the unpruned model taught
-    model, _ = load_model(tmp_path / "pruned" / "model.pt")
-    assert sum(p.numel() for p in model.parameters()) == after["parameters"]
-    assert "MACs (M)" in capsys.readouterr().out
-
-
-def test_distill_command_trains_a_student_from_a_teacher_checkpoint(fashion_run, tmp_path, capsys):
-    config, summary = fashion_run
-    code = main([
-        "distill", "--teacher", f"{summary['run']}/best.pt", "--model", "mobilenet_v3_small", "--model-arg", "width_mult=0.5",
-        "--epochs", "1", "--train-subset", "256", "--test-subset", "200", "--data-root", str(config.data.root),
-        "--threads", "2", "--runs-dir", str(tmp_path), "--name", "student", "--no-augment", "--cache-teacher-logits",
-    ])
-    assert code == 0
-    saved = (tmp_path / "student" / "config.yaml").read_text()
-    assert "teacher:" in saved and "cache_teacher_logits: true" in saved
-    assert "distilling from" in (tmp_path / "student" / "train.log").read_text()
-
-
-def test_distill_command_rejects_a_teacher_with_another_input_shape(fashion_run, tmp_path, capsys):
-    config, summary = fashion_run
-    code = main([
-        "distill", "--teacher", f"{summary['run']}/best.pt", "--channels", "3", "--epochs", "1", "--train-subset", "64",
-        "--data-root", str(config.data.root), "--runs-dir", str(tmp_path), "--name", "bad",
-    ])
-    assert code == 2 and "same --channels and --image-size" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        (["--ratio", "1.5"], "ratio"),
-        ([], "give --ratio"),
-        (["--plan", "PLAN"], "not a plan from 'udacisense sensitivity'"),
-        (["--method", "unstructured", "--plan", "PLAN"], "use it with --method channels"),
-    ],
-)
-def test_prune_command_option_mistakes_are_one_line_errors(options, message, tmp_path, capsys):
-    (tmp_path / "plan.json").write_text("{not json")
-    options = [str(tmp_path / "plan.json") if option == "PLAN" else option for option in options]
-    code = main(["prune", "--checkpoint", str(tmp_path / "missing.pt"), "--runs-dir", str(tmp_path), *options])
-    error = capsys.readouterr().err
-    assert code == 2 and message in error and len(error.strip().splitlines()) == 1

@@ -81,15 +81,15 @@ def _error(raw: dict) -> str:
         ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "fine_tune": {"epochs": "many"}}]}, "'fine_tune.epochs': Input should be a valid integer"),
         ({"stages": [{"stage": "prune_channels", "ratio": 1.5}]}, "'ratio': Input should be less than 1"),
         ({"stages": [{"stage": "distill", "student": "scratch"}]}, "distill needs a teacher"),
-        ({"stages": [{"stage": "quantize"}, {"stage": "prune_channels", "ratio": 0.5}]}, "an int8 model cannot be pruned"),
+        ({"stages": [{"stage": "quantize"}, {"stage": "prune_channels", "ratio": 0.5}]}, "cannot be pruned, trained or quantized again: put quantize last"),
         ({"stages": [{"stage": "prune_channels", "ratio": 0.5}, {"stage": "distill", "teacher": "baseline", "student": "scratch"}]},
          "trains a new student from scratch"),
-        ({"stages": [{"stage": "quantize", "method": "dynamic"}]}, "ships as TorchScript-lite"),
+        ({"stages": [{"stage": "quantize", "method": "dynamic"}]}, "produces 'ptl' (TorchScript-lite); add 'ptl' to export.formats"),
         ({"stages": [{"stage": "quantize", "method": "qat"}]}, "method qat trains with fake quantization"),
         ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "distill": {"teacher": "self"}}]}, "distill teaches during fine-tuning"),
         ({"stages": [{"stage": "prune_channels"}]}, "give exactly one of ratio, budget or layer_ratios"),
-        ({"stages": [{"stage": "prune_unstructured", "sparsity": 0.3}, {"stage": "prune_unstructured", "sparsity": 0.5}]}, "two stages are called"),
-        ({"export": {"formats": ["tflite"]}}, "unknown or no export formats"),
+        ({"stages": [{"stage": "prune_unstructured", "ratio": 0.3}, {"stage": "prune_unstructured", "ratio": 0.5}]}, "two stages are called"),
+        ({"export": {"formats": ["tflite"]}}, "unknown export formats ['tflite']"),
         ({"baseline": {"checkpoint": "missing/best.pt"}}, "baseline.checkpoint missing/best.pt does not exist"),
         ({"stages": [{"stage": "distill", "teacher": "missing/large.pt"}]}, "stage 1 (distill) teacher missing/large.pt does not exist"),
     ],
@@ -121,7 +121,7 @@ def test_set_overrides_reach_stages_and_sections_and_reject_unknown_names(tmp_pa
 
 def test_check_command_exits_2_with_the_error(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"name": "bad", "stages": [{"stage": "quantize"}, {"stage": "prune_unstructured", "sparsity": 0.5}]}))
+    path.write_text(yaml.safe_dump({"name": "bad", "stages": [{"stage": "quantize"}, {"stage": "prune_unstructured", "ratio": 0.5}]}))
     assert main(["check", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("udacisense: error:") and "put quantize last" in error and error.count("\n") == 1
@@ -229,7 +229,7 @@ def test_a_run_killed_after_its_first_stage_resumes_to_the_same_result(tiny_run,
     recipe["baseline"] = {"checkpoint": str(runs / "tiny" / "stages" / "00_baseline" / "best.pt")}
     recipe["stages"] = [
         {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}},
-        {"stage": "prune_unstructured", "id": "sparsify", "sparsity": 0.5, "fine_tune": {"epochs": 3, "batch_size": 64}},
+        {"stage": "prune_unstructured", "id": "sparsify", "ratio": 0.5, "fine_tune": {"epochs": 3, "batch_size": 64}},
     ]
     recipe["export"] = {"formats": ["onnx"], "latency_runs": 10}
     path = tmp_path / "killed.yaml"

@@ -203,7 +203,7 @@ def _check_layer_names(model: nn.Module, names: Iterable[str]) -> None:
     modules = dict(model.named_modules())
     unknown = [name for name in names if name not in modules]
     if unknown:
-        raise UdaciSenseError(f"float_layers names {', '.join(unknown)}, not layers of this model; see 'udacisense profile'")
+        raise UdaciSenseError(f"protect (fp32 layers) names {', '.join(unknown)}, not layers of this model; see 'udacisense profile'")
 
 
 def quantize_dynamic(model: nn.Module) -> tuple[nn.Module, dict[str, object]]:

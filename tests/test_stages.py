@@ -1,0 +1,217 @@
+"""The stage shape: one registry, stages declared once, a new technique added from outside the package,
+and a layering that never points up."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from udacisense.checkpoint import load_model
+from udacisense.cli import main
+from udacisense.errors import UdaciSenseError
+from udacisense.pipeline.recipe import load_recipe, validate_recipe
+from udacisense.pipeline.runner import run_pipeline
+from udacisense.stages import STAGES, StageOutput, StageParams, register_stage
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "udacisense"
+PLUGIN = Path(__file__).resolve().parent / "plugins" / "weight_clustering.py"
+
+
+def import_plugin():
+    """Import tests/plugins/weight_clustering.py as a user would import their own module (once per process)."""
+    if "weight_clustering_plugin" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("weight_clustering_plugin", PLUGIN)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["weight_clustering_plugin"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["weight_clustering_plugin"]
+
+
+def quick_recipe(name: str, checkpoint: Path, data_root: Path, stages: list[dict]) -> dict:
+    return {"name": name, "threads": 2, "data": {"root": str(data_root), "train_subset": 512, "test_subset": 300},
+            "baseline": {"checkpoint": str(checkpoint)}, "stages": stages, "export": {"formats": [], "latency_runs": 5}}
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def test_a_stage_name_or_parameter_model_registered_twice_is_refused():
+    class Twice(StageParams):
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_stage("prune_channels", Twice, lambda params, info: "")(lambda model, params, context: StageOutput(model))
+    with pytest.raises(ValueError, match="registered twice"):
+        register_stage("twice", STAGES["quantize"].params, lambda params, info: "")(lambda model, params, context: StageOutput(model))
+    assert "twice" not in STAGES
+
+
+def test_every_stage_declares_its_ordering_facts_and_a_one_line_description():
+    built = {name: stage.params.model_validate(example).builds_artifact() for name, stage, example in (
+        ("quantize", STAGES["quantize"], {}), ("prune_channels", STAGES["prune_channels"], {"ratio": 0.5}))}
+    assert built == {"quantize": "pte-int8", "prune_channels": None}
+    scratch = STAGES["distill"].params.model_validate({"teacher": "baseline", "student": "scratch"})
+    assert "from scratch" in scratch.must_come_first()
+    assert STAGES["distill"].params.model_validate({"teacher": "baseline"}).must_come_first() is None
+    for stage in STAGES.values():
+        assert stage.summary and "\n" not in stage.summary
+
+
+# --- a new technique from outside the package ------------------------------------------------------
+
+
+def test_a_stage_from_a_file_in_tests_runs_in_a_recipe_without_editing_any_module(fashion_run, tmp_path):
+    plugin = import_plugin()
+    config, summary = fashion_run
+    checkpoint = Path(summary["run"]) / "best.pt"
+    recipe = quick_recipe("clustered", checkpoint, config.data.root, [{"stage": "weight_clustering", "id": "cluster", "clusters": 16}])
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["check", str(path)]) == 0
+    result = run_pipeline(load_recipe(path), tmp_path)
+
+    record = result["stages"][0]
+    assert record["stage"] == "weight_clustering" and record["summary"].startswith("16 shared values in each of")
+    model, _ = load_model(record["checkpoint"])
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == record["info"]["layers"] and all(m.weight.unique().numel() <= 16 for m in layers)
+    base, clustered = result["baseline"]["metrics"], record["metrics"]
+    assert clustered["gzip_bytes"] < 0.75 * base["gzip_bytes"]  # few distinct values compress: the real effect
+    assert base["test_top1"] - clustered["test_top1"] < 10  # 16 values per layer keep the model working
+    assert "weight_clustering: 16 shared values" in (tmp_path / "clustered" / "report.md").read_text()
+    assert plugin.WeightClustering is STAGES["weight_clustering"].params
+
+
+# --- stages no other test runs in a recipe, and --retime -------------------------------------------
+
+
+def test_distill_and_factorize_stages_in_one_recipe_then_retime(fashion_run, tmp_path, capsys):
+    config, summary = fashion_run
+    checkpoint = Path(summary["run"]) / "best.pt"
+    stages = [
+        {"stage": "distill", "teacher": "baseline", "student": "current", "alpha": 0.5, "train": {"epochs": 1, "lr": 0.01, "batch_size": 64}},
+        {"stage": "factorize", "param_ratio": 0.25, "layers": ["classifier.0"], "fine_tune": {"epochs": 1, "batch_size": 64},
+         "distill": {"teacher": "self"}},
+    ]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(quick_recipe("two", checkpoint, config.data.root, stages)))
+    result = run_pipeline(load_recipe(path), tmp_path)
+    distilled, factorized = result["stages"]
+    assert distilled["info"]["teacher"] == str(checkpoint) and distilled["summary"].startswith("student current, T=4.0, α=0.5")
+    assert factorized["metrics"]["parameters"] < 0.7 * distilled["metrics"]["parameters"]  # classifier.0 holds most parameters
+    assert abs(factorized["metrics"]["test_top1"] - result["baseline"]["metrics"]["test_top1"]) < 15
+    model, _ = load_model(factorized["checkpoint"])
+    assert sum(p.numel() for p in model.parameters()) == factorized["metrics"]["parameters"]
+
+    before = [json.loads(line) for line in (tmp_path / "two" / "stages.jsonl").read_text().splitlines()]
+    assert main(["run", str(path), "--runs-dir", str(tmp_path), "--resume", "--retime"]) == 0
+    after = [json.loads(line) for line in (tmp_path / "two" / "stages.jsonl").read_text().splitlines()]
+    assert [r["metrics"]["test_top1"] for r in after] == [r["metrics"]["test_top1"] for r in before]  # nothing retrained
+    assert [r["hash"] for r in after] == [r["hash"] for r in before]
+    assert any(a["metrics"]["latency_ms"] != b["metrics"]["latency_ms"] for a, b in zip(after, before))  # timed again
+    assert main(["run", str(path), "--runs-dir", str(tmp_path), "--retime"]) == 2
+    assert "add --resume" in capsys.readouterr().err
+
+
+def test_a_recipe_that_needs_a_missing_teacher_file_names_the_field(tmp_path):
+    with pytest.raises(UdaciSenseError, match=r"stage 1 \(prune_channels\) distill.teacher missing.pt does not exist"):
+        validate_recipe({"name": "r", "stages": [{"stage": "prune_channels", "ratio": 0.5, "fine_tune": {"epochs": 1},
+                                                 "distill": {"teacher": "missing.pt"}}]})
+
+
+# --- layering ----------------------------------------------------------------------------------------
+
+
+def import_graph() -> dict[str, set[str]]:
+    """udacisense module -> udacisense modules it imports (module level and inside functions alike)."""
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+LAYERS = {  # a module may import its own layer and lower ones, never a higher one; the longest matching prefix decides
+    "udacisense.compress": 2, "udacisense.export": 2, "udacisense.deploy": 2, "udacisense.profile": 2,  # techniques, formats, runtimes
+    "udacisense.measure": 3,  # every reported number
+    "udacisense.export.bundle": 4, "udacisense.report": 4, "udacisense.stages": 4,
+    "udacisense.pipeline": 5,
+    "udacisense.cli": 6,
+}
+
+
+def layer(module: str) -> int:
+    matches = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return LAYERS[max(matches, key=len)] if matches else 1  # data, models, config, checkpoint, train, evaluate, profile, io, runs
+
+
+def test_no_import_cycles_and_no_upward_imports():
+    graph = import_graph()
+    assert len(graph) > 40
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer(b) > layer(a))
+    assert upward == []
+
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_the_walk_from_run_pipeline_reaches_only_lower_layers():
+    graph = import_graph()
+    reached, frontier = set(), ["udacisense.pipeline.runner"]
+    while frontier:
+        module = frontier.pop()
+        for target in graph[module] - reached:
+            reached.add(target)
+            frontier.append(target)
+    assert not any(module.startswith("udacisense.cli") for module in reached)
+    assert "udacisense.stages.quantize" in reached and "udacisense.measure" in reached
+
+
+def test_no_stage_name_literals_outside_the_stage_files():
+    names = "|".join(STAGES)
+    pattern = re.compile(rf"""["']({names})["']""")
+    generic = [SRC / "checkpoint.py", SRC / "pipeline" / "recipe.py", SRC / "pipeline" / "runner.py", SRC / "measure.py",
+               *(SRC / "report").glob("*.py"), *(SRC / "export").glob("*.py")]
+    found = [f"{path.name}:{number}: {line.strip()}" for path in generic
+             for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
