@@ -40,7 +40,7 @@ browser:
 		exit 1; \
 	fi
 
-# The main job on the default data: recipes/quickstart.yaml end to end (baseline, pruning, int8, export, report).
+# The main job on the default data: the quickstart recipe (src/udacisense/recipes/quickstart.yaml) end to end (baseline, pruning, int8, export, report).
 demo: install data
 	$(BIN)/udacisense run quickstart --overwrite
 	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"

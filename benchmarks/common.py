@@ -35,3 +35,14 @@ def replace_doc_section(section: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(text)
+
+
+def run_stage(name: str, runs_dir: Path, checkpoint: Path, stage: dict, *, threads: int | None = None, formats: tuple[str, ...] = ()) -> dict:
+    """One stage on ``checkpoint`` through the runner that recipes and commands use (whole Fashion-MNIST, every number
+    measured there); returns what the run's result.json holds."""
+    from udacisense.pipeline.recipe import validate_recipe
+    from udacisense.pipeline.runner import run_pipeline
+
+    raw = {"name": name, "baseline": {"checkpoint": str(checkpoint)}, "stages": [stage], "export": {"formats": list(formats)},
+           **({"threads": threads} if threads else {})}
+    return run_pipeline(validate_recipe(raw), runs_dir, overwrite=True)

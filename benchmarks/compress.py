@@ -24,17 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from udacisense.compress.apply import prune_checkpoint  # noqa: E402
 
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.compress.channels import ChannelPruneConfig  # noqa: E402
 from udacisense.compress.prune import UnstructuredPruneConfig  # noqa: E402
-from udacisense.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from udacisense.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
 from udacisense.export.executorch import export_pte  # noqa: E402
 from udacisense.profile import measure_latency  # noqa: E402
-from udacisense.runs import get_logger, prepare_run_dir  # noqa: E402
 from udacisense.train import train_run  # noqa: E402
 
 BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
@@ -54,16 +52,20 @@ def pte_latency(checkpoint: Path) -> dict:
 
 
 def prune_row(name: str, config, epochs: int, lr: float, threads: int | None) -> dict:
-    run_dir = prepare_run_dir(RUNS, name, overwrite=True)
-    train_config = TrainConfig(epochs=epochs, lr=lr, schedule="cosine", threads=threads)
-    summary = prune_checkpoint(BASELINE, run_dir, config, train_config, DistillConfig(), logger=get_logger(run_dir, "prune"))
+    """The prune_channels or prune_unstructured stage, fine-tuned with the unpruned model as teacher."""
+    kind = "prune_channels" if isinstance(config, ChannelPruneConfig) else "prune_unstructured"
+    stage = {"stage": kind, **config.model_dump(mode="json"), "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine"},
+             "distill": {"teacher": "self"}}
+    result = run_stage(name, RUNS, BASELINE, stage, threads=threads)
+    record = result["stages"][0]
     return {
-        "config": summary["config"],
+        "config": config.model_dump(mode="json"),
         "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine", "distill": "unpruned model, T=4, alpha=0.7"},
-        "before": _strip(summary["before"]),
-        "after": _strip(summary["after"]),
-        "pte_after": pte_latency(run_dir / "model.pt"),
-        "run": str(run_dir),
+        "before": _strip(result["baseline"]["metrics"]),
+        "after": _strip(record["metrics"]),
+        "pte_after": pte_latency(Path(record["checkpoint"])),
+        "run": result["run"],
+        "checkpoint": record["checkpoint"],
     }
 
 
@@ -76,10 +78,11 @@ def remeasure_latency(results: dict) -> None:
     for row in results["rows"].values():
         if "run" not in row:
             continue
-        model, _ = load_model(Path(row["run"]) / "model.pt")
+        checkpoint = Path(row.get("checkpoint", Path(row["run"]) / "model.pt"))
+        model, _ = load_model(checkpoint)
         row["before"]["latency_ms"] = base_latency
         row["after"]["latency_ms"] = eager_latency(model, input_shape)
-        row["pte_after"] = pte_latency(Path(row["run"]) / "model.pt")
+        row["pte_after"] = pte_latency(checkpoint)
 
 
 def eager_latency(model, input_shape: tuple[int, ...]) -> dict:
@@ -87,22 +90,20 @@ def eager_latency(model, input_shape: tuple[int, ...]) -> dict:
 
 
 def kd_row(name: str, epochs: int, teacher: Path | None, threads: int | None) -> dict:
-    config = RunConfig(
-        name=name,
-        runs_dir=RUNS,
-        data=DataConfig(),
-        model=ModelConfig(name="mobilenet_v3_small"),
-        train=TrainConfig(epochs=epochs, threads=threads),
-        distill=DistillConfig(teacher=teacher) if teacher else None,
-    )
+    """MobileNetV3-Small trained alone, or as a fresh student of ``teacher`` (the distill stage), for the same epochs."""
+    train = TrainConfig(epochs=epochs, threads=threads)
+    if teacher is not None:
+        stage = {"stage": "distill", "teacher": "baseline", "student": {"model": "mobilenet_v3_small"}, "train": train.model_dump(mode="json")}
+        record = run_stage(name, RUNS, teacher, stage, threads=threads)["stages"][0]
+        return {"epochs": epochs, "teacher": str(teacher), "test_top1": record["metrics"]["test_top1"], "train_seconds": record["seconds"]}
+    config = RunConfig(name=name, runs_dir=RUNS, data=DataConfig(), model=ModelConfig(name="mobilenet_v3_small"), train=train)
     resume = (RUNS / name / "last.pt").exists()
     summary = train_run(config, resume=resume, overwrite=not resume)
-    return {"epochs": epochs, "teacher": str(teacher) if teacher else None, "test_top1": summary["test_top1"],
-            "train_seconds": summary["train_seconds"]}
+    return {"epochs": epochs, "teacher": None, "test_top1": summary["test_top1"], "train_seconds": summary["train_seconds"]}
 
 
 def _strip(measured: dict) -> dict:
-    return {key: value for key, value in measured.items() if key not in ("layers", "per_class_accuracy")}
+    return {key: value for key, value in measured.items() if key not in ("layers", "per_class_accuracy", "confusion_matrix")}
 
 
 def render(results: dict) -> str:

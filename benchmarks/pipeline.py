@@ -38,7 +38,7 @@ def run_recipe(name: str, threads: int | None, retime: bool = False) -> dict:
         overrides += ["--set", f"distill.teacher={LARGE_TEACHER}"]
     if threads:
         overrides += ["--set", f"threads={threads}"]
-    command = [sys.executable, "-m", "udacisense.cli", "run", str(ROOT / "recipes" / f"{name}.yaml"), "--runs-dir", str(RUNS),
+    command = [sys.executable, "-m", "udacisense.cli", "run", name, "--runs-dir", str(RUNS),
                "--resume", *overrides, *(["--retime"] if retime else [])]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -48,11 +48,10 @@ def run_recipe(name: str, threads: int | None, retime: bool = False) -> dict:
 def peer_row(baseline_run: Path) -> dict:
     """The plain path a team would try first: onnxruntime's static int8 (QDQ) of the fp32 baseline, nothing else."""
     import torch
-    from udacisense.compress.apply import measure_artifact
 
     from udacisense.checkpoint import load_model
-    from udacisense.deploy.runtime import load_runner, run_batches
-    from udacisense.export import export_artifact
+    from udacisense.export import get_format
+    from udacisense.measure import measure_artifact, source_logits
     from udacisense.pipeline.recipe import load_recipe
     from udacisense.pipeline.runner import dataset_for_recipe
 
@@ -63,10 +62,9 @@ def peer_row(baseline_run: Path) -> dict:
     shape = tuple(payload["input"]["shape"])
     folder = RUNS / "peer_onnx_int8"
     folder.mkdir(parents=True, exist_ok=True)
-    path, info = export_artifact("onnx-int8", model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
+    path, info = get_format("onnx-int8").export(model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
     images, labels = dataset.whole("test")
-    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
-    return {"artifact": measure_artifact("onnx-int8", path, shape, images, labels, source_logits), "export": info,
+    return {"artifact": measure_artifact("onnx-int8", path, shape, images, labels, source_logits(model, images)), "export": info,
             "baseline": result["baseline"]["metrics"]}
 
 

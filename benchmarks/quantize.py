@@ -19,62 +19,54 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from udacisense.compress.apply import factorize_checkpoint, quantize_checkpoint  # noqa: E402
-
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
-from udacisense.compress.lowrank import LowRankConfig  # noqa: E402
+from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.compress.quantize import QuantizeConfig  # noqa: E402
-from udacisense.config import DistillConfig, TrainConfig  # noqa: E402
-from udacisense.runs import get_logger, prepare_run_dir  # noqa: E402
+from udacisense.config import TrainConfig  # noqa: E402
+from udacisense.export import get_format  # noqa: E402
 
 SOURCES = {
     "baseline": Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt"),
-    "pruned": Path("runs/benchmarks/compress/channels50_30ep/model.pt"),
+    "pruned": Path("runs/benchmarks/compress/channels50_30ep/stages/01_prune_channels/model.pt"),
 }
 RUNS = Path("runs/benchmarks/quantize")
 
 
-def quantize_row(source: str, name: str, config: QuantizeConfig, **options) -> dict:
-    run_dir = prepare_run_dir(RUNS, f"{source}_{name}", overwrite=True)
-    summary = quantize_checkpoint(SOURCES[source], run_dir, config, logger=get_logger(run_dir, "quantize"), **options)
-    row = {key: summary[key] for key in ("method", "source_top1", "top1_drop", "size_vs_fp32_artifact", "fp32_artifact", "artifact")}
-    row["float_layers"] = summary.get("float_layers", [])
-    row["run"] = str(run_dir)
-    if "export" in summary:
-        row["delegated_share"] = summary["export"]["delegated_share"]
-        row["not_delegated_ops"] = summary["export"]["not_delegated_ops"]
-    if "dynamic" in summary:
-        row["dynamic"] = summary["dynamic"] | {"state_dict_bytes": summary["state_dict_bytes"]}
+def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | None = None, **stage_options) -> dict:
+    """The quantize stage on ``SOURCES[source]``; the fp32 reference is the source exported to the same runtime by the runner."""
+    stage = {"stage": "quantize", **config.model_dump(mode="json"), **stage_options}
+    result = run_stage(f"{source}_{name}", RUNS, SOURCES[source], stage, threads=threads)
+    record, baseline = result["stages"][0], result["baseline"]
+    metrics, info = record["metrics"], record["info"]
+    artifact = {"file": metrics["file"], "bytes": metrics["bytes"], "top1": metrics["test_top1"], "agreement": metrics["agreement"],
+                "latency_ms": metrics["latency_ms"], "memory": metrics["memory"]}
+    fp32 = dict(baseline["references"][get_format(metrics["runtime"]).reference])
+    row = {"method": config.method, "source_top1": baseline["metrics"]["test_top1"], "fp32_artifact": fp32, "artifact": artifact,
+           "top1_drop": baseline["metrics"]["test_top1"] - artifact["top1"], "size_vs_fp32_artifact": artifact["bytes"] / fp32["bytes"],
+           "float_layers": info.get("float_layers", []), "run": result["run"]}
+    fp32["file"] = str(Path("stages/00_baseline/reference") / fp32["file"])  # so remeasure_latency finds it under the run folder
+    if "export" in info:
+        row["delegated_share"] = info["export"]["delegated_share"]
+        row["not_delegated_ops"] = info["export"]["not_delegated_ops"]
+    if "dynamic" in info:
+        row["dynamic"] = info["dynamic"] | {"state_dict_bytes": info["state_dict_bytes"]}
+    if "qat_history" in info:
+        row["qat_history"] = info["qat_history"]
+    artifact["file"] = str(Path(record["artifacts"][metrics["runtime"]]).relative_to(result["run"]))
     return row
 
 
 def lowrank_row(source: str, threads: int | None) -> dict:
-    run_dir = prepare_run_dir(RUNS, f"{source}_lowrank", overwrite=True)
-    train = TrainConfig(epochs=2, lr=0.01, schedule="cosine", threads=threads)
-    summary = factorize_checkpoint(SOURCES[source], run_dir, LowRankConfig(energy=0.9), train, DistillConfig(),
-                                   logger=get_logger(run_dir, "factorize"))
-    pte = fp32_pte_row(Path(summary["checkpoint"]), run_dir)
-    return {"method": "lowrank", "run": str(run_dir), "factorized": len(summary["report"]["factorized"]), "skipped": len(summary["report"]["skipped"]),
-            "source_top1": summary["before"]["test_top1"], "parameters": [summary["before"]["parameters"], summary["after"]["parameters"]],
-            "macs": [summary["before"]["macs"], summary["after"]["macs"]], **pte}
-
-
-def fp32_pte_row(checkpoint: Path, run_dir: Path) -> dict:
-    """The fp32 .pte of a (factorized) checkpoint, measured like every other artifact."""
-    import torch
-    from udacisense.compress.apply import measure_artifact
-
-    from udacisense.checkpoint import load_model
-    from udacisense.data import dataset_for_contract
-    from udacisense.deploy.runtime import load_runner, run_batches
-    from udacisense.export.executorch import export_pte
-
-    model, payload = load_model(checkpoint)
-    example = torch.zeros(payload["input"]["shape"])
-    images, labels = dataset_for_contract(payload["input"]).whole("test")
-    source_logits = run_batches(load_runner("eager", model=model, threads=None), images).float()
-    export_pte(model, example, run_dir / "model_fp32.pte")
-    return {"artifact": measure_artifact("pte", run_dir / "model_fp32.pte", tuple(example.shape), images, labels, source_logits)}
+    """The factorize stage (90% energy, 2 epochs distilled fine-tuning), shipped as an fp32 .pte."""
+    stage = {"stage": "factorize", "energy": 0.9, "fine_tune": {"epochs": 2, "lr": 0.01, "schedule": "cosine"}, "distill": {"teacher": "self"}}
+    result = run_stage(f"{source}_lowrank", RUNS, SOURCES[source], stage, threads=threads, formats=("pte",))
+    record, entry = result["stages"][0], result["deploy"]["artifacts"]["pte"]
+    artifact = {"file": str(Path("deploy") / entry["file"]), "bytes": entry["bytes"], "top1": entry["validation"]["top1"],
+                "agreement": entry["validation"]["agreement"], "memory": entry["memory"],
+                "latency_ms": {label: timing["p50_ms"] for label, timing in entry["latency"].items()}}
+    before, after = result["baseline"]["metrics"], record["metrics"]
+    return {"method": "lowrank", "run": result["run"], "factorized": len(record["info"]["factorized"]), "skipped": len(record["info"]["skipped"]),
+            "source_top1": before["test_top1"], "parameters": [before["parameters"], after["parameters"]],
+            "macs": [before["macs"], after["macs"]], "artifact": artifact}
 
 
 def remeasure_latency(results: dict) -> None:
@@ -86,7 +78,7 @@ def remeasure_latency(results: dict) -> None:
             if key not in row:
                 continue
             artifact = row[key]
-            kind = "ptl" if artifact["file"].endswith(".ptl") else "pte-int8" if "int8" in artifact["file"] else "pte"
+            kind = "ptl" if artifact["file"].endswith(".ptl") else "pte-int8" if "int8" in Path(artifact["file"]).name else "pte"
             bench = bench_artifact(kind, Path(row["run"]) / artifact["file"], (1, 1, 28, 28))
             artifact["latency_ms"] = {label: timing["p50_ms"] for label, timing in bench["latency"].items()}
             artifact["memory"] = bench["memory"]
@@ -112,7 +104,7 @@ def render(results: dict) -> str:
         ratio = f"{100 * row['size_vs_fp32_artifact']:.1f}%" if "size_vs_fp32_artifact" in row else "—"
         drop = row["source_top1"] - artifact["top1"]
         lines.append(
-            f"| {source} | {technique} | `{artifact['file']}` | {artifact['bytes'] / 1e6:.2f} MB | {ratio} | {artifact['top1']:.2f}% | "
+            f"| {source} | {technique} | `{Path(artifact['file']).name}` | {artifact['bytes'] / 1e6:.2f} MB | {ratio} | {artifact['top1']:.2f}% | "
             f"{-drop:+.2f} | {artifact['agreement']:.2f}% | {latency['1_thread']:.3f} ms | {all_threads:.3f} ms |"
         )
     notes = []
@@ -152,17 +144,17 @@ def main() -> None:
     threads = args.threads
 
     def qat(source: str):
-        train = TrainConfig(epochs=2, lr=0.002, schedule="cosine", threads=threads)
+        train = TrainConfig(epochs=2, lr=0.002, schedule="cosine")
         config = QuantizeConfig(method="qat", freeze_batchnorm_epoch=2, freeze_observer_epoch=2)
-        return quantize_row(source, "qat", config, train_config=train, distill=DistillConfig())
+        return quantize_row(source, "qat", config, threads, fine_tune=train.model_dump(mode="json"), distill={"teacher": "self"})
 
     experiments = {}
     for source in SOURCES:
-        experiments[f"{source}:static"] = lambda source=source: quantize_row(source, "static", QuantizeConfig())
+        experiments[f"{source}:static"] = lambda source=source: quantize_row(source, "static", QuantizeConfig(), threads)
         experiments[f"{source}:qat"] = lambda source=source: qat(source)
-    experiments["baseline:dynamic"] = lambda: quantize_row("baseline", "dynamic", QuantizeConfig(method="dynamic"))
-    experiments["baseline:static-minmax"] = lambda: quantize_row("baseline", "static_minmax", QuantizeConfig(observer="minmax"))
-    experiments["baseline:mixed"] = lambda: quantize_row("baseline", "mixed", QuantizeConfig(), max_drop=0.1)
+    experiments["baseline:dynamic"] = lambda: quantize_row("baseline", "dynamic", QuantizeConfig(method="dynamic"), threads)
+    experiments["baseline:static-minmax"] = lambda: quantize_row("baseline", "static_minmax", QuantizeConfig(observer="minmax"), threads)
+    experiments["baseline:mixed"] = lambda: quantize_row("baseline", "mixed", QuantizeConfig(), threads, max_drop=0.1)
     experiments["baseline:lowrank"] = lambda: lowrank_row("baseline", threads)
     chosen = [name for name in args.only.split(",") if name] or list(experiments)
     unknown = [name for name in chosen if name not in experiments]

@@ -102,12 +102,22 @@ class TinyNet(nn.Module):
         return self.classifier(self.features(images).flatten(1))
 
 
+def write_user_model_file(folder: Path) -> Path:
+    """TinyNet's source as a user's own file, passed as path/to/my_models.py:TinyNet."""
+    source = Path(__file__).read_text()
+    start, end = source.index("class TinyNet"), source.index("def write_user_model_file")
+    path = folder / "my_models.py"
+    path.write_text("import torch\nimport torch.nn as nn\n\n\n" + source[start:end])
+    return path
+
+
 @pytest.fixture
 def user_model_file(tmp_path: Path) -> Path:
     """A model file a user would pass as path/to/file.py:TinyNet."""
-    source = Path(__file__).read_text()
-    start = source.index("class TinyNet")
-    end = source.index("@pytest.fixture\ndef user_model_file")
-    path = tmp_path / "my_models.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n\n" + source[start:end])
-    return path
+    return write_user_model_file(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def user_model_file_module(tmp_path_factory) -> Path:
+    """The same file, shared by a module's tests."""
+    return write_user_model_file(tmp_path_factory.mktemp("models"))

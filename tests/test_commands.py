@@ -34,9 +34,18 @@ def comparable(record: dict, run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def baseline(fashion_run) -> tuple[Path, Path]:
-    config, summary = fashion_run
-    return Path(summary["run"]) / "best.pt", config.data.root
+def baseline(tmp_path_factory, user_model_file_module, real_fashion_mnist) -> tuple[Path, Path]:
+    """A user's small CNN (TinyNet, width 32, from a file) trained 2 epochs on 4,000 real Fashion-MNIST images."""
+    from udacisense.config import DataConfig, RunConfig, TrainConfig
+    from udacisense.train import train_run
+
+    config = RunConfig(name="tiny", runs_dir=tmp_path_factory.mktemp("command_runs"),
+                       data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
+                       model={"name": f"{user_model_file_module}:TinyNet", "kwargs": {"width": 32}},
+                       train=TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2))
+    summary = train_run(config)
+    assert summary["test_top1"] > 60  # a real baseline, not one at chance
+    return Path(summary["run"]) / "best.pt", real_fashion_mnist
 
 
 def test_prune_command_and_a_one_stage_recipe_give_the_same_record_and_bit_identical_checkpoints(baseline, tmp_path, capsys):
@@ -95,16 +104,16 @@ def test_prune_with_a_sensitivity_plan_from_the_sensitivity_command(baseline, tm
 
 def test_factorize_command_cuts_parameters_and_reloads_from_the_generic_checkpoint(baseline, tmp_path, capsys):
     checkpoint, data_root = baseline
-    assert main(["factorize", "--checkpoint", str(checkpoint), "--param-ratio", "0.25", "--layers", "classifier.0", "--epochs", "1",
+    assert main(["factorize", "--checkpoint", str(checkpoint), "--param-ratio", "0.25", "--layers", "classifier", "--min-features", "16", "--epochs", "1",
                  "--teacher", "self", "--data-root", str(data_root), *QUICK, "--runs-dir", str(tmp_path), "--name", "lowrank"]) == 0
     assert "factorize: 1 layers factorized, 1 epochs fine-tuning, teacher self" in capsys.readouterr().out
     records = journal(tmp_path / "lowrank")
     base, factorized = records[0]["metrics"], records[1]["metrics"]
-    rank = records[1]["info"]["factorized"]["classifier.0"]["rank"]
-    linear = load_model(checkpoint)[0].classifier[0]
+    rank = records[1]["info"]["factorized"]["classifier"]["rank"]
+    linear = load_model(checkpoint)[0].classifier
     assert base["parameters"] - factorized["parameters"] == linear.weight.numel() - rank * sum(linear.weight.shape)
     model, payload = load_model(records[1]["checkpoint"])  # the low-rank pair rebuilt from plain layer records
-    assert isinstance(model.classifier[0], torch.nn.Sequential) and model.classifier[0][0].out_features == rank
+    assert isinstance(model.classifier, torch.nn.Sequential) and model.classifier[0].out_features == rank
     assert "factorized" not in payload  # no technique-specific key in the checkpoint
 
 
@@ -138,14 +147,16 @@ def test_quantize_command_qat_fine_tunes_and_ships_an_int8_bundle(baseline, tmp_
 
 def test_distill_command_trains_a_smaller_student_from_the_teacher_checkpoint(baseline, tmp_path, capsys):
     checkpoint, data_root = baseline
-    assert main(["distill", "--teacher", str(checkpoint), "--student", "mobilenet_v3_small", "--model-arg", "width_mult=0.25",
+    student_model = load_checkpoint(checkpoint)["model"]["name"]  # the user's file: TinyNet, here narrower
+    assert main(["distill", "--teacher", str(checkpoint), "--student", student_model, "--model-arg", "width=8",
                  "--epochs", "1", "--lr", "0.05", "--no-augment", "--cache-teacher-logits", "--data-root", str(data_root), *QUICK,
                  "--runs-dir", str(tmp_path), "--name", "student"]) == 0
     base, student = journal(tmp_path / "student")
     assert student["metrics"]["parameters"] < 0.5 * base["metrics"]["parameters"]
     assert student["info"]["teacher"] == str(checkpoint)
     saved = load_checkpoint(student["checkpoint"])
-    assert saved["model"]["kwargs"]["width_mult"] == 0.25  # the checkpoint carries the student's own architecture
+    assert saved["model"]["kwargs"]["width"] == 8  # the checkpoint carries the student's own architecture
+    assert student["metrics"]["test_top1"] > 30  # it learned from the teacher in one epoch on 512 images
     assert "distilling from" in (tmp_path / "student" / "pipeline.log").read_text()
 
 

@@ -109,9 +109,9 @@ def test_cli_export_prints_the_table(fashion_run, tmp_path, capsys):
 
 def test_coreml_converts_and_is_marked_not_run(tmp_path):
     from conftest import TinyNet
-    from udacisense.export import export_artifact
+    from udacisense.export import get_format
 
-    path, info = export_artifact("coreml", TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, calibration=list)
+    path, info = get_format("coreml").export(TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, list)
     assert path.name == "model.mlpackage" and (path / "Manifest.json").is_file()
     assert any(p.stat().st_size > 1000 for p in path.rglob("*.bin"))  # the weights file
     assert info["status"].startswith("converted, not run")

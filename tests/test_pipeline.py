@@ -43,12 +43,8 @@ def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory) -> Path:
-    source = (Path(__file__).parent / "conftest.py").read_text()
-    start, end = source.index("class TinyNet"), source.index("@pytest.fixture\ndef user_model_file")
-    path = tmp_path_factory.mktemp("models") / "tiny_models.py"
-    path.write_text("import torch\nimport torch.nn as nn\n\n\n" + source[start:end])
-    return path
+def tiny_model_file(user_model_file_module) -> Path:
+    return user_model_file_module
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def test_distill_and_factorize_stages_in_one_recipe_then_retime(fashion_run, tmp
     result = run_pipeline(load_recipe(path), tmp_path)
     distilled, factorized = result["stages"]
     assert distilled["info"]["teacher"] == str(checkpoint) and distilled["summary"].startswith("student current, T=4.0, α=0.5")
-    assert factorized["metrics"]["parameters"] < 0.7 * distilled["metrics"]["parameters"]  # classifier.0 holds most parameters
+    assert factorized["metrics"]["parameters"] < 0.8 * distilled["metrics"]["parameters"]  # classifier.0 holds over a third of them
     assert abs(factorized["metrics"]["test_top1"] - result["baseline"]["metrics"]["test_top1"]) < 15
     model, _ = load_model(factorized["checkpoint"])
     assert sum(p.numel() for p in model.parameters()) == factorized["metrics"]["parameters"]

@@ -25,6 +25,10 @@ torch.set_num_threads(threads)
 from udacisense.deploy.runtime import load_runner
 from udacisense.profile import summarize_timings
 if kind.startswith("pte"):
+    # The runtime's bindings import executorch.exir only for a warning class, and running the exporter package's
+    # __init__ costs about 4 s per probe. Register the package unexecuted: its modules still load from their files.
+    import importlib.util
+    sys.modules.setdefault("executorch.exir", importlib.util.module_from_spec(importlib.util.find_spec("executorch.exir")))
     import executorch.runtime, executorch.extension.pybindings.portable_lib
 elif kind.startswith("onnx"):
     import onnxruntime
