@@ -45,7 +45,9 @@ demo: install data
 	$(BIN)/udacisense run quickstart --overwrite
 	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"
 
+# Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it.
 test: install data browser
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).

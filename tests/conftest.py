@@ -85,6 +85,23 @@ def fashion_run(tmp_path_factory, real_fashion_mnist):
     return config, train_run(config)
 
 
+@pytest.fixture(scope="session")
+def tiny_baseline(tmp_path_factory, real_fashion_mnist) -> Path:
+    """A user's small CNN (TinyNet, width 32, from a file) trained 3 epochs on 4,000 real Fashion-MNIST images (~10 s):
+    the baseline checkpoint of the command and stage tests, where the technique is the point, not the model."""
+    from udacisense.config import DataConfig, RunConfig, TrainConfig
+    from udacisense.train import train_run
+
+    runs = tmp_path_factory.mktemp("tiny_baseline")
+    config = RunConfig(name="tiny", runs_dir=runs,
+                       data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
+                       model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
+                       train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=2))
+    summary = train_run(config)
+    assert summary["test_top1"] > 60  # a real baseline, not one at chance
+    return Path(summary["run"]) / "best.pt"
+
+
 class TinyNet(nn.Module):
     """A small user-defined CNN, as a user would bring one."""
 
@@ -121,3 +138,11 @@ def user_model_file(tmp_path: Path) -> Path:
 def user_model_file_module(tmp_path_factory) -> Path:
     """The same file, shared by a module's tests."""
     return write_user_model_file(tmp_path_factory.mktemp("models"))
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that trains on or measures real Fashion-MNIST is 'slow' (`pytest -m "not slow"` skips them for a
+    quick check; `make test` runs them all)."""
+    for item in items:
+        if "real_fashion_mnist" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

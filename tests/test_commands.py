@@ -34,18 +34,8 @@ def comparable(record: dict, run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory, user_model_file_module, real_fashion_mnist) -> tuple[Path, Path]:
-    """A user's small CNN (TinyNet, width 32, from a file) trained 2 epochs on 4,000 real Fashion-MNIST images."""
-    from udacisense.config import DataConfig, RunConfig, TrainConfig
-    from udacisense.train import train_run
-
-    config = RunConfig(name="tiny", runs_dir=tmp_path_factory.mktemp("command_runs"),
-                       data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
-                       model={"name": f"{user_model_file_module}:TinyNet", "kwargs": {"width": 32}},
-                       train=TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2))
-    summary = train_run(config)
-    assert summary["test_top1"] > 60  # a real baseline, not one at chance
-    return Path(summary["run"]) / "best.pt", real_fashion_mnist
+def baseline(tiny_baseline, real_fashion_mnist) -> tuple[Path, Path]:
+    return tiny_baseline, real_fashion_mnist
 
 
 def test_prune_command_and_a_one_stage_recipe_give_the_same_record_and_bit_identical_checkpoints(baseline, tmp_path, capsys):

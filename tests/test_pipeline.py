@@ -227,7 +227,7 @@ def test_a_run_killed_after_its_first_stage_resumes_to_the_same_result(tiny_run,
         {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}},
         {"stage": "prune_unstructured", "id": "sparsify", "ratio": 0.5, "fine_tune": {"epochs": 3, "batch_size": 64}},
     ]
-    recipe["export"] = {"formats": ["onnx"], "latency_runs": 10}
+    recipe["export"] = {"formats": [], "latency_runs": 10}  # the point is resuming stages; export is tested elsewhere
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "udacisense.cli", "run", str(path), "--runs-dir", str(tmp_path)]

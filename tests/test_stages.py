@@ -68,11 +68,9 @@ def test_every_stage_declares_its_ordering_facts_and_a_one_line_description():
 # --- a new technique from outside the package ------------------------------------------------------
 
 
-def test_a_stage_from_a_file_in_tests_runs_in_a_recipe_without_editing_any_module(fashion_run, tmp_path):
+def test_a_stage_from_a_file_in_tests_runs_in_a_recipe_without_editing_any_module(tiny_baseline, real_fashion_mnist, tmp_path):
     plugin = import_plugin()
-    config, summary = fashion_run
-    checkpoint = Path(summary["run"]) / "best.pt"
-    recipe = quick_recipe("clustered", checkpoint, config.data.root, [{"stage": "weight_clustering", "id": "cluster", "clusters": 16}])
+    recipe = quick_recipe("clustered", tiny_baseline, real_fashion_mnist, [{"stage": "weight_clustering", "id": "cluster", "clusters": 16}])
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["check", str(path)]) == 0
@@ -93,20 +91,20 @@ def test_a_stage_from_a_file_in_tests_runs_in_a_recipe_without_editing_any_modul
 # --- stages no other test runs in a recipe, and --retime -------------------------------------------
 
 
-def test_distill_and_factorize_stages_in_one_recipe_then_retime(fashion_run, tmp_path, capsys):
-    config, summary = fashion_run
-    checkpoint = Path(summary["run"]) / "best.pt"
+def test_distill_and_factorize_stages_in_one_recipe_then_retime(tiny_baseline, real_fashion_mnist, tmp_path, capsys):
+    checkpoint = tiny_baseline
     stages = [
         {"stage": "distill", "teacher": "baseline", "student": "current", "alpha": 0.5, "train": {"epochs": 1, "lr": 0.01, "batch_size": 64}},
-        {"stage": "factorize", "param_ratio": 0.25, "layers": ["classifier.0"], "fine_tune": {"epochs": 1, "batch_size": 64},
+        {"stage": "factorize", "param_ratio": 0.25, "layers": ["classifier"], "min_features": 16, "fine_tune": {"epochs": 1, "batch_size": 64},
          "distill": {"teacher": "self"}},
     ]
     path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(quick_recipe("two", checkpoint, config.data.root, stages)))
+    path.write_text(yaml.safe_dump(quick_recipe("two", checkpoint, real_fashion_mnist, stages)))
     result = run_pipeline(load_recipe(path), tmp_path)
     distilled, factorized = result["stages"]
     assert distilled["info"]["teacher"] == str(checkpoint) and distilled["summary"].startswith("student current, T=4.0, α=0.5")
-    assert factorized["metrics"]["parameters"] < 0.8 * distilled["metrics"]["parameters"]  # classifier.0 holds over a third of them
+    rank = factorized["info"]["factorized"]["classifier"]["rank"]  # Linear(64, 10) -> Linear(64, r), Linear(r, 10)
+    assert distilled["metrics"]["parameters"] - factorized["metrics"]["parameters"] == 64 * 10 - rank * (64 + 10)
     assert abs(factorized["metrics"]["test_top1"] - result["baseline"]["metrics"]["test_top1"]) < 15
     model, _ = load_model(factorized["checkpoint"])
     assert sum(p.numel() for p in model.parameters()) == factorized["metrics"]["parameters"]
