@@ -98,7 +98,7 @@ def tiny_baseline(tmp_path_factory, real_fashion_mnist) -> Path:
                        model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
                        train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=2))
     summary = train_run(config)
-    assert summary["test_top1"] > 60  # a real baseline, not one at chance
+    assert summary["test_top1"] > 50  # a real baseline, far from chance (10%)
     return Path(summary["run"]) / "best.pt"
 
 

@@ -139,14 +139,14 @@ def test_distill_command_trains_a_smaller_student_from_the_teacher_checkpoint(ba
     checkpoint, data_root = baseline
     student_model = load_checkpoint(checkpoint)["model"]["name"]  # the user's file: TinyNet, here narrower
     assert main(["distill", "--teacher", str(checkpoint), "--student", student_model, "--model-arg", "width=8",
-                 "--epochs", "1", "--lr", "0.05", "--no-augment", "--cache-teacher-logits", "--data-root", str(data_root), *QUICK,
-                 "--runs-dir", str(tmp_path), "--name", "student"]) == 0
+                 "--epochs", "2", "--lr", "0.05", "--batch-size", "64", "--no-augment", "--cache-teacher-logits", "--data-root", str(data_root),
+                 *QUICK, "--train-subset", "2000", "--runs-dir", str(tmp_path), "--name", "student"]) == 0
     base, student = journal(tmp_path / "student")
     assert student["metrics"]["parameters"] < 0.5 * base["metrics"]["parameters"]
     assert student["info"]["teacher"] == str(checkpoint)
     saved = load_checkpoint(student["checkpoint"])
     assert saved["model"]["kwargs"]["width"] == 8  # the checkpoint carries the student's own architecture
-    assert student["metrics"]["test_top1"] > 30  # it learned from the teacher in one epoch on 512 images
+    assert student["metrics"]["test_top1"] > 30  # it learned from the teacher (chance is 10%)
     assert "distilling from" in (tmp_path / "student" / "pipeline.log").read_text()
 
 

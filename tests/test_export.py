@@ -19,7 +19,7 @@ def bundle(fashion_run, tmp_path_factory):
     config, _ = fashion_run
     checkpoint = config.runs_dir / config.name / "best.pt"
     output = tmp_path_factory.mktemp("deploy")
-    manifest = build_bundle(checkpoint, output, FORMATS, test_subset=1000, latency_runs=5, log=lambda _: None)
+    manifest = build_bundle(checkpoint, output, FORMATS, calibration_images=64, test_subset=1000, latency_runs=5, log=lambda _: None)
     return output, manifest
 
 

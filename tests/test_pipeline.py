@@ -135,7 +135,7 @@ def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
     for record in records[1:]:
         assert load_checkpoint(record["checkpoint"])["compression"]["stage"] == record["stage"]
     baseline, pruned, quantized = (record["metrics"] for record in records)
-    assert baseline["test_top1"] > 60  # TinyNet learns Fashion-MNIST in three epochs: the baseline is not at chance
+    assert baseline["test_top1"] > 50  # TinyNet learns Fashion-MNIST in three epochs: the baseline is far from chance (10%)
     assert pruned["parameters"] < 0.4 * baseline["parameters"] and pruned["macs"] < 0.4 * baseline["macs"]
     assert quantized["runtime"] == "pte-int8" and quantized["agreement"] >= 95
     artifact = result["deploy"]["artifacts"]["pte-int8"]

@@ -95,7 +95,7 @@ def test_distill_and_factorize_stages_in_one_recipe_then_retime(tiny_baseline, r
     checkpoint = tiny_baseline
     stages = [
         {"stage": "distill", "teacher": "baseline", "student": "current", "alpha": 0.5, "train": {"epochs": 1, "lr": 0.01, "batch_size": 64}},
-        {"stage": "factorize", "param_ratio": 0.25, "layers": ["classifier"], "min_features": 16, "fine_tune": {"epochs": 1, "batch_size": 64},
+        {"stage": "factorize", "param_ratio": 0.75, "layers": ["classifier"], "min_features": 16, "fine_tune": {"epochs": 1, "batch_size": 64},
          "distill": {"teacher": "self"}},
     ]
     path = tmp_path / "two.yaml"
