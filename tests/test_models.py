@@ -47,7 +47,7 @@ def test_user_model_from_file(user_model_file):
 
 def test_user_model_from_module():
     model = create_model("torchvision.models:squeezenet1_1", num_classes=5)
-    assert isinstance(model, nn.Module)
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)  # the keyword reached the user's callable
 
 
 @pytest.mark.parametrize(
