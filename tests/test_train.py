@@ -127,3 +127,17 @@ def test_run_folder_is_never_clobbered(tmp_path):
     changed = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=64, threads=2)})
     with pytest.raises(UdaciSenseError, match="cannot resume .* train settings differ"):
         train_run(changed, resume=True)
+
+
+def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path):
+    """The seed covers the initial weights, not only the data order: two runs of one config are identical."""
+
+    def run(name: str) -> dict:
+        config = RunConfig(name=name, runs_dir=tmp_path, data=DataConfig(name="synthetic", train_subset=128),
+                           model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
+                           train=TrainConfig(epochs=1, batch_size=32, threads=2))
+        train_run(config)
+        return load_checkpoint(tmp_path / name / "best.pt")["state_dict"]
+
+    first, second = run("first"), run("second")
+    assert all(torch.equal(first[key], second[key]) for key in first)

@@ -240,6 +240,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     channels = dataset.input_shape[0]
     model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
     model_spec = {"name": config.model.name, "kwargs": model_kwargs}
+    seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
     model = create_model(config.model.name, **model_kwargs)
     logger.info(
         f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "

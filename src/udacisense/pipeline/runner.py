@@ -4,7 +4,11 @@ After every stage the runner writes the stage's checkpoint (atomically), measure
 test split and appends one line to ``stages.jsonl``. Each line carries a hash of the stage's
 configuration chained with every stage before it, so ``--resume`` reuses exactly the finished
 stages whose configuration is unchanged and reruns the rest (an interrupted fine-tune continues
-from its last epoch). Targets are checked on the first export format, measured in its runtime.
+from its last epoch). Targets are checked on the first export format, measured in its runtime; a
+recipe with no export formats ends at the last stage's checkpoint or artifact, with no targets.
+
+The compression commands (``udacisense prune`` and the others) are one-stage recipes run here, so a
+stage run from the command line and from a recipe share every step and every number.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
     from udacisense.compress.distill import distill, load_teacher
     from udacisense.config import ModelConfig, RunConfig
     from udacisense.models import create_model
-    from udacisense.train import train_run
+    from udacisense.train import seed_everything, train_run
 
     info: dict[str, Any] = {}
     if isinstance(params.teacher, TeacherModelSpec):
@@ -87,6 +87,8 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
         _, channels, _, _ = context.contract["shape"]
         kwargs = {"num_classes": len(context.contract["classes"]), "in_channels": channels, **params.student.model_kwargs}
         model_spec = {"name": params.student.model, "kwargs": kwargs}
+    if model_spec:
+        seed_everything(params.train.seed)  # a new student's initial weights are part of the reproducible run
     student = create_model(model_spec["name"], **model_spec["kwargs"]) if model_spec else model
     context.logger.info(f"distilling from {teacher_path} (T={params.temperature}, alpha={params.alpha})")
     distill(student, teacher, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec,
