@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,29 +111,30 @@ def test_factorize_command_cuts_parameters_and_reloads_from_the_generic_checkpoi
 def test_quantize_command_static_measures_int8_beside_fp32_in_executorch(baseline, tmp_path, capsys):
     checkpoint, data_root = baseline
     assert main(["quantize", "--checkpoint", str(checkpoint), "--method", "static", "--test-subset", "1000", "--runs", "5",
-                 "--data-root", str(data_root), "--runs-dir", str(tmp_path), "--name", "ptq"]) == 0
-    assert "baseline model_fp32.pte" in capsys.readouterr().out
+                 "--formats", "pte-int8", "--data-root", str(data_root), "--runs-dir", str(tmp_path), "--name", "ptq"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline model_fp32.pte" in out and re.search(r"size reduction\s+≥ 70\.0%\s+\S+\s+(PASS|FAIL)", out)  # the targets table
     base, quantized = journal(tmp_path / "ptq")
     reference = base["references"]["pte"]  # the fp32 baseline in the same runtime, for a fair comparison
     assert quantized["metrics"]["runtime"] == "pte-int8" and quantized["metrics"]["file"] == "model_int8.pte"
     assert base["metrics"]["test_top1"] - quantized["metrics"]["test_top1"] <= 2.0
     assert quantized["metrics"]["bytes"] <= 0.35 * reference["bytes"]
     assert base["test_images"] == 1000
+    result = json.loads((tmp_path / "ptq" / "result.json").read_text())
+    artifact = result["deploy"]["artifacts"]["pte-int8"]
+    assert artifact["export"]["prebuilt"].endswith("model_int8.pte")  # the stage's artifact ships as built, not re-quantized
+    assert artifact["validation"]["top1"] == quantized["metrics"]["test_top1"]
 
 
-def test_quantize_command_qat_fine_tunes_and_ships_an_int8_bundle(baseline, tmp_path):
+def test_quantize_command_qat_fine_tunes_converts_and_exports(baseline, tmp_path):
     checkpoint, data_root = baseline
     assert main(["quantize", "--checkpoint", str(checkpoint), "--method", "qat", "--epochs", "1", "--teacher", "self",
-                 "--freeze-batchnorm-epoch", "1", "--formats", "pte-int8", "--data-root", str(data_root), *QUICK,
-                 "--runs-dir", str(tmp_path), "--name", "qat"]) == 0
-    result = json.loads((tmp_path / "qat" / "result.json").read_text())
-    stage = result["stages"][0]
+                 "--freeze-batchnorm-epoch", "1", "--data-root", str(data_root), *QUICK, "--runs-dir", str(tmp_path), "--name", "qat"]) == 0
+    base, stage = journal(tmp_path / "qat")
     assert len(stage["info"]["qat_history"]) == 1 and stage["info"]["export"]["delegated_share"] > 0.9
-    artifact = result["deploy"]["artifacts"]["pte-int8"]
-    assert artifact["export"]["prebuilt"].endswith("model_int8.pte")  # the QAT artifact ships as built, not re-quantized
-    assert artifact["bytes"] <= 0.35 * result["baseline"]["references"]["pte"]["bytes"]
-    assert result["baseline"]["metrics"]["test_top1"] - artifact["validation"]["top1"] <= 3.0
-    assert {row["target"] for row in result["targets"]} == {"size reduction", "latency reduction", "accuracy drop (pt)"}
+    assert stage["config"]["fine_tune"]["lr"] == 0.002  # the command's QAT default, recorded like any recipe value
+    assert stage["metrics"]["runtime"] == "pte-int8" and stage["metrics"]["bytes"] <= 0.35 * base["references"]["pte"]["bytes"]
+    assert base["metrics"]["test_top1"] - stage["metrics"]["test_top1"] <= 3.0
 
 
 def test_distill_command_trains_a_smaller_student_from_the_teacher_checkpoint(baseline, tmp_path, capsys):

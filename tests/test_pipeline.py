@@ -222,6 +222,7 @@ def test_a_run_killed_after_its_first_stage_resumes_to_the_same_result(tiny_run,
     """A real subprocess is killed (SIGKILL) during stage 2; --resume reuses stage 1 and matches an uninterrupted run."""
     _, runs, _ = tiny_run
     recipe = tiny_recipe(tiny_model_file, real_fashion_mnist, name="killed")
+    recipe["data"]["train_subset"] = 2000  # fine-tuning data; the baseline below was trained on 4,000 images
     recipe["baseline"] = {"checkpoint": str(runs / "tiny" / "stages" / "00_baseline" / "best.pt")}
     recipe["stages"] = [
         {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}},
