@@ -97,10 +97,8 @@ def test_unknown_format_is_a_clear_error():
         parse_formats("pte,tflite")
 
 
-def test_cli_export_prints_the_table(fashion_run, tmp_path, capsys):
-    config, _ = fashion_run
-    checkpoint = config.runs_dir / config.name / "best.pt"
-    code = main(["export", "--checkpoint", str(checkpoint), "--formats", "onnx", "--output", str(tmp_path / "d"),
+def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):
+    code = main(["export", "--checkpoint", str(tiny_baseline), "--formats", "onnx", "--output", str(tmp_path / "d"),
                  "--test-subset", "200", "--runs", "5"])
     out = capsys.readouterr().out
     assert code == 0, out

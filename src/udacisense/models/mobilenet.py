@@ -9,12 +9,14 @@ short training run are still near their initial values and eval-mode accuracy is
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch.nn as nn
-from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
-from torchvision.ops.misc import Conv2dNormActivation
 
 from udacisense.models.registry import register_model
+
+if TYPE_CHECKING:
+    from torchvision.models.mobilenetv3 import MobileNetV3
 
 BN_MOMENTUM = 0.1
 BN_EPS = 1e-3
@@ -29,6 +31,10 @@ def build_mobilenet_v3(
     dropout: float = 0.2,
 ) -> MobileNetV3:
     """torchvision's MobileNetV3 with ``in_channels`` inputs and a ``stem_stride`` first conv."""
+    # imported here: torchvision takes over a second to import, which every fresh measuring process of a user's model would pay
+    from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
+    from torchvision.ops.misc import Conv2dNormActivation
+
     blocks, last_channel = _mobilenet_v3_conf(arch, width_mult=width_mult)
     norm_layer = partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
     model = MobileNetV3(blocks, last_channel, num_classes=num_classes, norm_layer=norm_layer, dropout=dropout)
