@@ -45,11 +45,11 @@ demo: install data
 	$(BIN)/udacisense run quickstart --overwrite
 	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"
 
-# Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers take whole
-# groups of tests (a file, or the files sharing the MobileNetV3 fixture; see tests/conftest.py), so fixtures are built once.
+# Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
+# file each at a time (module fixtures are shared within a file): 7 instead of 10 minutes on 2 cores.
 test: install data browser
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
 benchmark-baseline: install data

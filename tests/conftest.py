@@ -140,16 +140,9 @@ def user_model_file_module(tmp_path_factory) -> Path:
     return write_user_model_file(tmp_path_factory.mktemp("models"))
 
 
-# Test files that share the session's MobileNetV3 training (fashion_run) run on one pytest-xdist worker, so it trains once.
-FASHION_RUN_FILES = {"test_compress", "test_export", "test_train"}
-
-
 def pytest_collection_modifyitems(items) -> None:
     """Every test that trains on or measures real Fashion-MNIST is 'slow' (`pytest -m "not slow"` skips them for a
-    quick check; `make test` runs them all). Under `-n 2 --dist loadgroup` each file is a group (its module fixtures
-    stay shared), except the files that share fashion_run, which form one group."""
+    quick check; `make test` runs them all)."""
     for item in items:
         if "real_fashion_mnist" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        module = item.module.__name__.rpartition(".")[2]
-        item.add_marker(pytest.mark.xdist_group("fashion_run" if module in FASHION_RUN_FILES else module))
