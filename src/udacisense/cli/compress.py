@@ -131,7 +131,7 @@ def _fine_tune(args: argparse.Namespace) -> dict[str, Any]:
     """The stage's fine_tune and distill sections from the flags (absent when not asked for)."""
     section: dict[str, Any] = {}
     if args.epochs:
-        section["fine_tune"] = {key: value for key, value in train_options(args).items()}
+        section["fine_tune"] = train_options(args)
     teacher = {key: getattr(args, key) for key in ("teacher", "temperature", "alpha") if getattr(args, key) is not None}
     if teacher:
         section["distill"] = teacher
@@ -217,8 +217,6 @@ def run_quantize(args: argparse.Namespace) -> int:
                       freeze_batchnorm_epoch="freeze_batchnorm_epoch", freeze_observer_epoch="freeze_observer_epoch")}
     if names(args.protect):
         stage["protect"] = list(names(args.protect))
-    if args.method != "qat":
-        args.lr = None  # the QAT learning rate default means nothing without training
     run_stage(args, stage | _fine_tune(args))
     return 0
 
