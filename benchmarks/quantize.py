@@ -37,13 +37,14 @@ def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | 
     result = run_stage(f"{source}_{name}", RUNS, SOURCES[source], stage, threads=threads)
     record, baseline = result["stages"][0], result["baseline"]
     metrics, info = record["metrics"], record["info"]
-    artifact = {"file": metrics["file"], "bytes": metrics["bytes"], "top1": metrics["test_top1"], "agreement": metrics["agreement"],
-                "latency_ms": metrics["latency_ms"], "memory": metrics["memory"]}
-    fp32 = dict(baseline["references"][get_format(metrics["runtime"]).reference])
+    # files relative to the run folder, where remeasure_latency looks for them
+    artifact = {"file": str(Path(record["artifacts"][metrics["runtime"]]).relative_to(result["run"])), "bytes": metrics["bytes"],
+                "top1": metrics["test_top1"], "agreement": metrics["agreement"], "latency_ms": metrics["latency_ms"], "memory": metrics["memory"]}
+    reference = baseline["references"][get_format(metrics["runtime"]).reference]
+    fp32 = reference | {"file": str(Path("stages/00_baseline/reference") / reference["file"])}
     row = {"method": config.method, "source_top1": baseline["metrics"]["test_top1"], "fp32_artifact": fp32, "artifact": artifact,
            "top1_drop": baseline["metrics"]["test_top1"] - artifact["top1"], "size_vs_fp32_artifact": artifact["bytes"] / fp32["bytes"],
            "float_layers": info.get("float_layers", []), "run": result["run"]}
-    fp32["file"] = str(Path("stages/00_baseline/reference") / fp32["file"])  # so remeasure_latency finds it under the run folder
     if "export" in info:
         row["delegated_share"] = info["export"]["delegated_share"]
         row["not_delegated_ops"] = info["export"]["not_delegated_ops"]
@@ -51,7 +52,6 @@ def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | 
         row["dynamic"] = info["dynamic"] | {"state_dict_bytes": info["state_dict_bytes"]}
     if "qat_history" in info:
         row["qat_history"] = info["qat_history"]
-    artifact["file"] = str(Path(record["artifacts"][metrics["runtime"]]).relative_to(result["run"]))
     return row
 
 

@@ -11,14 +11,12 @@ from udacisense.stages.registry import (
     StageContext,
     StageOutput,
     StageParams,
-    apply_stage,
     get_stage,
     list_stages,
     register_stage,
-    stage_for,
 )
 
 __all__ = [
-    "STAGES", "Stage", "StageContext", "StageOutput", "StageParams", "apply_stage", "get_stage", "list_stages",
-    "register_stage", "stage_for", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
+    "STAGES", "Stage", "StageContext", "StageOutput", "StageParams", "get_stage", "list_stages",
+    "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
 ]

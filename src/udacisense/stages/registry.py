@@ -1,14 +1,12 @@
 """The stage registry: a stage is a parameter model plus a handler, registered once by name.
 
 Shaped like torchao's ``quantize_(model, Config())``: the parameters are a pydantic model, and the
-handler registered for that model's type does the work::
+handler registered with it does the work::
 
     class PruneChannels(StageParams): ...
 
     @register_stage("prune_channels", PruneChannels, describe=lambda params, info: "...")
     def prune_channels(model, params, context) -> StageOutput: ...
-
-    apply_stage(model, PruneChannels(ratio=0.5), context)
 
 A stage never writes its checkpoint, measures itself or touches the journal: the runner
 (:mod:`udacisense.pipeline.runner`) does that for every stage alike, for recipes and commands.
@@ -93,17 +91,15 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {}
-_BY_PARAMS: dict[type[StageParams], Stage] = {}
 
 
 def register_stage(name: str, params: type[StageParams], describe: Describe):
     """Register ``handler(model, params, context) -> StageOutput`` as the stage ``name``; names and parameter types are unique."""
 
     def decorator(handler: Handler) -> Handler:
-        if name in STAGES or params in _BY_PARAMS:
+        if name in STAGES or any(stage.params is params for stage in STAGES.values()):
             raise ValueError(f"stage '{name}' (or its parameter model {params.__name__}) is registered twice")
-        stage = Stage(name, params, handler, describe)
-        STAGES[name] = _BY_PARAMS[params] = stage
+        STAGES[name] = Stage(name, params, handler, describe)
         return handler
 
     return decorator
@@ -116,16 +112,6 @@ def get_stage(name: str, where: str = "stage") -> Stage:
         hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(sorted(STAGES))}"
         raise UdaciSenseError(f"invalid recipe: {where} is '{name}', which is not a stage ({hint})")
     return STAGES[name]
-
-
-def stage_for(params: StageParams) -> Stage:
-    """The stage registered for ``params``'s type."""
-    return _BY_PARAMS[type(params)]
-
-
-def apply_stage(model: nn.Module, params: StageParams, context: StageContext) -> StageOutput:
-    """Run the stage registered for ``type(params)`` on ``model``."""
-    return stage_for(params).run(model, params, context)
 
 
 def list_stages() -> list[tuple[str, str]]:
