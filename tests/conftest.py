@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -15,6 +16,12 @@ import torch.nn as nn
 from udacisense.data import fashion_mnist
 
 REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).
+    # The environment variable reaches the subprocesses the tests start (commands, latency probes at 1 thread).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
@@ -80,7 +87,7 @@ def fashion_run(tmp_path_factory, real_fashion_mnist):
         runs_dir=tmp_path_factory.mktemp("runs"),
         data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=2000, val_fraction=0.05),
         model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.75}},
-        train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=2),
+        train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=1),
     )
     return config, train_run(config)
 
@@ -96,7 +103,7 @@ def tiny_baseline(tmp_path_factory, real_fashion_mnist) -> Path:
     config = RunConfig(name="tiny", runs_dir=runs,
                        data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
                        model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
-                       train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=2))
+                       train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=1))
     summary = train_run(config)
     assert summary["test_top1"] > 50  # a real baseline, far from chance (10%)
     return Path(summary["run"]) / "best.pt"

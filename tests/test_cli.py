@@ -15,7 +15,7 @@ def run_cli(capsys, *args):
 def trained_run(tmp_path, capsys):
     code, out, _ = run_cli(
         capsys, "train", "--data", "synthetic", "--model", "mobilenet_v3_small", "--model-arg", "width_mult=0.25",
-        "--epochs", "1", "--threads", "2", "--name", "cli", "--runs-dir", str(tmp_path),
+        "--epochs", "1", "--threads", "1", "--name", "cli", "--runs-dir", str(tmp_path),
     )
     assert code == 0 and "test top-1" in out
     return tmp_path / "cli"

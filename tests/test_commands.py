@@ -16,7 +16,7 @@ from udacisense.pipeline.recipe import load_recipe
 from udacisense.pipeline.runner import run_pipeline
 
 # Small and quick: commands are measured on 300 test images, fine-tuned on 512, timed with 5 runs.
-QUICK = ["--train-subset", "512", "--test-subset", "300", "--threads", "2", "--runs", "5"]
+QUICK = ["--train-subset", "512", "--test-subset", "300", "--threads", "1", "--runs", "5"]
 
 
 def journal(run_dir: Path) -> list[dict]:
@@ -47,7 +47,7 @@ def test_prune_command_and_a_one_stage_recipe_give_the_same_record_and_bit_ident
     assert "prune_channels: channels, ratio 0.5, 1 epochs fine-tuning" in out and "MACs (M)" in out
 
     recipe = {
-        "name": "by_recipe", "threads": 2,
+        "name": "by_recipe", "threads": 1,
         "data": {"name": "fashion-mnist", "root": str(data_root), "train_subset": 512, "test_subset": 300},
         "baseline": {"checkpoint": str(checkpoint)},
         "stages": [{"stage": "prune_channels", "ratio": 0.5, "fine_tune": {"epochs": 1}}],

@@ -60,7 +60,7 @@ def test_distilled_student_moves_toward_its_frozen_teacher(fashion_run, tmp_path
     test_images = dataset.normalization.apply(dataset.test.images)
     kl_before = mean_kl(teacher, student, test_images)
     distill(
-        student, teacher, dataset, TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2), tmp_path,
+        student, teacher, dataset, TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=1), tmp_path,
         {"name": "tiny"}, DistillConfig(temperature=2.0, alpha=0.9),
     )
     kl_after = mean_kl(teacher, student.eval(), test_images)

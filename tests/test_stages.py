@@ -36,7 +36,7 @@ def import_plugin():
 
 
 def quick_recipe(name: str, checkpoint: Path, data_root: Path, stages: list[dict]) -> dict:
-    return {"name": name, "threads": 2, "data": {"root": str(data_root), "train_subset": 512, "test_subset": 300},
+    return {"name": name, "threads": 1, "data": {"root": str(data_root), "train_subset": 512, "test_subset": 300},
             "baseline": {"checkpoint": str(checkpoint)}, "stages": stages, "export": {"formats": [], "latency_runs": 5}}
 
 

@@ -11,7 +11,7 @@ from udacisense.models import create_model
 from udacisense.train import fit, recalibrate_batchnorm, train_run
 
 SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
-QUICK = TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=2)
+QUICK = TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=1)
 
 
 def test_short_real_training_clearly_beats_chance(fashion_run):
@@ -120,11 +120,11 @@ def test_wrong_input_shape_is_a_clear_error():
 
 def test_run_folder_is_never_clobbered(tmp_path):
     config = RunConfig(name="x", runs_dir=tmp_path, data=SYNTHETIC, model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
-                       train=TrainConfig(epochs=1, batch_size=128, threads=2))
+                       train=TrainConfig(epochs=1, batch_size=128, threads=1))
     train_run(config)
     with pytest.raises(UdaciSenseError, match="--resume"):
         train_run(config)
-    changed = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=64, threads=2)})
+    changed = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=64, threads=1)})
     with pytest.raises(UdaciSenseError, match="cannot resume .* train settings differ"):
         train_run(changed, resume=True)
 
@@ -135,7 +135,7 @@ def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path):
     def run(name: str) -> dict:
         config = RunConfig(name=name, runs_dir=tmp_path, data=DataConfig(name="synthetic", train_subset=128),
                            model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
-                           train=TrainConfig(epochs=1, batch_size=32, threads=2))
+                           train=TrainConfig(epochs=1, batch_size=32, threads=1))
         train_run(config)
         return load_checkpoint(tmp_path / name / "best.pt")["state_dict"]
 
