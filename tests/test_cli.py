@@ -12,10 +12,10 @@ def run_cli(capsys, *args):
 
 
 @pytest.fixture
-def trained_run(tmp_path, capsys):
+def trained_run(tmp_path, capsys, user_model_file):
     code, out, _ = run_cli(
-        capsys, "train", "--data", "synthetic", "--model", "mobilenet_v3_small", "--model-arg", "width_mult=0.25",
-        "--epochs", "1", "--threads", "1", "--name", "cli", "--runs-dir", str(tmp_path),
+        capsys, "train", "--data", "synthetic", "--model", f"{user_model_file}:TinyNet", "--model-arg", "width=16",
+        "--epochs", "1", "--batch-size", "32", "--threads", "1", "--name", "cli", "--runs-dir", str(tmp_path),
     )
     assert code == 0 and "test top-1" in out
     return tmp_path / "cli"

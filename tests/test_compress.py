@@ -86,7 +86,7 @@ def test_cached_teacher_logits_equal_fresh_ones_are_reused_and_need_augmentation
     assert teacher_calls == [6, 6, 3]  # only the three unseen images reach the teacher
     dataset = get_dataset(DataConfig(name="synthetic", train_subset=32))
     with pytest.raises(UdaciSenseError, match="augmentation off"):
-        distill(TinyNet(), teacher, dataset, TrainConfig(epochs=1), tmp_path, {"name": "tiny"}, DistillConfig(cache_teacher_logits=True))
+        distill(TinyNet(), teacher, dataset, TrainConfig(epochs=1), tmp_path, {"name": "tiny"}, DistillConfig(cache_teacher_logits=True), augment=("crop",))
 
 
 # --- unstructured pruning -------------------------------------------------------------------
@@ -117,11 +117,11 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros_through_fine
     assert cubic_sparsity(1, 4, 0.8) == pytest.approx(0.8 * (1 - 0.75**3))
     torch.manual_seed(0)
     model = TinyNet(width=16)
-    dataset = get_dataset(DataConfig(name="synthetic", train_subset=256, val_fraction=0.1))
+    dataset = get_dataset(DataConfig(name="synthetic", val_fraction=0.1))
     seen = []
     config = UnstructuredPruneConfig(ratio=0.8, schedule="gradual")
     prune_and_fine_tune(
-        model, config, dataset, TrainConfig(epochs=4, batch_size=64, lr=0.05), tmp_path, {"name": "tiny"},
+        model, config, dataset, TrainConfig(epochs=4, batch_size=32, lr=0.05), tmp_path, {"name": "tiny"},
         on_epoch_end=lambda result: seen.append(weight_sparsity(model)),
     )
     assert seen == sorted(seen) and seen[0] < 0.8 - 0.05  # sparsity rose epoch by epoch, never fell
@@ -186,9 +186,9 @@ def test_iterative_and_global_pruning_reach_the_requested_width(tmp_path):
     from udacisense.compress.channels import prune_channels_and_fine_tune
 
     model = TinyNet(width=32)
-    dataset = get_dataset(DataConfig(name="synthetic", train_subset=128))
+    dataset = get_dataset(DataConfig(name="synthetic"))
     history = prune_channels_and_fine_tune(
-        model, ChannelPruneConfig(ratio=0.5, steps=2), dataset, TrainConfig(epochs=1, batch_size=64), tmp_path, {"name": "tiny"}
+        model, ChannelPruneConfig(ratio=0.5, steps=2), dataset, TrainConfig(epochs=1, batch_size=32, lr=0.05), tmp_path, {"name": "tiny"}
     )
     assert len(history) == 2 and (tmp_path / "step1" / "last.pt").exists() and (tmp_path / "step2" / "last.pt").exists()
     assert model.features[0].out_channels == 16

@@ -10,7 +10,7 @@ from conftest import write_idx
 from udacisense import UdaciSenseError
 from udacisense.config import DataConfig
 from udacisense.data import fashion_mnist, get_dataset
-from udacisense.data.base import compute_normalization, convert_channels, random_crop_and_flip, resize
+from udacisense.data.base import augment_batch, compute_normalization, convert_channels, resize
 
 
 def test_idx_reader_matches_written_arrays(tmp_path):
@@ -112,11 +112,39 @@ def test_subsets_limit_train_and_test(fake_fashion_mnist):
 
 def test_augmentation_crops_and_flips_deterministically():
     images = torch.arange(2 * 1 * 8 * 8, dtype=torch.uint8).view(2, 1, 8, 8)
-    first = random_crop_and_flip(images, torch.Generator().manual_seed(0))
-    again = random_crop_and_flip(images, torch.Generator().manual_seed(0))
+    first = augment_batch(images, ("crop", "flip"), torch.Generator().manual_seed(0))
+    again = augment_batch(images, ("crop", "flip"), torch.Generator().manual_seed(0))
     assert first.shape == images.shape and torch.equal(first, again)
-    flipped_only = random_crop_and_flip(images.repeat(50, 1, 1, 1), torch.Generator().manual_seed(1))
+    flipped_only = augment_batch(images.repeat(50, 1, 1, 1), ("flip",), torch.Generator().manual_seed(1))
     assert any(torch.equal(image[0], images[0, 0].flip(-1)) for image in flipped_only[::2])
+    assert all(torch.equal(image[0], images[0, 0]) or torch.equal(image[0], images[0, 0].flip(-1)) for image in flipped_only[::2])
+
+
+def test_random_erasing_replaces_one_rectangle_in_about_half_the_images():
+    images = torch.zeros(400, 1, 28, 28, dtype=torch.uint8)
+    erased = augment_batch(images, ("erasing",), torch.Generator().manual_seed(0))
+    changed = (erased != 0).flatten(1)
+    touched = changed.any(1)
+    assert 150 < touched.sum() < 250  # probability 0.5
+    share = changed[touched].float().mean(1)  # noise is zero with probability 1/256, so the share is a lower bound
+    assert share.min() > 0.01 and share.max() < 0.34  # 2-33% of the area
+    for image in erased[touched][:20, 0]:  # one axis-aligned rectangle: the bounding box of the noise is filled
+        rows, cols = (image != 0).nonzero(as_tuple=True)
+        box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert (box != 0).float().mean() > 0.95
+
+
+def test_default_augmentation_depends_on_the_data_set_and_can_be_named(tmp_path, capsys):
+    from udacisense.cli import main
+    from udacisense.data import augmentation
+
+    assert augmentation(DataConfig(name="fashion-mnist")) == ("crop", "flip")
+    assert augmentation(DataConfig(name="imagefolder")) == ("crop",)  # a mirrored digit is no digit
+    assert DataConfig(augment="none").augment == () and DataConfig(augment="crop,erasing").augment == ("crop", "erasing")
+    assert DataConfig(augment=False).augment == () and DataConfig(augment=True).augment is None  # configs written before
+    assert main(["train", "--data", "synthetic", "--augment", "crop,mirror", "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "data.augment" in error and "mirror" in error
 
 
 def test_channel_conversion_and_resize():

@@ -11,7 +11,7 @@ from udacisense.models import create_model
 from udacisense.train import fit, recalibrate_batchnorm, train_run
 
 SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
-QUICK = TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=1)
+QUICK = TrainConfig(epochs=2, batch_size=16, lr=0.05, threads=1)  # enough steps for MobileNet to leave chance
 
 
 def test_short_real_training_clearly_beats_chance(fashion_run):
@@ -118,9 +118,9 @@ def test_wrong_input_shape_is_a_clear_error():
         check_input_shape(torch.zeros(4, 3, 32, 32), contract)
 
 
-def test_run_folder_is_never_clobbered(tmp_path):
-    config = RunConfig(name="x", runs_dir=tmp_path, data=SYNTHETIC, model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
-                       train=TrainConfig(epochs=1, batch_size=128, threads=1))
+def test_run_folder_is_never_clobbered(tmp_path, user_model_file):
+    config = RunConfig(name="x", runs_dir=tmp_path, data=SYNTHETIC, model={"name": f"{user_model_file}:TinyNet", "kwargs": {"width": 16}},
+                       train=TrainConfig(epochs=1, batch_size=32, threads=1))
     train_run(config)
     with pytest.raises(UdaciSenseError, match="--resume"):
         train_run(config)
@@ -129,12 +129,12 @@ def test_run_folder_is_never_clobbered(tmp_path):
         train_run(changed, resume=True)
 
 
-def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path):
+def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path, user_model_file):
     """The seed covers the initial weights, not only the data order: two runs of one config are identical."""
 
     def run(name: str) -> dict:
-        config = RunConfig(name=name, runs_dir=tmp_path, data=DataConfig(name="synthetic", train_subset=128),
-                           model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.25}},
+        config = RunConfig(name=name, runs_dir=tmp_path, data=DataConfig(name="synthetic", train_subset=512),
+                           model={"name": f"{user_model_file}:TinyNet", "kwargs": {"width": 16}},
                            train=TrainConfig(epochs=1, batch_size=32, threads=1))
         train_run(config)
         return load_checkpoint(tmp_path / name / "best.pt")["state_dict"]

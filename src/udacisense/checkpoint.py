@@ -37,6 +37,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_spec: dict[str, An
         "input": contract,
         **extra,
     }
+    return write_checkpoint_payload(path, payload)
+
+
+def write_checkpoint_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint's payload (as :func:`load_checkpoint` returns it) atomically."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))

@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
 
 from udacisense.errors import UdaciSenseError
 
@@ -15,6 +15,9 @@ class StrictModel(BaseModel):
     """Base for all configs: unknown keys are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+AugmentOp = Literal["crop", "flip", "erasing"]
 
 
 class DataConfig(StrictModel):
@@ -28,7 +31,19 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     train_subset: int | None = Field(default=None, gt=0, description="use only this many training images")
     test_subset: int | None = Field(default=None, gt=0, description="evaluate on only this many test images")
-    augment: bool = True
+    augment: tuple[AugmentOp, ...] | None = Field(
+        default=None, description="crop, flip, erasing (or none); None uses the data set's default (flips only where classes look the same mirrored)"
+    )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _read_augment(cls, value: Any) -> Any:
+        """'crop,flip' and 'none' as on the command line; true/false as older configs wrote it (true: the default)."""
+        if isinstance(value, bool):
+            return None if value else ()
+        if isinstance(value, str):
+            return () if value.strip() == "none" else tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class ModelConfig(StrictModel):
@@ -45,12 +60,16 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(default=128, gt=0)
     eval_batch_size: int = Field(default=512, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.1, gt=0)
+    lr: PositiveFloat | Literal["auto"] = Field(default=0.1, description="peak learning rate, or 'auto' for a short range test before training")
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=5e-5, ge=0)
     schedule: Literal["cosine", "onecycle"] = "onecycle"
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1, description="one-cycle warm-up share of all steps")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(default=None, gt=0, description="clip the gradients' global L2 norm; None: no clipping")
+    ema_decay: float | None = Field(
+        default=None, gt=0, lt=1, description="keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved as the model"
+    )
     seed: int = 0
     threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -11,6 +11,7 @@ import yaml
 from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write
 
+FILE_ONLY = {"file_only": True}
 RESULT = "result.json"  # every number of a finished pipeline run (read by reports and compare)
 
 
@@ -35,7 +36,8 @@ def save_config(run_dir: Path, config: dict) -> Path:
 
 
 def get_logger(run_dir: Path, name: str = "udacisense") -> logging.Logger:
-    """A logger writing to ``run_dir/<name>.log`` and to the console, configured once per folder."""
+    """A logger writing to ``run_dir/<name>.log`` and to the console, configured once per folder. A record logged
+    with ``extra=FILE_ONLY`` stays out of the console (an error the command line prints itself)."""
     logger = logging.getLogger(f"udacisense.run.{run_dir.resolve()}")
     if not logger.handlers:
         logger.setLevel(logging.INFO)
@@ -44,6 +46,7 @@ def get_logger(run_dir: Path, name: str = "udacisense") -> logging.Logger:
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         logger.addHandler(file_handler)
         logger.addHandler(console)
     return logger

@@ -14,23 +14,26 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint
+from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
 from udacisense.config import RunConfig, TrainConfig
-from udacisense.data import ImageDataset, get_dataset
-from udacisense.errors import UdaciSenseError
+from udacisense.data import ImageDataset, augmentation, get_dataset
+from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
+from udacisense.health import HINT, judge_training
 from udacisense.io import write_json
+from udacisense.lr_range import lr_range_test
 from udacisense.models import create_model
-from udacisense.runs import get_logger, prepare_run_dir, save_config
+from udacisense.runs import FILE_ONLY, get_logger, prepare_run_dir, save_config
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(logits, images, labels) -> scalar loss; images let a distillation loss query a teacher."""
@@ -64,22 +67,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW; no weight decay on BatchNorm and bias parameters."""
+def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW at ``lr``; no weight decay on BatchNorm and bias parameters."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """Per-step cosine decay or one-cycle (warm-up then cosine annealing)."""
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, lr: float):
+    """Per-step cosine decay or one-cycle (warm-up to ``lr``, then cosine annealing)."""
     total_steps = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=max(config.warmup_fraction, 1e-3)
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=max(config.warmup_fraction, 1e-3)
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
 
@@ -97,7 +100,7 @@ def fit(
     on_epoch_start: Callable[[int], None] | None = None,
     on_step_end: Callable[[], None] | None = None,
     logger: logging.Logger | None = None,
-    augment: bool = True,
+    augment: Sequence[str] = (),
 ) -> list[EpochResult]:
     """Train ``model`` on ``dataset.train``, validating each epoch; writes ``last.pt`` and ``best.pt``.
 
@@ -105,6 +108,11 @@ def fit(
     ``on_epoch_start(epoch)`` runs before each epoch, resumed ones included (gradual pruning
     raises sparsity here); ``on_step_end`` after each optimizer step (pruning re-applies its
     masks here); ``on_epoch_end`` after the epoch's checkpoints are on disk.
+
+    Training cannot fail silently: a non-finite loss stops it at once, and a model that ends at chance
+    (see :mod:`udacisense.health`) raises :class:`TrainingFailed` after its verdict is written into
+    ``best.pt`` and ``last.pt``. With ``config.ema_decay`` the moving average of the weights is what is
+    validated, saved and left in ``model``.
     """
     logger = logger or logging.getLogger("udacisense")
     if config.threads:
@@ -116,26 +124,32 @@ def fit(
     seed_everything(config.seed)
     data_generator = torch.Generator().manual_seed(config.seed)
     train_batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, len(train_batches))
+    default_loss = loss_function is None
     loss_function = loss_function or (lambda logits, _images, labels: F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and config.amp else nullcontext
+    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
 
+    lr = _peak_lr(model, dataset, config, augment, loss_function, device, checkpoint_dir, state, logger)
+    optimizer = make_optimizer(model, config, lr)
+    scheduler = make_scheduler(optimizer, config, len(train_batches), lr)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema_decay else None
     history: list[EpochResult] = []
     best_val = -1.0
     start_epoch = 1
-    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path)
+    if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         data_generator.set_state(state["rng"]["data"])
         torch.set_rng_state(state["rng"]["torch"])
         history = [EpochResult(**row) for row in state["history"]]
         best_val = state["best_val_top1"]
         start_epoch = state["epoch"] + 1
         logger.info(f"resuming from {last_path} after epoch {state['epoch']}")
+    evaluated = ema.module if ema is not None else model  # what is validated and saved
 
     for epoch in range(start_epoch, config.epochs + 1):
         if on_epoch_start is not None:
@@ -150,18 +164,29 @@ def fit(
             with autocast():
                 logits = model(images)
                 loss = loss_function(logits.float(), images, labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingFailed(
+                    f"training diverged in epoch {epoch} (step {seen // config.batch_size + 1}): the loss became {value}; "
+                    f"lower the learning rate (it was {optimizer.param_groups[0]['lr']:.3g}, peak {lr:.3g}) or use --lr auto"
+                    + ("" if config.grad_clip_norm else ", or clip gradients with --grad-clip-norm 1")
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
             optimizer.step()
             scheduler.step()
             if on_step_end is not None:
                 on_step_end()
-            loss_sum += loss.item() * labels.numel()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += value * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
         seconds = time.perf_counter() - started
-        val = evaluate(model, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) else None
+        val = evaluate(evaluated, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) else None
         result = EpochResult(
             epoch=epoch,
             train_loss=loss_sum / seen,
@@ -177,7 +202,7 @@ def fit(
         contract = dataset.contract()
         if score > best_val:
             best_val = score
-            save_checkpoint(best_path, model, model_spec, contract, epoch=epoch, metrics=asdict(result))
+            save_checkpoint(best_path, evaluated, model_spec, contract, epoch=epoch, metrics=asdict(result))
         save_checkpoint(
             last_path,
             model,
@@ -190,6 +215,8 @@ def fit(
             rng={"data": data_generator.get_state(), "torch": torch.get_rng_state()},
             history=[asdict(row) for row in history],
             best_val_top1=best_val,
+            lr=lr,
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         )
         val_text = f"val {result.val_top1:.2f}%" if result.val_top1 is not None else "no val split"
         logger.info(
@@ -198,8 +225,45 @@ def fit(
         )
         if on_epoch_end is not None:
             on_epoch_end(result)
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     model.to("cpu", memory_format=torch.contiguous_format)
+    _judge(history, dataset, default_loss, checkpoint_dir)
     return history
+
+
+def _peak_lr(model: nn.Module, dataset: ImageDataset, config: TrainConfig, augment: Sequence[str], loss_function: LossFunction,
+             device: torch.device, checkpoint_dir: Path, state: dict[str, Any] | None, logger: logging.Logger) -> float:
+    """``config.lr``, or for 'auto' the range test's choice (measured once per run: a resume reuses it)."""
+    if config.lr != "auto":
+        return config.lr
+    if state is not None and "lr" in state:
+        return state["lr"]
+    batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=torch.Generator().manual_seed(config.seed))
+    found = lr_range_test(model, batches, lambda probe, lr: make_optimizer(probe, config, lr), loss_function, device)
+    write_json(checkpoint_dir / "lr_range.json", found.as_dict())
+    logger.info(
+        f"--lr auto: the loss was lowest at lr {found.min_loss_lr:.3g} in a {found.steps}-step range test ({found.stopped}); "
+        f"training with peak lr {found.lr:.3g} (lr_range.json)"
+    )
+    return found.lr
+
+
+def _judge(history: list[EpochResult], dataset: ImageDataset, default_loss: bool, checkpoint_dir: Path) -> None:
+    """Write the training verdict into both checkpoints; raise :class:`TrainingFailed` when the model is unusable."""
+    if not history:
+        return
+    has_val = len(dataset.val) > 0
+    top1 = max(row.val_top1 for row in history) if has_val else history[-1].train_top1
+    lowest_loss = min(row.train_loss for row in history) if default_loss else None
+    labels = (dataset.val if has_val else dataset.train).labels
+    verdict = judge_training(top1, labels, dataset.num_classes, "validation" if has_val else "training", lowest_loss)
+    for path in (checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"):
+        payload = load_checkpoint(path)
+        payload["training"] = verdict.as_dict()
+        write_checkpoint_payload(path, payload)
+    if verdict.failed:
+        raise TrainingFailed(f"{verdict.reason}; {HINT}")
 
 
 @torch.no_grad()
@@ -247,12 +311,21 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         f"input {dataset.input_shape}; model {config.model.name} "
         f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
     )
-    history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=config.data.augment)
+    try:
+        history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=augmentation(config.data))
+    except TrainingFailed as failure:
+        last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else {}
+        write_json(run_dir / "metrics.json", {"run": str(run_dir), "model": model_spec, "status": "failed", "failure": str(failure),
+                                              "training": last.get("training"), "history": last.get("history", [])})
+        logger.error(f"TRAINING FAILED: {failure} (details in {run_dir / 'metrics.json'})", extra=FILE_ONLY)
+        raise
     best_model, best_state = load_model(run_dir / "best.pt")
     test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
     summary = {
         "run": str(run_dir),
         "model": model_spec,
+        "status": "ok",
+        "training": best_state.get("training"),
         "best_epoch": best_state["epoch"],
         "test_top1": test["top1"],
         "test_top5": test["top5"],

@@ -28,21 +28,40 @@ def data_arguments(parser: argparse.ArgumentParser, with_shape: bool = True) -> 
     parser.add_argument("--test-subset", type=int, help="evaluate on only this many test images")
 
 
+def augment_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--augment", metavar="OPS", help="training augmentation: crop,flip,erasing in any combination, or none "
+                        "(default: crop,flip for fashion-mnist and cifar10; crop for imagefolder, whose classes may not survive a mirror)")
+
+
 def optimizer_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """Flags named after :class:`udacisense.config.TrainConfig` fields; unset ones keep the config's default."""
     defaults = defaults or {}
     parser.add_argument("--epochs", type=int, default=defaults.get("epochs"))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--optimizer", choices=["sgd", "adamw"])
-    parser.add_argument("--lr", type=float, default=defaults.get("lr"))
+    parser.add_argument("--lr", type=learning_rate, default=defaults.get("lr"), help="peak learning rate, or 'auto' for a short range test first")
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--schedule", choices=["cosine", "onecycle"])
+    parser.add_argument("--warmup-fraction", type=float, help="one-cycle warm-up share of all steps")
     parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--grad-clip-norm", type=float, help="clip the gradients' global L2 norm to this value")
+    parser.add_argument("--ema-decay", type=float, help="keep, validate and save an exponential moving average of the weights (e.g. 0.999)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
 
 
-TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing", "seed", "device")
+TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_fraction", "label_smoothing", "grad_clip_norm",
+                "ema_decay", "seed", "device")
+
+
+def learning_rate(text: str) -> float | str:
+    """'auto' or a positive number."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a number nor 'auto'") from None
 
 
 def train_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from udacisense.cli.common import add_command, key_values, names, optimizer_arguments, train_options
+from udacisense.cli.common import add_command, augment_argument, key_values, names, optimizer_arguments, train_options
 from udacisense.errors import UdaciSenseError
 
 PRUNE_EXAMPLE = """example:
@@ -30,7 +30,7 @@ FACTORIZE_EXAMPLE = """example:
 DISTILL_EXAMPLE = """example:
   udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --epochs 30 --name kd_small
   udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --model-arg width_mult=0.5 \\
-      --temperature 4 --alpha 0.7 --no-augment --cache-teacher-logits"""
+      --temperature 4 --alpha 0.7 --augment none --cache-teacher-logits"""
 SENSITIVITY_EXAMPLE = """example:
   udacisense sensitivity --checkpoint runs/baseline/best.pt --ratios 0.25,0.5,0.75 --target-macs 0.5"""
 
@@ -81,7 +81,7 @@ def add_commands(commands) -> None:
     distill.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="student model keyword, e.g. width_mult=0.5")
     distill.add_argument("--temperature", type=float, help="softening temperature T (default 4)")
     distill.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
-    distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --no-augment)")
+    distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --augment none)")
     optimizer_arguments(distill)
 
     sensitivity = add_command(commands, "sensitivity", "per-layer channel-pruning sensitivity and a non-uniform plan",
@@ -104,7 +104,7 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--train-subset", type=int, help="train on only this many images")
     parser.add_argument("--test-subset", type=int, help="measure on only this many test images")
-    parser.add_argument("--no-augment", action="store_true", help="turn off random crop and flip while training")
+    augment_argument(parser)
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--formats", default="", help="also export and validate these formats into a bundle, e.g. pte-int8,onnx")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
@@ -153,7 +153,7 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
 
     contract = load_checkpoint(args.source)["input"]
     data = {"name": args.data or contract["dataset"], "root": args.data_root, "train_subset": args.train_subset,
-            "test_subset": args.test_subset, "augment": False if args.no_augment else None}
+            "test_subset": args.test_subset, "augment": args.augment}
     raw = {
         "name": args.name or f"{args.source.parent.name}_{args.command}",
         "description": f"udacisense {args.command} of {args.source}",

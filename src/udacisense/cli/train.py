@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from udacisense.cli.common import add_command, data_arguments, key_values, optimizer_arguments, train_options
+from udacisense.cli.common import add_command, augment_argument, data_arguments, key_values, optimizer_arguments, train_options
 from udacisense.errors import UdaciSenseError
 
 TRAIN_EXAMPLE = """example:
@@ -31,7 +31,7 @@ def add_commands(commands) -> None:
     data_arguments(train)
     train.add_argument("--train-subset", type=int, help="train on only this many images")
     train.add_argument("--val-fraction", type=float, help="share of the training set held out for validation (0.1)")
-    train.add_argument("--no-augment", action="store_true", help="turn off random crop and flip")
+    augment_argument(train)
     optimizer_arguments(train)
     train.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     train.add_argument("--name", help="run folder name under --runs-dir (default baseline)")
@@ -80,7 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
         "data": {
             "name": args.data, "root": args.data_root, "channels": args.channels, "image_size": args.image_size,
             "train_subset": args.train_subset, "test_subset": args.test_subset, "val_fraction": args.val_fraction,
-            "augment": False if args.no_augment else None,
+            "augment": args.augment,
         },
         "model": {"name": args.model},
         "train": train_options(args) | ({"threads": args.threads} if args.threads else {}),
@@ -116,6 +116,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     output = args.output or args.checkpoint.parent / "eval.json"
     write_json(output, {"checkpoint": str(args.checkpoint), "split": args.split, **result})
     print(format_evaluation(result))
+    verdict = payload.get("training") or {}
+    if verdict.get("status") == "failed":
+        print(f"WARNING: this checkpoint FAILED its training check: {verdict['reason']}")
     print(f"-> {output}")
     return 0
 

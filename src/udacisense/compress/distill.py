@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -111,14 +111,14 @@ def distill(
     model_spec: dict[str, Any],
     config: DistillConfig = DistillConfig(),
     *,
-    augment: bool = True,
+    augment: Sequence[str] = (),
     logger: logging.Logger | None = None,
     **fit_options: Any,
 ) -> list[EpochResult]:
     """Train ``student`` on ``dataset`` with ``teacher``'s soft targets (see :func:`udacisense.train.fit`)."""
     if config.cache_teacher_logits and augment:
         raise UdaciSenseError(
-            "cache_teacher_logits needs augmentation off (each augmented image is new); set augment: false or turn caching off"
+            "cache_teacher_logits needs augmentation off (each augmented image is new); set data augment: none (--augment none) or turn caching off"
         )
     loss = make_distillation_loss(teacher, config, train_config.label_smoothing, resolve_device(train_config.device))
     return fit(student, dataset, train_config, checkpoint_dir, model_spec, loss_function=loss, augment=augment, logger=logger, **fit_options)

@@ -6,6 +6,7 @@ Sources: ``fashion-mnist`` (default, Debian IDX files), ``cifar10`` (local pickl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,17 +25,36 @@ from udacisense.data.base import (
 )
 from udacisense.errors import UdaciSenseError
 
-_SOURCES: dict[str, Callable[[DataConfig], SourceData]] = {
-    "fashion-mnist": lambda config: fashion_mnist.load(config.root),
-    "cifar10": lambda config: cifar10.load(config.root),
-    "imagefolder": lambda config: imagefolder.load(config.root, config.image_size, config.channels),
-    "synthetic": lambda config: synthetic.load(image_size=config.image_size or 28, channels=config.channels or 1),
+
+@dataclass(frozen=True)
+class DataSource:
+    """How to load a data set, and the augmentation that suits its classes when the user names none."""
+
+    load: Callable[[DataConfig], SourceData]
+    augment: tuple[str, ...]
+
+
+# Flips only where a mirrored image is still the same class: clothes and CIFAR's objects are; digits, letters and
+# a user's unknown classes may not be (a mirrored 2 is no 2), so an ImageFolder gets crops only unless asked.
+_SOURCES: dict[str, DataSource] = {
+    "fashion-mnist": DataSource(lambda config: fashion_mnist.load(config.root), ("crop", "flip")),
+    "cifar10": DataSource(lambda config: cifar10.load(config.root), ("crop", "flip")),
+    "imagefolder": DataSource(lambda config: imagefolder.load(config.root, config.image_size, config.channels), ("crop",)),
+    "synthetic": DataSource(lambda config: synthetic.load(image_size=config.image_size or 28, channels=config.channels or 1), ("crop",)),
 }
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`get_dataset`."""
     return sorted(_SOURCES)
+
+
+def augmentation(config: DataConfig) -> tuple[str, ...]:
+    """The training augmentation for ``config``: its own list, or its data set's default."""
+    if config.augment is not None:
+        return config.augment
+    source = _SOURCES.get(config.name)
+    return source.augment if source else ()
 
 
 def get_dataset(config: DataConfig) -> ImageDataset:
@@ -47,7 +67,7 @@ def get_dataset(config: DataConfig) -> ImageDataset:
     source = _SOURCES.get(config.name)
     if source is None:
         raise UdaciSenseError(f"unknown data set '{config.name}'; known: {', '.join(list_datasets())}")
-    raw = source(config)
+    raw = source.load(config)
 
     def prepare(images: RawImages) -> RawImages:
         return RawImages(resize(convert_channels(images.images, config.channels), config.image_size), images.labels)
@@ -89,6 +109,7 @@ def dataset_for_contract(
 
 
 __all__ = [
+    "augmentation",
     "dataset_for_contract",
     "BatchLoader",
     "ImageDataset",

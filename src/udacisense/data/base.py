@@ -8,8 +8,9 @@ batches are sliced from one tensor and augmented on the whole batch at once: far
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,10 +84,11 @@ class ImageDataset:
         batch_size: int,
         *,
         shuffle: bool = False,
-        augment: bool = False,
+        augment: Sequence[str] = (),
         generator: torch.Generator | None = None,
     ) -> "BatchLoader":
-        """Batches of normalized float images for ``split`` ('train', 'val' or 'test')."""
+        """Batches of normalized float images for ``split`` ('train', 'val' or 'test'), augmented by the ``augment``
+        operations (see :func:`augment_batch`)."""
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}")
         return BatchLoader(getattr(self, split), batch_size, self.normalization, shuffle, augment, generator)
@@ -124,7 +126,7 @@ class ImageDataset:
 
 
 class BatchLoader:
-    """Iterates (images, labels) batches; augmentation is a padded random crop plus a horizontal flip."""
+    """Iterates (images, labels) batches, each augmented as one tensor (see :func:`augment_batch`)."""
 
     def __init__(
         self,
@@ -132,14 +134,17 @@ class BatchLoader:
         batch_size: int,
         normalization: Normalization,
         shuffle: bool,
-        augment: bool,
+        augment: Sequence[str],
         generator: torch.Generator | None,
     ) -> None:
+        unknown = set(augment) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown augmentation {sorted(unknown)}; known: {', '.join(AUGMENTATIONS)}")
         self.data = data
         self.batch_size = batch_size
         self.normalization = normalization
         self.shuffle = shuffle
-        self.augment = augment
+        self.augment = tuple(augment)
         self.generator = generator
 
     def __len__(self) -> int:
@@ -152,12 +157,32 @@ class BatchLoader:
             indices = order[start : start + self.batch_size]
             images = self.data.images[indices]
             if self.augment:
-                images = random_crop_and_flip(images, self.generator)
+                images = augment_batch(images, self.augment, self.generator)
             yield self.normalization.apply(images), self.data.labels[indices]
 
 
-def random_crop_and_flip(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Zero-pad by 1/8 of the side, crop back at a random offset per image, and flip half the images."""
+AUGMENTATIONS = ("crop", "flip", "erasing")
+
+
+def augment_batch(images: torch.Tensor, operations: Sequence[str], generator: torch.Generator | None) -> torch.Tensor:
+    """Apply ``operations`` to a uint8 batch, in the fixed order crop, flip, erasing, each image drawn independently.
+
+    crop: zero-pad by 1/8 of the side and crop back at a random offset. flip: mirror half the images left-right.
+    erasing: random erasing (Zhong et al., 2020) of half the images: one rectangle of 2-33% of the area, aspect
+    ratio 0.3-3.3, filled with uniform noise.
+    """
+    if "crop" in operations:
+        images = random_crop(images, generator)
+    if "flip" in operations:
+        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    if "erasing" in operations:
+        images = random_erasing(images, generator)
+    return images.contiguous()
+
+
+def random_crop(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero-pad by 1/8 of the side and crop back at a random offset per image."""
     batch, _, height, width = images.shape
     pad = max(1, height // 8)
     padded = F.pad(images, (pad, pad, pad, pad))
@@ -166,9 +191,26 @@ def random_crop_and_flip(images: torch.Tensor, generator: torch.Generator | None
     rows = (top[:, None] + torch.arange(height))[:, :, None]  # (B, H, 1)
     cols = (left[:, None] + torch.arange(width))[:, None, :]  # (B, 1, W)
     cropped = padded.permute(0, 2, 3, 1)[torch.arange(batch)[:, None, None], rows, cols]  # (B, H, W, C)
-    cropped = cropped.permute(0, 3, 1, 2)
-    flip = torch.rand(batch, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped).contiguous()
+    return cropped.permute(0, 3, 1, 2)
+
+
+def random_erasing(images: torch.Tensor, generator: torch.Generator | None, probability: float = 0.5,
+                   area: tuple[float, float] = (0.02, 0.33), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Replace one random rectangle per chosen image with uniform noise (the whole batch at once)."""
+    batch, _, height, width = images.shape
+    chosen = torch.rand(batch, generator=generator) < probability
+    target_area = height * width * (area[0] + (area[1] - area[0]) * torch.rand(batch, generator=generator))
+    log_aspect = math.log(aspect[0]) + (math.log(aspect[1]) - math.log(aspect[0])) * torch.rand(batch, generator=generator)
+    box_h = (target_area * log_aspect.exp()).sqrt().round().clamp(1, height).long()
+    box_w = (target_area / log_aspect.exp()).sqrt().round().clamp(1, width).long()
+    top = (torch.rand(batch, generator=generator) * (height - box_h + 1)).long()
+    left = (torch.rand(batch, generator=generator) * (width - box_w + 1)).long()
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside_rows = (rows[None] >= top[:, None]) & (rows[None] < (top + box_h)[:, None])  # (B, H)
+    inside_cols = (cols[None] >= left[:, None]) & (cols[None] < (left + box_w)[:, None])  # (B, W)
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :] & chosen[:, None, None])[:, None]  # (B, 1, H, W)
+    noise = torch.randint(0, 256, images.shape, generator=generator, dtype=torch.uint8)
+    return torch.where(mask, noise, images)
 
 
 def compute_normalization(images: torch.Tensor) -> Normalization:

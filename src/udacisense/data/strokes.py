@@ -40,24 +40,24 @@ DIGITS: dict[str, list[list[tuple[float, float]]]] = {
 
 def render_digit(digit: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """One ``size`` x ``size`` grey uint8 image of ``digit`` with random jitter, pose and pen width."""
-    angle = math.radians(rng.uniform(-15, 15))
-    scale = rng.uniform(0.75, 1.05)
-    shear = rng.uniform(-0.25, 0.25)
-    shift = rng.uniform(-0.08, 0.08, size=2)
+    angle = math.radians(rng.uniform(-25, 25))
+    scale = rng.uniform(0.6, 1.1)
+    shear = rng.uniform(-0.35, 0.35)
+    shift = rng.uniform(-0.12, 0.12, size=2)
     cos, sin = math.cos(angle), math.sin(angle)
     canvas = size * SUPERSAMPLE
     image = Image.new("L", (canvas, canvas), 0)
     draw = ImageDraw.Draw(image)
-    pen = int(round(rng.uniform(1.4, 3.2) * SUPERSAMPLE))
-    ink = int(rng.integers(170, 256))
+    pen = int(round(rng.uniform(1.0, 4.0) * SUPERSAMPLE))
+    ink = int(rng.integers(110, 256))
     for stroke in DIGITS[digit]:
-        points = np.asarray(stroke) + rng.normal(0, 0.03, size=(len(stroke), 2)) - 0.5
+        points = np.asarray(stroke) + rng.normal(0, 0.05, size=(len(stroke), 2)) - 0.5
         x, y = points[:, 0] + shear * points[:, 1], points[:, 1]
         x, y = scale * (cos * x - sin * y), scale * (sin * x + cos * y)
         pixels = [((px + 0.5 + shift[0]) * canvas, (py + 0.5 + shift[1]) * canvas) for px, py in zip(x, y)]
         draw.line(pixels, fill=ink, width=pen, joint="curve")
     small = np.asarray(image.resize((size, size), Image.LANCZOS), dtype=np.float32)
-    noisy = small + rng.normal(0, 8, size=small.shape)
+    noisy = small + rng.normal(0, 20, size=small.shape)
     return noisy.round().clip(0, 255).astype(np.uint8)
 
 

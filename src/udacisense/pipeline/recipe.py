@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
@@ -162,13 +163,19 @@ def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline
 
 
 def check_files(pipeline: Pipeline) -> None:
-    """Files named in the recipe (checkpoints, teachers) must exist before an hour of work depends on them."""
+    """Files named in the recipe (checkpoints, teachers) must exist before an hour of work depends on them, and the
+    baseline must not be a model whose training failed (see :mod:`udacisense.health`)."""
     named = [("baseline.checkpoint", pipeline.recipe.baseline.checkpoint)]
     for stage in pipeline.stages:
         named += [(f"stage {stage.index} ({stage.kind}) {field}", path) for field, path in _paths(stage.params)]
     for what, path in named:
         if path is not None and not Path(path).is_file():
             raise UdaciSenseError(f"{what} {path} does not exist; train it first ('udacisense train') or fix the path")
+    baseline = pipeline.recipe.baseline.checkpoint
+    verdict = (load_checkpoint(baseline).get("training") or {}) if baseline is not None else {}
+    if verdict.get("status") == "failed":
+        raise UdaciSenseError(f"baseline.checkpoint {baseline} failed its training check ({verdict['reason']}); "
+                              "compressing it would only preserve a useless model: retrain it first (e.g. with --lr auto)")
 
 
 def _paths(params: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:

@@ -27,8 +27,10 @@ from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.config import DataConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
+from udacisense.errors import TrainingFailed
 from udacisense.export import get_format
 from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
+from udacisense.health import judge_training
 from udacisense.io import atomic_write, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
 from udacisense.pipeline.recipe import Pipeline, Recipe, Targets, config_hash
@@ -216,8 +218,13 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
     contract = payload["input"]
     dataset = dataset_for_recipe(recipe.data, contract)
     input_shape = tuple(contract["shape"])
+    metrics = model_metrics(model, dataset, input_shape)
+    if "training" not in payload:  # a checkpoint from elsewhere: judge it before anything is built on it
+        verdict = judge_training(metrics["test_top1"], dataset.test.labels, dataset.num_classes, "test")
+        if verdict.failed:
+            raise TrainingFailed(f"baseline {checkpoint} is no usable model: {verdict.reason}; retrain it before compressing it")
     eager = bench_artifact("checkpoint", Path(checkpoint), input_shape, runs=recipe.export.latency_runs)
-    metrics = model_metrics(model, dataset, input_shape) | {"latency_ms": p50(eager)}
+    metrics |= {"latency_ms": p50(eager)}
     write_json(folder / "metrics.json", metrics)
     images, labels = dataset.whole("test")
     logits = source_logits(model, images)

@@ -12,6 +12,7 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 
 from udacisense.config import DistillConfig, StrictModel, TrainConfig
+from udacisense.data import augmentation
 from udacisense.stages.registry import StageContext, StageOutput, StageParams, register_stage
 
 
@@ -39,7 +40,7 @@ class Distill(StageParams):
     )
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.7, ge=0, le=1)
-    cache_teacher_logits: bool = Field(default=False, description="compute each image's teacher logits once (needs augmentation off)")
+    cache_teacher_logits: bool = Field(default=False, description="compute each image's teacher logits once (needs data.augment none)")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
@@ -93,5 +94,5 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
     context.logger.info(f"distilling from {teacher_path} (T={params.temperature}, alpha={params.alpha})")
     distill(student, teacher, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec,
             DistillConfig(temperature=params.temperature, alpha=params.alpha, cache_teacher_logits=params.cache_teacher_logits),
-            augment=context.data_config.augment, logger=context.logger, resume=context.resume)
+            augment=augmentation(context.data_config), logger=context.logger, resume=context.resume)
     return StageOutput(student.eval(), info, model_spec=model_spec)

@@ -24,10 +24,10 @@ from typing import Any, Callable, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, model_validator
 
 from udacisense.config import DataConfig, DistillConfig, StrictModel, TrainConfig
-from udacisense.data import ImageDataset
+from udacisense.data import ImageDataset, augmentation
 from udacisense.errors import UdaciSenseError
 
 
@@ -126,7 +126,7 @@ class FineTuneConfig(TrainConfig):
     """Training after a compression step: gentler defaults than training from scratch."""
 
     epochs: int = Field(default=5, gt=0)
-    lr: float = Field(default=0.02, gt=0)
+    lr: PositiveFloat | Literal["auto"] = 0.02
     schedule: Literal["cosine", "onecycle"] = "cosine"
 
 
@@ -178,7 +178,7 @@ def fit_options(model: nn.Module, params: FineTuned, context: StageContext) -> d
     """Keyword arguments for fit(): logging, augmentation, resume, and the (frozen, pre-stage) teacher's loss."""
     return {
         "logger": context.logger,
-        "augment": context.data_config.augment,
+        "augment": augmentation(context.data_config),
         "resume": context.resume,
         "loss_function": teacher_loss(model, params.distill, params.fine_tune, context),
     }

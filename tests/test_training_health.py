@@ -1,0 +1,166 @@
+"""Training cannot fail silently: divergence, chance-level models, robust defaults on a user's model and data."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from udacisense.checkpoint import load_checkpoint
+from udacisense.cli import main
+from udacisense.config import DataConfig, TrainConfig
+from udacisense.data import get_dataset
+from udacisense.data.strokes import write_stroke_digits
+from udacisense.errors import TrainingFailed
+from udacisense.health import judge_training
+from udacisense.lr_range import lr_range_test
+from udacisense.models import create_model
+from udacisense.train import fit, make_optimizer
+
+TWO_CONV = Path(__file__).resolve().parent.parent / "benchmarks" / "user_models" / "two_conv.py"
+SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
+
+
+def loud_line(err: str) -> str:
+    """The command's own last line, which must be the only one that says TRAINING FAILED (progress logs come before it)."""
+    assert err.count("TRAINING FAILED") == 1
+    return err.strip().splitlines()[-1]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def stroke_digits(tmp_path_factory) -> Path:
+    """A digits-like ImageFolder as a user would bring one: 1,400 training images of pen strokes, 28 px grey."""
+    return write_stroke_digits(tmp_path_factory.mktemp("digits"), train_per_class=140, test_per_class=40)
+
+
+def test_the_verdict_separates_chance_from_learning():
+    balanced = torch.arange(6000) % 10
+    failed = judge_training(10.83, balanced, 10, "validation")  # the issue's run: 10.83% on ten classes
+    assert failed.failed and "at chance (10.0%" in failed.reason and failed.p_value > 0.001
+    assert not judge_training(60.0, balanced, 10, "validation").failed
+    assert judge_training(14.0, balanced, 10, "validation").failed  # significant, but under 5% of the way to 100%
+    assert judge_training(50.0, balanced[:6], 10, "validation").failed  # 3 of 6 right could be luck (p = 0.016)
+    unbalanced = (torch.arange(1000) % 10 == 0).long()  # 90% class 0: always answering 0 is no model
+    assert judge_training(90.0, unbalanced, 2, "validation").failed and not judge_training(99.0, unbalanced, 2, "validation").failed
+    never_learned = judge_training(60.0, balanced, 10, "validation", lowest_loss=math.log(10) + 0.01)
+    assert never_learned.failed and "never fell below ln(10)" in never_learned.reason
+
+
+def test_a_huge_learning_rate_stops_at_once_with_one_line_and_exit_1(tmp_path, capsys, user_model_file):
+    code, _, err = run_cli(capsys, "train", "--data", "synthetic", "--model", f"{user_model_file}:TinyNet", "--lr", "1e8",
+                           "--epochs", "2", "--threads", "1", "--name", "diverged", "--runs-dir", str(tmp_path))
+    assert code == 1
+    assert loud_line(err).startswith("udacisense: TRAINING FAILED: training diverged in epoch 1") and "--lr auto" in loud_line(err)
+    metrics = json.loads((tmp_path / "diverged" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["failure"]
+
+
+def test_training_on_shuffled_labels_fails_loudly_and_no_pipeline_takes_that_baseline(tmp_path, capsys, user_model_file, stroke_digits):
+    shuffled = tmp_path / "shuffled"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        files = sorted((stroke_digits / split).glob("*/*.png"))[::4]
+        for index, path in enumerate(files):
+            folder = shuffled / split / str(rng.integers(0, 10) if split == "train" else path.parent.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, folder / f"{index}.png")
+    code, out, err = run_cli(capsys, "train", "--data", "imagefolder", "--data-root", str(shuffled), "--channels", "1", "--image-size", "28",
+                             "--model", f"{user_model_file}:TinyNet", "--epochs", "3", "--threads", "1", "--name", "chance",
+                             "--runs-dir", str(tmp_path / "runs"))
+    assert code == 1 and "at chance" in loud_line(err) and "--lr auto" in loud_line(err)
+    run = tmp_path / "runs" / "chance"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["training"]["status"] == "failed"
+    assert "TRAINING FAILED" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "best.pt")["training"]["status"] == "failed"
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: refused\nbaseline: {{checkpoint: {run / 'best.pt'}}}\ndata: {{name: imagefolder, root: {shuffled}}}\n"
+                      "stages: [{stage: prune_unstructured, ratio: 0.5}]\nexport: {formats: []}\n")
+    for command in (["check", str(recipe)], ["run", str(recipe), "--runs-dir", str(tmp_path / "runs")]):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 2 and err.count("\n") == 1 and "failed its training check" in err
+    assert not (tmp_path / "runs" / "refused").exists()  # refused before any work
+
+
+def test_a_users_two_conv_cnn_with_default_settings_learns_the_digits_or_fails_loudly(tmp_path, capsys, stroke_digits):
+    code, out, err = run_cli(capsys, "train", "--data", "imagefolder", "--data-root", str(stroke_digits), "--channels", "1", "--image-size", "28",
+                             "--model", f"{TWO_CONV}:TwoConvNet", "--threads", "1", "--name", "digits", "--runs-dir", str(tmp_path))
+    if code == 0:
+        assert json.loads((tmp_path / "digits" / "metrics.json").read_text())["test_top1"] >= 90.0
+    else:
+        assert code == 1 and "TRAINING FAILED" in err and "--lr" in err
+
+
+def test_lr_auto_runs_the_range_test_once_on_a_copy_and_a_resume_reuses_its_choice(tmp_path, monkeypatch, user_model_file):
+    from udacisense import train as train_module
+
+    dataset = get_dataset(SYNTHETIC)
+    model = create_model(f"{user_model_file}:TinyNet")
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    found = lr_range_test(model, dataset.loader("train", 64, shuffle=True), lambda probe, lr: make_optimizer(probe, TrainConfig(), lr),
+                          lambda logits, _images, labels: torch.nn.functional.cross_entropy(logits, labels), torch.device("cpu"))
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())  # the model itself is untouched
+    assert found.lr == pytest.approx(min(1.0, max(1e-5, found.min_loss_lr / 10)))
+    lrs, losses = zip(*found.curve)
+    assert lrs[0] == pytest.approx(1e-6) and all(b > a for a, b in zip(lrs, lrs[1:]))  # exponential growth from 1e-6
+    assert min(losses) < losses[0] * 0.8 and found.min_loss == min(losses)  # the loss fell, and the minimum is what was chosen from
+
+    config = TrainConfig(epochs=2, batch_size=16, lr="auto", threads=1)
+    torch.manual_seed(0)
+    spec = {"name": f"{user_model_file}:TinyNet", "kwargs": {}}
+
+    def stop_after_first(result):
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(create_model(spec["name"]), dataset, config, tmp_path, spec, on_epoch_end=stop_after_first)
+    chosen = json.loads((tmp_path / "lr_range.json").read_text())["lr"]
+    assert load_checkpoint(tmp_path / "last.pt")["lr"] == chosen
+    monkeypatch.setattr(train_module, "lr_range_test", lambda *args, **kwargs: pytest.fail("a resume must not test again"))
+    history = fit(create_model(spec["name"]), dataset, config, tmp_path, spec, resume=True)
+    assert [row.epoch for row in history] == [1, 2] and load_checkpoint(tmp_path / "last.pt")["lr"] == chosen
+
+
+def test_ema_weights_are_what_is_validated_saved_and_returned(tmp_path, user_model_file):
+    dataset = get_dataset(SYNTHETIC)
+    spec = {"name": f"{user_model_file}:TinyNet", "kwargs": {}}
+    model = create_model(spec["name"])
+    fit(model, dataset, TrainConfig(epochs=2, batch_size=16, lr=0.05, threads=1, ema_decay=0.9), tmp_path, spec)
+    last = load_checkpoint(tmp_path / "last.pt")
+    raw, averaged = last["state_dict"], {key.removeprefix("module."): value for key, value in last["ema"].items() if key.startswith("module.")}
+    assert any(not torch.equal(raw[name], averaged[name]) for name in raw if raw[name].is_floating_point())
+    assert all(torch.equal(value, averaged[name]) for name, value in model.state_dict().items())
+    best = load_checkpoint(tmp_path / "best.pt")
+    if best["epoch"] == 2:
+        assert all(torch.equal(value, averaged[name]) for name, value in best["state_dict"].items())
+
+
+def test_gradient_clipping_bounds_each_update(tmp_path, user_model_file):
+    dataset = get_dataset(SYNTHETIC)
+    spec = {"name": f"{user_model_file}:TinyNet", "kwargs": {}}
+
+    def weight_change(clip: float | None) -> float:
+        torch.manual_seed(0)
+        model = create_model(spec["name"])
+        start = model.classifier.weight.detach().clone()
+        config = TrainConfig(epochs=1, batch_size=64, lr=0.05, momentum=0.0, weight_decay=0.0, schedule="cosine", threads=1, grad_clip_norm=clip)
+        try:
+            fit(model, dataset, config, tmp_path / str(clip), spec)
+        except TrainingFailed:
+            pass  # a clipped model learns nothing and fails its training check: the point here is its weights
+        return (model.classifier.weight - start).norm().item()
+
+    steps = math.ceil(len(dataset.train) / 64)
+    assert weight_change(1e-4) <= steps * 0.05 * 1e-4 * 1.01  # each SGD step moves the weights by at most lr x clip
+    assert weight_change(None) > 100 * steps * 0.05 * 1e-4
