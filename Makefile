@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data browser install benchmark-baseline benchmark-deploy benchmark-pipeline clean
+.PHONY: demo test data browser install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ demo: install data
 	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"
 
 # Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
-# file each at a time (module fixtures are shared within a file): 7 instead of 10 minutes on 2 cores.
+# file each at a time (module fixtures are shared within a file), one intra-op thread each (tests/conftest.py).
 test: install data browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
@@ -54,6 +54,10 @@ test: install data browser
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
 benchmark-baseline: install data
 	$(BIN)/python benchmarks/baseline.py
+
+# Training defaults: three models x two data sets x four settings (about 40 minutes on 2 CPU cores).
+benchmark-train-defaults: install data
+	$(BIN)/python benchmarks/train_defaults.py
 
 benchmark-deploy: install data
 	$(BIN)/python benchmarks/deploy.py

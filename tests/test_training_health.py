@@ -91,6 +91,15 @@ def test_training_on_shuffled_labels_fails_loudly_and_no_pipeline_takes_that_bas
         assert code == 2 and err.count("\n") == 1 and "failed its training check" in err
     assert not (tmp_path / "runs" / "refused").exists()  # refused before any work
 
+    recipe.write_text(f"name: trains_at_chance\nbaseline: {{model: '{user_model_file}:TinyNet', train: {{epochs: 3, threads: 1}}}}\n"
+                      f"data: {{name: imagefolder, root: {shuffled}, channels: 1, image_size: 28}}\n"
+                      "stages: [{stage: prune_unstructured, ratio: 0.5}]\nexport: {formats: []}\n")
+    code, _, err = run_cli(capsys, "run", str(recipe), "--runs-dir", str(tmp_path / "runs"))
+    assert code == 1 and "at chance" in loud_line(err)
+    report = (tmp_path / "runs" / "trains_at_chance" / "report.md").read_text()
+    assert "**TRAINING FAILED** in the baseline" in report and "at chance" in report
+    assert "TRAINING FAILED" in (tmp_path / "runs" / "trains_at_chance" / "report.html").read_text()
+
 
 def test_a_users_two_conv_cnn_with_default_settings_learns_the_digits_or_fails_loudly(tmp_path, capsys, stroke_digits):
     code, out, err = run_cli(capsys, "train", "--data", "imagefolder", "--data-root", str(stroke_digits), "--channels", "1", "--image-size", "28",

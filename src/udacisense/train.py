@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
-from udacisense.config import RunConfig, TrainConfig
+from udacisense.config import RunConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
 from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
@@ -326,6 +326,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         "model": model_spec,
         "status": "ok",
         "training": best_state.get("training"),
+        "peak_lr": load_checkpoint(run_dir / "last.pt").get("lr"),
         "best_epoch": best_state["epoch"],
         "test_top1": test["top1"],
         "test_top5": test["top5"],
@@ -343,7 +344,8 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text())
+    # read back through the config model, so that a folder written by an older version (augment: true) compares equal
+    saved = validate_config(RunConfig, yaml.safe_load(saved_path.read_text()), where=str(saved_path)).model_dump(mode="json")
     current = config.model_dump(mode="json")
     changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
     if changed:

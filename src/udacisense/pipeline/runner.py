@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
@@ -35,8 +36,8 @@ from udacisense.io import atomic_write, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
 from udacisense.pipeline.recipe import Pipeline, Recipe, Targets, config_hash
 from udacisense.profile import machine_info
-from udacisense.report import write_report
-from udacisense.runs import RESULT, get_logger, prepare_run_dir
+from udacisense.report import write_failure_report, write_report
+from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir
 from udacisense.stages import StageContext, get_stage
 
 JOURNAL = "stages.jsonl"
@@ -95,7 +96,8 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     baseline = journal.reuse(0, stage_hash)
     if baseline is None:
         logger.info(f"[0/{len(pipeline.stages)}] baseline")
-        baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
+        with _failure_reported(run_dir, journal, "the baseline", logger):
+            baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
     checkpoint = Path(baseline["checkpoint"])
     model, payload = load_model(checkpoint)
     contract, model_spec = payload["input"], payload["model"]
@@ -108,8 +110,9 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         record = journal.reuse(planned.index, stage_hash)
         if record is None:
             logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
-            record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
-                                               Path(baseline["checkpoint"]), resume, logger))
+            with _failure_reported(run_dir, journal, f"stage {planned.index} ({planned.id})", logger):
+                record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
+                                                   Path(baseline["checkpoint"]), resume, logger))
             logger.info(f"  -> {_describe_metrics(record['metrics'])}")
         else:
             logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
@@ -141,6 +144,17 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     write_json(run_dir / RESULT, result)
     result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
     return result
+
+
+@contextmanager
+def _failure_reported(run_dir: Path, journal: Journal, step: str, logger) -> Iterator[None]:
+    """A failed training step (diverged, or a model at chance) stops the run with a report that says so."""
+    try:
+        yield
+    except TrainingFailed as failure:
+        logger.error(f"TRAINING FAILED in {step}: {failure}", extra=FILE_ONLY)
+        write_failure_report(run_dir, run_dir.name, step, str(failure), [record["id"] for record in journal.records])
+        raise
 
 
 def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, Any], dataset: ImageDataset, recipe: Recipe, folder: Path,

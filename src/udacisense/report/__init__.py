@@ -4,6 +4,6 @@ The report reads ``result.json``-shaped dictionaries only; it imports nothing fr
 """
 
 from udacisense.report.console import format_comparison, format_targets
-from udacisense.report.markdown import shipped, write_report
+from udacisense.report.markdown import shipped, write_failure_report, write_report
 
-__all__ = ["format_comparison", "format_targets", "shipped", "write_report"]
+__all__ = ["format_comparison", "format_targets", "shipped", "write_failure_report", "write_report"]

@@ -31,6 +31,21 @@ def write_report(result: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     return {"markdown": markdown_path, "html": html_path}
 
 
+def write_failure_report(run_dir: Path, name: str, step: str, reason: str, finished: list[str]) -> dict[str, Path]:
+    """``report.md`` and ``report.html`` of a run stopped by a failed training step: a banner, the reason, and what
+    finished before it (its checkpoints stay on disk; fix the cause, then ``--resume`` reuses them)."""
+    from udacisense.report.html import write_html
+
+    lines = [f"# UdaciSense report: {name}", "", f"> **TRAINING FAILED** in {step}: {reason}", "",
+             "No model was shipped from this run: a model at chance, or one that diverged, is no starting point for compression.",
+             "", "Finished before the failure: " + (", ".join(finished) if finished else "nothing") + ".", ""]
+    text = "\n".join(lines)
+    markdown_path = run_dir / "report.md"
+    atomic_write(markdown_path, lambda handle: handle.write(text.encode()))
+    html_path = write_html(text, run_dir, run_dir / "report.html", title=f"UdaciSense report: {name} (training failed)")
+    return {"markdown": markdown_path, "html": html_path}
+
+
 def shipped(result: dict[str, Any]) -> dict[str, Any]:
     """What the run hands over: its primary artifact measured in its runtime or, for a run that exported nothing
     (a compression command), the last stage's model (its artifact, or its checkpoint in eager PyTorch)."""
