@@ -67,7 +67,7 @@ class TrainConfig(StrictModel):
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1, description="one-cycle warm-up share of all steps")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     grad_clip_norm: float | None = Field(
-        default=1.0, gt=0, description="clip the gradients' global L2 norm (1.0 won on every model in benchmarks/train_defaults.py); None: no clipping"
+        default=1.0, gt=0, description="clip the gradients' global L2 norm (why 1.0: docs/benchmarks.md, issue 13); None: no clipping"
     )
     ema_decay: float | None = Field(
         default=None, gt=0, lt=1, description="keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved as the model"

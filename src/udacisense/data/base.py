@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
+
+from udacisense.config import AugmentOp
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class BatchLoader:
             yield self.normalization.apply(images), self.data.labels[indices]
 
 
-AUGMENTATIONS = ("crop", "flip", "erasing")
+AUGMENTATIONS = get_args(AugmentOp)
 
 
 def augment_batch(images: torch.Tensor, operations: Sequence[str], generator: torch.Generator | None) -> torch.Tensor:
