@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, load_results, machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.data import augmentation  # noqa: E402
@@ -33,6 +33,7 @@ from udacisense.train import resolve_device, train_run  # noqa: E402
 
 DEFAULT_MODELS = ["mobilenet_v3_small:40", "mobilenet_v3_large:40", "resnet18:30"]
 RUNS_DIR = Path("runs/benchmarks")
+PRE_ISSUE_13 = "default before issue 13 (no clipping)"  # rows measured before recipes were recorded
 RECIPES = {
     "default": {"data": {}, "train": {}},
     "strong": {"data": {"augment": ("crop", "flip", "erasing")}, "train": {"ema_decay": 0.9995}},
@@ -82,7 +83,7 @@ def render(results: dict) -> str:
     lines = [
         "## Baselines (Fashion-MNIST, 28 px, full 10,000-image test set)",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}. "
+        f"Machine: {describe_machine(info)}. "
         "Training: SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128, padded crop + flip; the strong recipe adds "
         "random erasing and a weight EMA (0.9995). Latency: batch 1, eager PyTorch, p50 of 300 runs.",
         "",
@@ -92,7 +93,7 @@ def render(results: dict) -> str:
     for row in results["rows"].values():
         latency = list(row["latency_ms"].values())
         lines.append(
-            f"| {row['model']} | {row.get('recipe', 'default')} | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
+            f"| {row['model']} | {row.get('recipe', PRE_ISSUE_13)} | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
             f"{row['params'] / 1e6:.2f} M | "
             f"{row['size_bytes'] / 1e6:.2f} MB | {row['macs'] / 1e6:.1f} M | {latency[0]:.2f} ms | {latency[-1]:.2f} ms | "
             f"{row['train_images_per_second']:.0f} | {row['wall_minutes']:.0f} min |"

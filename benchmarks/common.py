@@ -13,6 +13,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
+def describe_machine(info: dict) -> str:
+    """'<cpu>, <n> cores, GPU: <gpu or none>; torch <version>' from :func:`machine`'s result."""
+    return f"{info['cpu']}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}"
+
+
 def load_results(name: str) -> dict:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, load_results, machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.config import RunConfig  # noqa: E402
 from udacisense.data.strokes import write_stroke_digits  # noqa: E402
 from udacisense.errors import TrainingFailed  # noqa: E402
@@ -72,7 +72,7 @@ def render(results: dict) -> str:
     lines = [
         "## Training defaults on three models and two data sets (issue 13)",
         "",
-        f"`python benchmarks/train_defaults.py` on {info['cpu']}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}. "
+        f"`python benchmarks/train_defaults.py` on {describe_machine(info)}. "
         "SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128; test top-1 on the data set's test split. 'failed' is the "
         "training check of `udacisense.health` (the run exits 1), with its reason.",
         "",
