@@ -202,7 +202,7 @@ def fit(
         contract = dataset.contract()
         if score > best_val:
             best_val = score
-            save_checkpoint(best_path, evaluated, model_spec, contract, epoch=epoch, metrics=asdict(result))
+            save_checkpoint(best_path, evaluated, model_spec, contract, epoch=epoch, metrics=asdict(result), lr=lr)
         save_checkpoint(
             last_path,
             model,
@@ -326,7 +326,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         "model": model_spec,
         "status": "ok",
         "training": best_state.get("training"),
-        "peak_lr": load_checkpoint(run_dir / "last.pt").get("lr"),
+        "peak_lr": best_state.get("lr"),
         "best_epoch": best_state["epoch"],
         "test_top1": test["top1"],
         "test_top5": test["top5"],
