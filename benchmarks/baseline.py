@@ -40,13 +40,20 @@ RECIPES = {
 }
 
 
-def run_one(model: str, epochs: int, train_subset: int | None, recipe: str, runs_dir: Path) -> dict:
+def row_name(model: str, recipe: str, batch_size: int | None) -> str:
+    """The run folder's and the results row's name: model, then what differs from the defaults."""
+    return model + ("" if recipe == "default" else f"_{recipe}") + ("" if batch_size is None else f"_b{batch_size}")
+
+
+def run_one(model: str, epochs: int, train_subset: int | None, recipe: str, runs_dir: Path,
+            batch_size: int | None = None, lr: float | None = None, compile: bool = False) -> dict:
+    overrides = {key: value for key, value in {"batch_size": batch_size, "lr": lr}.items() if value is not None}
     config = RunConfig(
-        name=f"baseline_{model}" + ("" if recipe == "default" else f"_{recipe}"),
+        name=f"baseline_{row_name(model, recipe, batch_size)}",
         runs_dir=runs_dir,
         data=DataConfig(name="fashion-mnist", train_subset=train_subset, **RECIPES[recipe]["data"]),
         model={"name": model},
-        train=TrainConfig(epochs=epochs, **RECIPES[recipe]["train"]),
+        train=TrainConfig(epochs=epochs, compile=compile, **RECIPES[recipe]["train"], **overrides),
     )
     resume = (config.runs_dir / config.name / "last.pt").exists()
     started = time.time()
@@ -73,27 +80,33 @@ def run_one(model: str, epochs: int, train_subset: int | None, recipe: str, runs
         "checkpoint": str(config.runs_dir / config.name / "best.pt"),
         "command": f"python benchmarks/baseline.py --models {model}:{epochs}"
         + (f" --recipe {recipe}" if recipe != "default" else "")
-        + (f" --train-subset {train_subset}" if train_subset else ""),
+        + (f" --train-subset {train_subset}" if train_subset else "")
+        + "".join(f" --{key.replace('_', '-')} {value}" for key, value in overrides.items()),
         "resumed": resume,
+        "machine": machine(),
     }
 
 
 def render(results: dict) -> str:
-    info = results["machine"]
+    # Rows carry the machine they ran on (older rows: the file's one machine); number the distinct ones.
+    machines = list(dict.fromkeys(describe_machine(row.get("machine", results["machine"])) for row in results["rows"].values()))
     lines = [
         "## Baselines (Fashion-MNIST, 28 px, full 10,000-image test set)",
         "",
-        f"Machine: {describe_machine(info)}. "
-        "Training: SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128, padded crop + flip; the strong recipe adds "
-        "random erasing and a weight EMA (0.9995). Latency: batch 1, eager PyTorch, p50 of 300 runs.",
+        "Machines: " + "; ".join(f"[{number}] {text}" for number, text in enumerate(machines, 1)) + ". "
+        "Training: SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128 and peak lr 0.1 unless the row's recipe "
+        "names another batch (then lr scaled linearly), padded crop + flip; the strong recipe adds random erasing and a "
+        "weight EMA (0.9995). Latency: batch 1, eager PyTorch on the machine's CPU, p50 of 300 runs.",
         "",
-        "| model | recipe | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads | train img/s | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | machine | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads | train img/s | wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"].values():
         latency = list(row["latency_ms"].values())
+        where = machines.index(describe_machine(row.get("machine", results["machine"]))) + 1
+        recipe = row.get("recipe", PRE_ISSUE_13) + (f", batch {row['train']['batch_size']}" if row.get("train", {}).get("batch_size", 128) != 128 else "")
         lines.append(
-            f"| {row['model']} | {row.get('recipe', PRE_ISSUE_13)} | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
+            f"| {row['model']} | {recipe} | [{where}] | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
             f"{row['params'] / 1e6:.2f} M | "
             f"{row['size_bytes'] / 1e6:.2f} MB | {row['macs'] / 1e6:.1f} M | {latency[0]:.2f} ms | {latency[-1]:.2f} ms | "
             f"{row['train_images_per_second']:.0f} | {row['wall_minutes']:.0f} min |"
@@ -109,14 +122,15 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, help="train on fewer images (smoke runs)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="where the run folders go (resumable; outside the work tree for long runs)")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size (the run and row names record it)")
+    parser.add_argument("--lr", type=float, help="override the peak learning rate (scale it with the batch size)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (on a GPU; a run may resume with or without it)")
     args = parser.parse_args()
-    results = load_results("baseline")
-    results.setdefault("rows", {})
     for item in args.models:
         model, _, epochs = item.partition(":")
-        row = run_one(model, int(epochs or 30), args.train_subset, args.recipe, args.runs_dir)
-        results["rows"][model if args.recipe == "default" else f"{model}_{args.recipe}"] = row
-        results["machine"] = machine()
+        row = run_one(model, int(epochs or 30), args.train_subset, args.recipe, args.runs_dir, args.batch_size, args.lr, args.compile)
+        results = load_results("baseline")  # read late: runs in parallel processes each add their own row
+        results.setdefault("rows", {})[row_name(model, args.recipe, args.batch_size)] = row
         save_results("baseline", results)
         replace_doc_section("baseline", render(results))
         print(f"{model}: {row['test_top1']:.2f}% after {row['epochs']} epochs ({row['wall_minutes']:.1f} min)")

@@ -127,6 +127,12 @@ def test_run_folder_is_never_clobbered(tmp_path, user_model_file):
     changed = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=64, threads=1)})
     with pytest.raises(UdaciSenseError, match="cannot resume .* train settings differ"):
         train_run(changed, resume=True)
+    # how a run executes is not what it trains: a GPU run may continue on a CPU, with other threads
+    elsewhere = config.model_copy(update={"train": TrainConfig(epochs=2, batch_size=32, threads=2, device="cpu", compile=False, amp=False)})
+    with pytest.raises(UdaciSenseError, match="cannot resume .* train settings differ"):
+        train_run(elsewhere, resume=True)  # epochs differ: a real change
+    elsewhere = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=32, threads=2, device="cpu", amp=False, eval_batch_size=64)})
+    train_run(elsewhere, resume=True)
 
 
 def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path, user_model_file):

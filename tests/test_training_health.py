@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel
 
 from udacisense.checkpoint import load_checkpoint
 from udacisense.cli import main
@@ -18,7 +20,7 @@ from udacisense.errors import TrainingFailed
 from udacisense.health import judge_training
 from udacisense.lr_range import lr_range_test
 from udacisense.models import create_model
-from udacisense.train import fit, make_optimizer
+from udacisense.train import ema_with_warmup, fit, make_optimizer
 
 TWO_CONV = Path(__file__).resolve().parent.parent / "benchmarks" / "user_models" / "two_conv.py"
 SYNTHETIC = DataConfig(name="synthetic", val_fraction=0.2)
@@ -153,6 +155,53 @@ def test_ema_weights_are_what_is_validated_saved_and_returned(tmp_path, user_mod
     best = load_checkpoint(tmp_path / "best.pt")
     if best["epoch"] == 2:
         assert all(torch.equal(value, averaged[name]) for name, value in best["state_dict"].items())
+
+
+def test_ema_warms_up_so_that_a_short_run_is_not_judged_on_its_initial_weights():
+    """With decay 0.9995 and no ramp, the average after 50 steps is still 97.5% the random initialization."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    initial = model.weight.detach().clone()
+    averaged = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.9995), use_buffers=True)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training moved the weights by 1
+    for _ in range(50):
+        averaged.update_parameters(model)
+    moved = (averaged.module.weight - initial).mean().item()
+    assert moved > 0.99  # the ramp (decay (1+n)/(10+n)) has followed the weights
+    # past the ramp (n = 100,000 updates) the decay is the configured one: an update moves the average by 1 - 0.9995
+    steady = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.9995), use_buffers=True)
+    steady.n_averaged.fill_(100_000)
+    before = steady.module.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    steady.update_parameters(model)
+    assert torch.allclose(steady.module.weight - before, torch.full_like(before, 0.0005), atol=1e-6)
+
+
+def test_compile_trains_through_the_compiled_module_and_saves_plain_weights(tmp_path, user_model_file, monkeypatch):
+    """The compiled module runs the steps; checkpoints hold the model's own names (no '_orig_mod.' prefix).
+
+    torch.compile itself takes ~45 s on this CPU, so the test counts the calls through a stand-in;
+    benchmarks/baseline.py --compile ran it on an H100 (docs/benchmarks.md).
+    """
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self._orig_mod = inner
+
+        def forward(self, images):
+            calls.append(images.shape[0])
+            return self._orig_mod(images)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **options: Counting(module))
+    dataset = get_dataset(SYNTHETIC)
+    spec = {"name": f"{user_model_file}:TinyNet", "kwargs": {}}
+    fit(create_model(spec["name"]), dataset, TrainConfig(epochs=1, batch_size=64, lr=0.05, threads=1, compile=True), tmp_path, spec)
+    assert sum(calls) == len(dataset.train)
+    assert not any("_orig_mod" in key for key in load_checkpoint(tmp_path / "best.pt")["state_dict"])
 
 
 def test_gradient_clipping_bounds_each_update(tmp_path, user_model_file):

@@ -70,13 +70,21 @@ class TrainConfig(StrictModel):
         default=1.0, gt=0, description="clip the gradients' global L2 norm (why 1.0: docs/benchmarks.md, issue 13); None: no clipping"
     )
     ema_decay: float | None = Field(
-        default=None, gt=0, lt=1, description="keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved as the model"
+        default=None, gt=0, lt=1, description="keep an exponential moving average of the weights (e.g. 0.999, reached after a warm-up); it is evaluated and saved as the model"
     )
     seed: int = 0
     threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(default=True, description="bf16 autocast on CUDA; ignored on CPU")
     channels_last: bool = Field(default=True, description="channels-last memory format on CUDA; ignored on CPU")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the training step's model (CUDA graphs on CUDA): small models on a GPU are bound by kernel launches",
+    )
+
+
+# How a run executes, not what it trains: a run may resume with other values (a GPU run continued on a CPU).
+EXECUTION_FIELDS = ("threads", "device", "amp", "channels_last", "compile", "eval_batch_size")
 
 
 class DistillConfig(StrictModel):

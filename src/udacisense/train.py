@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
-from udacisense.config import RunConfig, TrainConfig, validate_config
+from udacisense.config import EXECUTION_FIELDS, RunConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
 from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
@@ -77,6 +77,25 @@ def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.op
     return torch.optim.AdamW(groups, lr=lr)
 
 
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """An :class:`AveragedModel` update whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` (timm's warm-up).
+
+    Without the ramp, a decay of 0.9995 keeps the random initialization for thousands of steps: the average of a
+    short run is still at chance and fails its training check. ``n`` is the model's own update count, so a
+    resumed run continues the ramp where it stopped.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # BatchNorm's step counters: an average means nothing, keep the latest
+            torch._foreach_copy_(averaged, current)
+            return
+        updates = int(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + updates) / (10 + updates)))
+
+    return update
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, lr: float):
     """Per-step cosine decay or one-cycle (warm-up to ``lr``, then cosine annealing)."""
     total_steps = config.epochs * steps_per_epoch
@@ -121,6 +140,9 @@ def fit(
     use_cuda = device.type == "cuda"
     memory_format = torch.channels_last if use_cuda and config.channels_last else torch.preserve_format
     model.to(device=device, memory_format=memory_format)
+    # The compiled module shares the model's parameters; checkpoints and the EMA keep using ``model`` itself.
+    # dynamic=False: the last, smaller batch gets its own graph instead of a shape-generic (slower) one.
+    step_model = torch.compile(model, mode="reduce-overhead" if use_cuda else None, dynamic=False) if config.compile else model
     seed_everything(config.seed)
     data_generator = torch.Generator().manual_seed(config.seed)
     train_batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
@@ -133,7 +155,7 @@ def fit(
     lr = _peak_lr(model, dataset, config, augment, loss_function, device, checkpoint_dir, state, logger)
     optimizer = make_optimizer(model, config, lr)
     scheduler = make_scheduler(optimizer, config, len(train_batches), lr)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema_decay else None
+    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True) if config.ema_decay else None
     history: list[EpochResult] = []
     best_val = -1.0
     start_epoch = 1
@@ -162,7 +184,7 @@ def fit(
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             with autocast():
-                logits = model(images)
+                logits = step_model(images)
                 loss = loss_function(logits.float(), images, labels)
             value = loss.item()
             if not math.isfinite(value):
@@ -347,6 +369,9 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
     # read back through the config model, so that a folder written by an older version (augment: true) compares equal
     saved = validate_config(RunConfig, yaml.safe_load(saved_path.read_text()), where=str(saved_path)).model_dump(mode="json")
     current = config.model_dump(mode="json")
+    for settings in (saved, current):
+        for field in EXECUTION_FIELDS:
+            settings["train"].pop(field, None)
     changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
     if changed:
         raise UdaciSenseError(

@@ -48,10 +48,11 @@ def optimizer_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any
     parser.add_argument("--ema-decay", type=float, help="keep, validate and save an exponential moving average of the weights (e.g. 0.999)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step (worth it on a GPU)")
 
 
 TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_fraction", "label_smoothing", "grad_clip_norm",
-                "ema_decay", "seed", "device")
+                "ema_decay", "seed", "device", "compile")
 
 
 def learning_rate(text: str) -> float | str:
