@@ -98,7 +98,8 @@ def render(results: dict) -> str:
         "names another batch (then lr scaled linearly), padded crop + flip; the strong recipe adds random erasing and a "
         "weight EMA (0.9995). Latency: batch 1, eager PyTorch on the machine's CPU, p50 of 300 runs.",
         "",
-        "| model | recipe | machine | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads | train img/s | wall time |",
+        "| model | recipe | machine | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads "
+        "| train img/s | wall time |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"].values():

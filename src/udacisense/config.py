@@ -70,7 +70,10 @@ class TrainConfig(StrictModel):
         default=1.0, gt=0, description="clip the gradients' global L2 norm (why 1.0: docs/benchmarks.md, issue 13); None: no clipping"
     )
     ema_decay: float | None = Field(
-        default=None, gt=0, lt=1, description="keep an exponential moving average of the weights (e.g. 0.999, reached after a warm-up); it is evaluated and saved as the model"
+        default=None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (e.g. 0.999, reached after a warm-up); it is evaluated and saved as the model",
     )
     seed: int = 0
     threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
