@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data browser install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
+.PHONY: demo test data browser postgres install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ data:
 	fi
 
 # The report test renders report.html in headless Chromium; Debian ships it as 'chromium'.
+# The shared-study search test starts (and stops) a throwaway PostgreSQL server of its own; it needs the server binaries.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing PostgreSQL for the shared-study search test: apt-get install -y postgresql"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL is missing (the shared-study search test needs it). Install it with:"; \
+		echo "  sudo apt-get update && sudo apt-get install -y postgresql"; \
+		exit 1; \
+	fi
+
 browser:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
@@ -47,7 +59,7 @@ demo: install data
 
 # Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
 # file each at a time (module fixtures are shared within a file), one intra-op thread each (tests/conftest.py).
-test: install data browser
+test: install data browser postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 

@@ -14,8 +14,9 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def describe_machine(info: dict) -> str:
-    """'<cpu>, <n> cores, GPU: <gpu or none>; torch <version>' from :func:`machine`'s result."""
-    return f"{info['cpu']}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}"
+    """'<cpu> (<isa flags>), <n> cores, GPU: <gpu or none>; torch <version>' from :func:`machine`'s result."""
+    isa = f" ({', '.join(info['isa']) or 'no AVX2/VNNI'})" if "isa" in info else ""
+    return f"{info['cpu']}{isa}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}"
 
 
 def load_results(name: str) -> dict:

@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -16,6 +17,12 @@ import torch.nn as nn
 from udacisense.data import fashion_mnist
 
 REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
+# `udacisense search` options of the search tests, small and fast: every trial prunes (so each has a fine-tune worth
+# promoting), proxy trials fine-tune 1 epoch on 2,000 images, latency is timed 10 times.
+FAST_SEARCH = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
+               "--set", "search.stage_options={prune: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
+               "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
+               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune=[true]"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).
@@ -153,3 +160,40 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "real_fashion_mnist" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server (Debian's binaries, which `make test` installs) on a free local port, stopped at the
+    end of the session. As root the server runs as the 'postgres' user, which initdb requires."""
+    import glob
+    import shutil
+    import socket
+    import subprocess
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not binaries:
+        pytest.fail("PostgreSQL is not installed: run 'make test' (it installs the postgresql package)")
+    bin_dir = Path(binaries[-1])
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="udacisense-postgres-"))  # not under pytest's root-only tmp: the server user must reach it
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run([*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "search"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/search"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

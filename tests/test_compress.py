@@ -269,6 +269,8 @@ def test_sensitivity_measures_each_layer_and_the_plan_meets_its_macs_target(tmp_
         assert macs == sorted(macs, reverse=True) and macs[-1] < result["baseline"]["macs"]
     plan = plan_layer_ratios(model, example, result, {"macs": 0.5})
     assert plan["met"] and plan["achieved"]["macs"] <= 0.5
+    # a plan for Taylor importance needs no gradients: it only counts what a cut costs (the search found this)
+    assert plan_layer_ratios(model, example, result, {"macs": 0.5}, importance="taylor")["layer_ratios"] == plan["layer_ratios"]
     pruned = prune_channels(model, example, ChannelPruneConfig(ratio=0.0, layer_ratios=plan["layer_ratios"]))
     assert count_macs(pruned, (1, 1, 28, 28))[0] <= 0.5 * result["baseline"]["macs"]
     paths = save_sensitivity(result, tmp_path)

@@ -31,6 +31,10 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     train_subset: int | None = Field(default=None, gt=0, description="use only this many training images")
     test_subset: int | None = Field(default=None, gt=0, description="evaluate on only this many test images")
+    evaluate_on: Literal["test", "val"] = Field(
+        default="test",
+        description="the split every measurement uses; a search measures its trials on val and keeps test for the chosen points' report",
+    )
     augment: tuple[AugmentOp, ...] | None = Field(
         default=None, description="crop, flip, erasing (or none); None uses the data set's default (flips only where classes look the same mirrored)"
     )

@@ -13,6 +13,13 @@ RUN_EXAMPLE = """example:
   udacisense run mobile --set prune.fine_tune.epochs=10 --set targets.max_accuracy_drop=1.5
   udacisense run mobile --resume                           # continue after a crash; finished stages are reused
   udacisense run mobile --strict                           # exit status 1 when a target is missed"""
+SEARCH_EXAMPLE = """examples:
+  udacisense search --checkpoint runs/baseline/best.pt --budget 2h --max-drop 1.0 --name fmnist
+  udacisense search mobile --budget 90m --max-latency-ms 0.15 --max-size-mb 0.4   # a recipe's data, baseline and search: section
+  udacisense search --checkpoint best.pt --storage postgresql://user@host/db --name shared   # one more worker on a shared study
+  udacisense search --resume --name fmnist --checkpoint runs/baseline/best.pt    # continue after a crash
+  udacisense search --show fmnist                                                  # print the front"""
+SEARCH_FIELDS = ("budget", "trials", "max_drop", "max_latency_ms", "max_size_mb", "proxy_epochs", "full_epochs", "storage", "seed")
 COMPARE_EXAMPLE = """example:
   udacisense compare runs/seed runs/mobile --output runs/compare"""
 
@@ -31,6 +38,27 @@ def add_commands(commands) -> None:
     check = add_command(commands, "check", "validate a recipe without running it", "example:\n  udacisense check mobile", run_check)
     _recipe_arguments(check)
     add_command(commands, "recipes", "list the shipped recipes and the registered stages", "example:\n  udacisense recipes", run_recipes)
+
+    search = add_command(commands, "search", "search compression recipes for the most accurate, fastest and smallest int8 models "
+                         "within constraints", SEARCH_EXAMPLE, run_search)
+    search.add_argument("recipe", nargs="?", help="a recipe whose data, baseline and search: section to use (default: --checkpoint alone)")
+    search.add_argument("--checkpoint", type=Path, help="the fp32 baseline checkpoint to compress")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override a recipe value, e.g. data.root=...")
+    search.add_argument("--budget", help="search time: 600s, 90m, 2h (a resumed search counts on)")
+    search.add_argument("--trials", type=int, help="stop after this many trials")
+    search.add_argument("--max-drop", type=float, help="constraint: validation top-1 drop, points (default 1.0)")
+    search.add_argument("--max-latency-ms", type=float, help="constraint: int8 .pte p50 at batch 1, 1 thread")
+    search.add_argument("--max-size-mb", type=float, help="constraint: int8 .pte file size")
+    search.add_argument("--proxy-epochs", type=int, help="fine-tune epochs of a first trial (default 2)")
+    search.add_argument("--full-epochs", type=int, help="fine-tune epochs of a promoted candidate (default 10)")
+    search.add_argument("--storage", help="optuna storage shared by several workers, e.g. postgresql://user@host:5432/db")
+    search.add_argument("--seed", type=int)
+    search.add_argument("--name", help="run folder name (default: <recipe>-search, or search)")
+    search.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    group = search.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue runs/<name>/search: finished trials are kept, an interrupted one reruns")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    group.add_argument("--show", metavar="NAME", help="print the front of runs/NAME/search and exit")
 
     compare = add_command(commands, "compare", "compare finished runs side by side, with a Pareto plot", COMPARE_EXAMPLE, run_compare)
     compare.add_argument("runs", type=Path, nargs="+", help="run folders holding result.json")
@@ -85,6 +113,25 @@ def run_recipes(args: argparse.Namespace) -> int:
     for name, summary in list_stages():
         print(f"  {name:<19} {summary}")
     return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from udacisense.config import validate_config
+    from udacisense.pipeline.search import Search, search_base, show_search
+    from udacisense.pipeline.search_spec import SearchSpec
+    from udacisense.report.search import front_table
+
+    if args.show:
+        print(show_search(args.runs_dir / args.show))
+        return 0
+    pipeline = search_base(args.recipe, args.checkpoint, args.overrides)
+    given = {field: getattr(args, field) for field in SEARCH_FIELDS if getattr(args, field) is not None}
+    spec = validate_config(SearchSpec, (pipeline.recipe.search or SearchSpec()).model_dump() | given, where="search options")
+    name = args.name or (f"{pipeline.recipe.name}-search" if args.recipe else "search")
+    result = Search(pipeline, spec, args.runs_dir, name, resume=args.resume, overwrite=args.overwrite).run()
+    print(front_table(result))
+    print(f"\nreport: {args.runs_dir / name / 'search' / 'report.md'}; reproduce a point with: udacisense run <its recipe>")
+    return 0 if result["feasible_found"] else 1
 
 
 def run_compare(args: argparse.Namespace) -> int:

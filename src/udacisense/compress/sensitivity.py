@@ -112,10 +112,13 @@ def plan_layer_ratios(
         lost = max(current["top1"] - following["top1"], 0.0) + 1e-3  # ties go to the bigger saving
         return lost / saved if saved > 0 else float("inf")
 
+    # Only the pruned model's cost is read here, and how many channels go does not depend on which: a criterion that needs
+    # gradients (taylor) would need training batches for nothing, so the plan counts with weight magnitudes.
+    counting = "l2" if importance == "taylor" else importance
     while True:
         ratios = {name: levels[name][index]["ratio"] for name, index in chosen.items() if index > 0}
         pruned = prune_channels(
-            copy.deepcopy(model), example, ChannelPruneConfig(ratio=0.0, importance=importance, round_to=round_to, protect=protect, layer_ratios=ratios)
+            copy.deepcopy(model), example, ChannelPruneConfig(ratio=0.0, importance=counting, round_to=round_to, protect=protect, layer_ratios=ratios)
         )
         achieved = {metric: _measure_cost(pruned, example, metric) / base[metric] for metric in budgets}
         over = [metric for metric in budgets if achieved[metric] > budgets[metric]]

@@ -78,6 +78,8 @@ def get_dataset(config: DataConfig) -> ImageDataset:
     val, train = train_all.take(order[:val_count]), train_all.take(order[val_count:])
     if config.train_subset is not None:
         train = train.take(torch.arange(min(config.train_subset, len(train))))
+    if config.evaluate_on == "val":
+        test = val  # measurements that choose between models must not see the test split
     if config.test_subset is not None:
         test = test.take(torch.arange(min(config.test_subset, len(test))))
     return ImageDataset(
@@ -91,9 +93,12 @@ def get_dataset(config: DataConfig) -> ImageDataset:
 
 
 def dataset_for_contract(
-    contract: dict, name: str | None = None, root=None, test_subset: int | None = None, train_subset: int | None = None
+    contract: dict, name: str | None = None, root=None, test_subset: int | None = None, train_subset: int | None = None, **options
 ) -> ImageDataset:
-    """The data a checkpoint was trained on, presented exactly as in training (shape and normalization)."""
+    """The data a checkpoint was trained on, presented exactly as in training (shape and normalization).
+
+    ``options`` are further :class:`DataConfig` fields (a recipe's split: ``val_fraction``, ``split_seed``, ``evaluate_on``).
+    """
     from dataclasses import replace
 
     from udacisense.config import validate_config
@@ -102,7 +107,7 @@ def dataset_for_contract(
     config = validate_config(
         DataConfig,
         {"name": name or contract["dataset"], "root": root, "channels": channels, "image_size": height,
-         "test_subset": test_subset, "train_subset": train_subset},
+         "test_subset": test_subset, "train_subset": train_subset, **options},
         where="data options",
     )
     return replace(get_dataset(config), normalization=Normalization(tuple(contract["mean"]), tuple(contract["std"])))

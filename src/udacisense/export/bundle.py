@@ -27,7 +27,7 @@ from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
 from udacisense.io import atomic_write, write_json
 from udacisense.measure import check_artifact, source_logits
-from udacisense.profile import serialized_size
+from udacisense.profile import machine_info, serialized_size
 
 GOLDEN_COUNT = 8
 GOLDEN_ATOL = 1e-4
@@ -41,6 +41,7 @@ def build_bundle(
     calibration_images: int = 256,
     data_root: Path | None = None,
     test_subset: int | None = None,
+    data_options: dict[str, Any] | None = None,
     tolerances: Tolerances = Tolerances(),
     latency_runs: int = 200,
     prebuilt: dict[str, tuple[Path, dict[str, Any]]] | None = None,
@@ -51,12 +52,12 @@ def build_bundle(
     ``prebuilt`` maps a format to an artifact made earlier from this checkpoint (e.g. the int8 ``.pte``
     a quantization-aware training stage produced, or a dynamic-int8 ``.ptl``) and the export details
     recorded when it was built: it is copied into the bundle and validated as a quantized model
-    instead of being exported again.
+    instead of being exported again. ``data_options`` are further data fields (a recipe's split, ``evaluate_on``).
     """
     prebuilt = prebuilt or {}
     model, payload = load_model(checkpoint)
     contract = payload["input"]
-    dataset = dataset_for_contract(contract, root=data_root, test_subset=test_subset)
+    dataset = dataset_for_contract(contract, root=data_root, test_subset=test_subset, **(data_options or {}))
     input_shape = tuple(contract["shape"])
     example = torch.zeros(input_shape)
     output.mkdir(parents=True, exist_ok=True)
@@ -112,9 +113,11 @@ def build_bundle(
         },
         "input": contract,
         "test_images": int(test_labels.numel()),
+        "evaluated_on": (data_options or {}).get("evaluate_on", "test"),  # "val" inside a search
         "golden": {"file": "golden.json", "count": GOLDEN_COUNT, "atol": GOLDEN_ATOL},
         "artifacts": artifacts,
         "versions": _versions(),
+        "machine": machine_info(),  # where the latencies above were measured, with its ISA flags
     }
     _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
     write_snippets(output, manifest)

@@ -20,6 +20,7 @@ from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
+from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.stages import StageParams, get_stage
 
 # Shipped recipes are package data, so an installed wheel finds them as well as a source checkout.
@@ -79,6 +80,7 @@ class Recipe(StrictModel):
     export: ExportSpec = Field(default_factory=ExportSpec)
     targets: Targets = Field(default_factory=Targets)
     threads: int | None = Field(default=None, gt=0, description="CPU threads for training and measuring (default: all cores)")
+    search: SearchSpec | None = Field(default=None, description="settings of 'udacisense search' on this recipe's data and baseline")
 
     @model_validator(mode="after")
     def _stages_are_mappings(self) -> "Recipe":

@@ -284,11 +284,13 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     marker.unlink(missing_ok=True)
     remove_bundle(output)
     shutil.rmtree(output, ignore_errors=True)
-    logger.info(f"export: {', '.join(recipe.export.formats)} -> {output}/ (validated on the whole test split)")
+    split = "validation" if recipe.data.evaluate_on == "val" else "test"
+    logger.info(f"export: {', '.join(recipe.export.formats)} -> {output}/ (validated on the whole {split} split)")
     spec = recipe.export
     manifest = build_bundle(
         checkpoint, output, list(spec.formats), calibration_images=spec.calibration_images, data_root=recipe.data.root,
-        test_subset=recipe.data.test_subset, tolerances=Tolerances(min_agreement=spec.min_agreement), latency_runs=spec.latency_runs,
+        test_subset=recipe.data.test_subset, data_options=recipe.data.model_dump(include={"val_fraction", "split_seed", "evaluate_on"}),
+        tolerances=Tolerances(min_agreement=spec.min_agreement), latency_runs=spec.latency_runs,
         prebuilt={kind: built for kind, built in artifacts.items() if kind in spec.formats}, log=logger.info,
     )
     marker.write_text(export_hash)

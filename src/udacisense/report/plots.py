@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-COLORS = {"baseline": "#6b7280", "stage": "#2563eb", "artifact": "#dc2626", "reference": "#9ca3af", "run": "#059669"}
+COLORS = {"baseline": "#6b7280", "stage": "#2563eb", "artifact": "#dc2626", "reference": "#9ca3af", "run": "#059669",
+          "front": "#dc2626", "trial": "#9ca3af", "infeasible": "#f59e0b"}
 
 
 def _png(figure) -> bytes:
@@ -24,7 +25,7 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
+def pareto_plot(points: Sequence[dict[str, Any]], title: str, accuracy_label: str = "test top-1 (%)") -> bytes:
     """Top-1 against file size and against latency; each point is {label, group, megabytes, latency_ms, top1}.
 
     The dashed line joins the Pareto-optimal points: nothing else is both smaller (or faster) and more accurate.
@@ -45,7 +46,7 @@ def pareto_plot(points: Sequence[dict[str, Any]], title: str) -> bytes:
         axis.xaxis.set_minor_formatter(NullFormatter())  # log minor labels like "4x10^-1" collide on narrow ranges
         axis.ticklabel_format(axis="y", useOffset=False)
         axis.set_xlabel(label)
-        axis.set_ylabel("test top-1 (%)")
+        axis.set_ylabel(accuracy_label)
         axis.grid(alpha=0.3, which="both")
     figure.suptitle(title, fontsize=11)
     return _png(figure)

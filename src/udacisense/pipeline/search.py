@@ -1,0 +1,474 @@
+"""``udacisense search``: a constrained, multi-objective, multi-fidelity search over compression recipes.
+
+Every trial is a recipe (prune_channels -> quantize, exported as an int8 ``.pte``) run by the same runner as
+``udacisense run``, in ``search/trials/<config hash>/``: a trial is reproducible from its recipe, and a trial
+whose configuration was run before (by this worker, another worker, or before a crash) reuses its folder.
+
+Objectives, all measured: validation top-1 of the artifact in its runtime (the test split is read only for the
+final report of the front), its latency (batch 1, 1 thread, fresh process) and its file size. The accuracy drop,
+latency and size limits are constraints (optuna's ``constraints_func``), not weights. Optuna's pruners do not
+support multi-objective studies, so fidelity is handled here: trials first fine-tune for ``proxy_epochs``; every
+``promote_every`` proxy trials, the best proxy candidates not yet promoted are queued in a second study at
+``full_epochs`` (successive halving in two rungs). Either study is on SQLite in the run folder or on a shared
+``storage`` URL, where optuna's heartbeat fails the trials of a killed worker and a retry callback queues them
+again; a single worker's ``--resume`` retries its own unfinished trials at once.
+
+After every trial, ``pareto.json``, ``pareto.png``, ``report.md``, one recipe per front point (``points/``) and
+the best-so-far recipe per objective (``best_*.yaml``) are rewritten, so a search that is stopped, runs out of
+budget or never meets its constraints still hands over the best points found.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from udacisense.errors import UdaciSenseError
+from udacisense.io import atomic_write, write_json
+from udacisense.pipeline.recipe import Pipeline, apply_override, config_hash, validate_recipe
+from udacisense.pipeline.runner import JOURNAL, run_pipeline
+from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.runs import get_logger, prepare_run_dir
+
+ARTIFACT = "pte-int8"
+HEARTBEAT_SECONDS = 30
+STUDY_NAMES = {"proxy": "proxy", "full": "full"}
+SUFFIX = {"accuracy": "most accurate", "latency": "fastest", "size": "smallest"}
+
+
+def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: list[str] = ()) -> Pipeline:
+    """The recipe whose data and baseline a search uses: a recipe file or name, a checkpoint alone, or both
+    (the checkpoint replaces the recipe's baseline)."""
+    from udacisense.checkpoint import load_checkpoint
+    from udacisense.pipeline.recipe import load_recipe
+
+    if recipe is None and checkpoint is None:
+        raise UdaciSenseError("give a recipe or --checkpoint BASELINE.pt (the fp32 model to compress)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UdaciSenseError(f"--checkpoint {checkpoint} does not exist; train one with 'udacisense train'")
+    overrides = list(overrides) + ([f"baseline={json.dumps({'checkpoint': str(checkpoint)})}"] if checkpoint is not None else [])
+    if recipe is not None:
+        return load_recipe(recipe, overrides)
+    data = {"name": load_checkpoint(checkpoint)["input"]["dataset"]}
+    trained_with = Path(checkpoint).parent / "config.yaml"  # beside a 'udacisense train' checkpoint: its validation split
+    if trained_with.is_file():
+        saved = (yaml.safe_load(trained_with.read_text()) or {}).get("data") or {}
+        data |= {key: saved[key] for key in ("name", "root", "val_fraction", "split_seed") if saved.get(key) is not None}
+    raw = {"name": "search", "data": data, "stages": []}
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_recipe(raw)
+
+
+def sample_trial(trial: optuna.Trial, spec: SearchSpec) -> dict[str, Any]:
+    """A trial's choices; inactive ones (no pruning: no budget) are not asked, so the sampler models them conditionally."""
+    space = spec.space
+    params: dict[str, Any] = {"prune": trial.suggest_categorical("prune", list(space.prune))}
+    if params["prune"]:
+        params["macs"] = trial.suggest_float("macs", *space.macs)
+        params["params"] = trial.suggest_float("params", *space.params)
+        params["importance"] = trial.suggest_categorical("importance", list(space.importance))
+    params["quantization"] = trial.suggest_categorical("quantization", list(space.quantization))
+    if params["quantization"] == "static":
+        params["observer"] = trial.suggest_categorical("observer", list(space.observer))
+        if space.mixed_precision:
+            params["mixed_precision"] = trial.suggest_categorical("mixed_precision", [None, *space.mixed_precision])
+    if params["prune"] or params["quantization"] == "qat":  # distillation needs a fine-tune
+        params["distill"] = trial.suggest_categorical("distill", list(space.distill))
+        if params["distill"]:
+            params["temperature"] = trial.suggest_categorical("temperature", list(space.temperature))
+    return params
+
+
+def fine_tunes(params: dict[str, Any]) -> bool:
+    """Whether a configuration trains (pruning's fine-tune or QAT), i.e. whether its fidelity matters."""
+    return bool(params.get("prune")) or params.get("quantization") == "qat"
+
+
+def trial_recipe(base: dict[str, Any], params: dict[str, Any], spec: SearchSpec, fidelity: str) -> dict[str, Any]:
+    """The recipe a trial runs: the base recipe's data and baseline, measured on the validation split."""
+    epochs = spec.proxy_epochs if fidelity == "proxy" else spec.full_epochs
+    qat_epochs = spec.qat_epochs[0 if fidelity == "proxy" else 1]
+    teacher = {"teacher": "self", "temperature": params["temperature"]} if params.get("distill") else None
+    stages = []
+    if params["prune"]:
+        prune = {"stage": "prune_channels", "id": "prune", "budget": {"macs": round(params["macs"], 4), "params": round(params["params"], 4)},
+                 "importance": params["importance"], "fine_tune": {**spec.fine_tune, "epochs": epochs, "lr": spec.lr}}
+        stages.append(prune | ({"distill": teacher} if teacher else {}) | spec.stage_options.get("prune", {}))
+    quantize: dict[str, Any] = {"stage": "quantize", "id": "quantize", "method": params["quantization"], "calibration_images": spec.calibration_images}
+    if params["quantization"] == "static":
+        quantize["observer"] = params["observer"]
+        if params.get("mixed_precision") is not None:
+            quantize["max_drop"] = params["mixed_precision"]
+    else:
+        quantize["fine_tune"] = {**spec.fine_tune, "epochs": qat_epochs, "lr": spec.lr / 10}
+        if teacher:
+            quantize["distill"] = teacher
+    stages.append(quantize | spec.stage_options.get("quantize", {}))
+    return {
+        "name": base["name"],
+        "description": f"{fidelity} trial of search '{base['name']}': {describe_params(params)}",
+        "threads": base.get("threads"),
+        "data": {**base.get("data", {}), "evaluate_on": "val"},
+        "baseline": base["baseline"],
+        "stages": stages,
+        "export": {"formats": [ARTIFACT], "latency_runs": spec.latency_runs, "calibration_images": spec.calibration_images},
+        "targets": {"max_accuracy_drop": spec.max_drop},
+    }
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """One short line: 'prune 31% MACs/24% params (taylor), qat int8, distilled T=4'."""
+    parts = [f"prune {100 * params['macs']:.0f}% MACs/{100 * params['params']:.0f}% params ({params['importance']})" if params["prune"] else "no pruning"]
+    quantized = f"{params['quantization']} int8"
+    if params.get("observer"):
+        quantized += f" ({params['observer']})"
+    if params.get("mixed_precision") is not None:
+        quantized += f", fp32 fallback within {params['mixed_precision']} pt"
+    parts.append(quantized)
+    if params.get("distill"):
+        parts.append(f"distilled T={params['temperature']:g}")
+    return ", ".join(parts)
+
+
+class Search:
+    """One worker of a search in ``runs_dir/<name>/search/`` (several workers may share a ``storage``)."""
+
+    def __init__(self, base: Pipeline, spec: SearchSpec, runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.spec = spec
+        self.run_dir = prepare_run_dir(runs_dir, name, resume=resume or spec.storage is not None, overwrite=overwrite)
+        self.folder = self.run_dir / "search"
+        self.folder.mkdir(exist_ok=True)
+        self.logger = get_logger(self.run_dir, "search")
+        self.log = log or self.logger.info
+        self.base = base.recipe.model_dump(mode="json", exclude={"stages", "export", "targets", "search"}, exclude_defaults=True) | {"name": name}
+        if base.recipe.baseline.checkpoint is not None:  # the trials' and points' recipes work from any folder
+            self.base["baseline"] = {"checkpoint": str(base.recipe.baseline.checkpoint.resolve())}
+        storage = self.storage = self._storage(resume)
+        # workers on one shared study must not draw the same random start points
+        seed = spec.seed if spec.storage is None else spec.seed + os.getpid()
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(spec.promote_every, 6))
+        directions = ["maximize", "minimize", "minimize"]
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours, failures included
+        self.studies = {
+            fidelity: optuna.create_study(storage=storage, sampler=sampler if fidelity == "proxy" else optuna.samplers.RandomSampler(spec.seed),
+                                          study_name=f"{name}-{study}", directions=directions, load_if_exists=True)
+            for fidelity, study in STUDY_NAMES.items()
+        }
+        if resume and spec.storage is None:
+            self._retry_unfinished()
+        used = self.studies["proxy"].user_attrs.get("seconds_used", 0.0)
+        self.started = time.perf_counter() - used
+
+    def _storage(self, resume: bool) -> optuna.storages.BaseStorage:
+        url = self.spec.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
+        if not resume and self.spec.storage is None:
+            (self.folder / "study.db").unlink(missing_ok=True)
+        try:
+            with warnings.catch_warnings():  # "experimental" notices about optuna's own retry callback: nothing for a user to do
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=4 * HEARTBEAT_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                )
+        except Exception as error:  # a wrong URL, an unreachable server, a missing driver: one line
+            raise UdaciSenseError(f"cannot open the search storage {url}: {str(error).splitlines()[0]}") from None
+
+    def _retry_unfinished(self) -> None:
+        """This worker alone used this study (SQLite in its folder): a trial still 'running' died with it; run it again."""
+        for study in self.studies.values():
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                study.enqueue_trial(trial.params, user_attrs=trial.user_attrs)
+                self.log(f"trial {trial.number} ({study.study_name}) was interrupted: queued again")
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Trials until the budget or the trial count is spent; returns what ``pareto.json`` holds."""
+        if self.base["baseline"].get("checkpoint") is None:
+            self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
+        self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min, constraints: {self._constraints_text()}")
+        while (reason := self._stop_reason()) is None:
+            if self._due_promotions():
+                self._promote()
+            fidelity = "full" if self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)) else "proxy"
+            self._one_trial(fidelity)
+        front = self.write_outputs(final=True)
+        self.log(f"search stopped: {reason}")
+        if not front["feasible_found"]:
+            self.log(f"NO TRIAL MET THE CONSTRAINTS ({self._constraints_text()}); the least-violating points are in {self.folder / 'pareto.json'}")
+        return front
+
+    def _finished(self) -> list[FrozenTrial]:
+        """Measured trials and trials that failed on their own (not those of a killed worker, which run again)."""
+        states = (TrialState.COMPLETE, TrialState.FAIL)
+        return [t for study in self.studies.values() for t in study.get_trials(deepcopy=False, states=states)
+                if t.state == TrialState.COMPLETE or "error" in t.user_attrs]
+
+    def _finished_count(self) -> int:
+        return len(self._finished())
+
+    def _stop_reason(self) -> str | None:
+        finished = self._finished()
+        if self.spec.trials is not None and len(finished) >= self.spec.trials:
+            return f"{len(finished)} trials finished (--trials {self.spec.trials})"
+        elapsed = self.elapsed()
+        durations = [t.user_attrs["seconds"] for t in finished if "seconds" in t.user_attrs]
+        expected = sum(durations) / len(durations) if durations else 0.0
+        if elapsed + expected > self.spec.budget:
+            return f"budget spent ({elapsed / 60:.1f} of {self.spec.budget / 60:.1f} min; a trial takes about {expected / 60:.1f} min)"
+        return None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _due_promotions(self) -> bool:
+        proxy = self.studies["proxy"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return len(proxy) > 0 and len(proxy) % self.spec.promote_every == 0 and not self.studies["proxy"].user_attrs.get(f"promoted_at_{len(proxy)}")
+
+    def _promote(self) -> None:
+        """Queue the best proxy candidates (the feasible front first, then the least violating) at full fidelity."""
+        proxy = self.studies["proxy"]
+        done = proxy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        proxy.set_user_attr(f"promoted_at_{len(done)}", True)
+        promoted = [t.params for t in self.studies["full"].get_trials(deepcopy=False)]
+        chosen = promotion_candidates(done, promoted, self.spec.promote)
+        for trial in chosen:
+            self.studies["full"].enqueue_trial(trial.params, user_attrs={"proxy_trial": trial.number}, skip_if_exists=True)
+        if chosen:
+            self.log(f"promoting proxy trials {', '.join(str(t.number) for t in chosen)} to {self.spec.full_epochs} fine-tune epochs")
+
+    def _one_trial(self, fidelity: str) -> None:
+        """One trial through ``study.optimize``, whose heartbeat lets other workers retry it if this process dies."""
+        self._last: dict[str, Any] | None = None
+        self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(UdaciSenseError,))
+        front = self.write_outputs()
+        if self._last is None or "top1" not in self._last:
+            return
+        last = self._last
+        on_front = any(point["trial"] == last["trial"] for point in front["front"])
+        self.log(
+            f"trial {last['trial']} {last['summary']}: val top-1 {last['top1']:.2f}% ({-last['drop']:+.2f} pt), {last['latency_ms']:.3f} ms, "
+            f"{last['megabytes']:.3f} MB{'' if feasible(last['constraints']) else ', violates constraints'}"
+            f"{', ON THE FRONT' if on_front else ''} | {self.elapsed() / 60:.1f}/{self.spec.budget / 60:.0f} min"
+        )
+
+    def _objective(self, trial: optuna.Trial, fidelity: str) -> tuple[float, float, float]:
+        if fidelity == "full" and "proxy_trial" not in trial.user_attrs:
+            raise optuna.TrialPruned("another worker took the queued candidate first")
+        params = sample_trial(trial, self.spec)
+        label = f"{fidelity[0]}{trial.number}"
+        trial.set_user_attr("summary", describe_params(params))
+        self._last = {"trial": label, "summary": f"[{fidelity}] {describe_params(params)}"}
+        started = time.perf_counter()
+        try:
+            recipe = trial_recipe(self.base, params, self.spec, fidelity)
+            trial.set_user_attr("recipe", recipe)  # in the study: a worker on another machine can write this point's recipe
+            measured = self.run_trial(recipe)
+        except UdaciSenseError as error:  # a trial that cannot train or export does not end the search (optuna catches it)
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("error", str(error))
+            self.log(f"trial {label} {self._last['summary']}: FAILED: {error}")
+            raise
+        measured["seconds"] = time.perf_counter() - started
+        for key, value in measured.items():
+            trial.set_user_attr(key, value)
+        for key, value in self._violations(measured).items():  # the samplers read these (feasible: every value <= 0)
+            trial.set_constraint(key, value)
+        measured["constraints"] = trial.constraints
+        self.studies["proxy"].set_user_attr("seconds_used", self.elapsed())
+        self._last |= measured
+        return measured["top1"], measured["latency_ms"], measured["megabytes"]
+
+    def run_trial(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """Run (or reuse) one trial recipe in ``trials/<hash>/`` and return its measured objectives."""
+        key = config_hash({k: v for k, v in recipe.items() if k not in ("name", "description")})
+        folder = self.folder / "trials" / key
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Two workers on one machine may draw the same configuration: the second waits, then reuses the result.
+        with open(folder.parent / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (folder / "result.json").is_file():
+                result = json.loads((folder / "result.json").read_text())
+            else:
+                atomic_write(folder.parent / f"{key}.yaml", lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
+                pipeline = validate_recipe(copy.deepcopy(recipe) | {"name": key})
+                if not folder.is_dir():
+                    self._share_baseline(folder)
+                result = run_pipeline(pipeline, folder.parent, resume=folder.is_dir(), name=key)
+        artifact = result["deploy"]["artifacts"][ARTIFACT]
+        baseline_top1 = result["baseline"]["metrics"]["test_top1"]  # the validation split: the trial recipe says evaluate_on val
+        return {
+            "top1": artifact["validation"]["top1"],
+            "drop": baseline_top1 - artifact["validation"]["top1"],
+            "baseline_top1": baseline_top1,
+            "latency_ms": artifact["latency"]["1_thread"]["p50_ms"],
+            "megabytes": artifact["bytes"] / 1e6,
+            "key": key,
+            "isa": result["machine"].get("isa"),
+        }
+
+    def _share_baseline(self, folder: Path) -> None:
+        """Start a trial with a finished trial's baseline measurements (every trial has the same data, baseline and
+        reference format, so the same journal record): the runner reuses them instead of measuring the baseline again."""
+        done = next((path.parent for path in sorted((self.folder / "trials").glob("*/result.json"))), None)
+        if done is None:
+            return
+        folder.mkdir(parents=True)
+        shutil.copytree(done / "stages" / "00_baseline", folder / "stages" / "00_baseline", copy_function=os.link)
+        first = (done / JOURNAL).read_text().splitlines()[0]
+        atomic_write(folder / JOURNAL, lambda handle: handle.write((first + "\n").encode()))
+
+    def _train_baseline(self) -> Path:
+        """A recipe without a baseline checkpoint: train it once, in ``search/baseline/``, for every trial."""
+        raw = self.base | {"name": "baseline", "stages": [], "export": {"formats": []}}
+        result = run_pipeline(validate_recipe(raw), self.folder, resume=(self.folder / "baseline").is_dir(), name="baseline")
+        return Path(result["baseline"]["checkpoint"]).resolve()
+
+    def _violations(self, measured: dict[str, Any]) -> dict[str, float]:
+        """By how much each constraint is missed (optuna's convention: a value <= 0 is met)."""
+        spec = self.spec
+        return {"drop": measured["drop"] - spec.max_drop,
+                "latency": measured["latency_ms"] - spec.max_latency_ms if spec.max_latency_ms else 0.0,
+                "size": measured["megabytes"] - spec.max_size_mb if spec.max_size_mb else 0.0}
+
+    def _constraints_text(self) -> str:
+        spec = self.spec
+        parts = [f"drop <= {spec.max_drop:g} pt"]
+        parts += [f"latency <= {spec.max_latency_ms:g} ms"] if spec.max_latency_ms else []
+        parts += [f"size <= {spec.max_size_mb:g} MB"] if spec.max_size_mb else []
+        return ", ".join(parts)
+
+    # --- outputs ----------------------------------------------------------------------------------------
+
+    def write_outputs(self, final: bool = False) -> dict[str, Any]:
+        """``pareto.json``, ``pareto.png``, ``report.md``, ``points/*.yaml`` and ``best_*.yaml`` from every finished trial."""
+        from udacisense.report.search import write_search_report
+
+        points = self.points()
+        feasible = [point for point in points if point["feasible"]]
+        front = pareto_front(feasible) if feasible else sorted(points, key=lambda point: point["violation"])[:3]
+        result = {
+            "name": self.run_dir.name, "spec": self.spec.model_dump(mode="json"), "constraints": self._constraints_text(),
+            "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": self._finished_count(), "trials": points, "front": front,
+            "best": {objective: _best(feasible, objective) for objective in SUFFIX} if feasible else {},
+        }
+        if final and front:
+            self._measure_on_test(front)
+        current = {f"{point['key']}.yaml" for point in front}
+        for stale in (self.folder / "points").glob("*.yaml"):
+            if stale.name not in current:  # a point that has left the front (dominated, or replaced by its full fine-tune)
+                stale.unlink()
+        for point in front:
+            point["recipe"] = self._write_point_recipe(point, self.folder / "points" / f"{point['key']}.yaml")
+        for objective, point in result["best"].items():
+            if point is not None:
+                self._write_point_recipe(point, self.folder / f"best_{objective}.yaml")
+        write_json(self.folder / "pareto.json", result)
+        write_search_report(result, self.folder)
+        return result
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every finished trial as a point; a configuration measured at full fidelity replaces its proxy result."""
+        by_params: dict[str, dict[str, Any]] = {}
+        for fidelity in ("proxy", "full"):
+            for trial in self.studies[fidelity].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                by_params[json.dumps(trial.params, sort_keys=True)] = {
+                    "trial": f"{fidelity[0]}{trial.number}", "fidelity": fidelity, "params": trial.params, "summary": trial.user_attrs["summary"],
+                    "trial_recipe": trial.user_attrs["recipe"],
+                    **{key: trial.user_attrs[key] for key in ("top1", "drop", "latency_ms", "megabytes", "key", "seconds", "isa")},
+                    "feasible": feasible(trial.constraints), "violation": violation(trial.constraints),
+                }
+        return list(by_params.values())
+
+    def _measure_on_test(self, front: list[dict[str, Any]]) -> None:
+        """The final report's numbers: each front artifact on the test split, which no trial has seen."""
+        from udacisense.checkpoint import load_model
+        from udacisense.data import dataset_for_contract
+        from udacisense.deploy.runtime import load_runner
+        from udacisense.deploy.validate import validate_artifact
+        from udacisense.measure import source_logits
+
+        for point in front:
+            folder = self.folder / "trials" / point["key"]
+            if not (folder / "result.json").is_file():
+                continue  # run by a worker on another machine: its own final pass measures it
+            result = json.loads((folder / "result.json").read_text())
+            model, payload = load_model(Path(result["deploy"]["source"]["checkpoint"]))
+            data = {key: value for key, value in self.base.get("data", {}).items() if key in ("val_fraction", "split_seed")}
+            dataset = dataset_for_contract(payload["input"], root=self.base.get("data", {}).get("root"), **data)
+            images, labels = dataset.whole("test")
+            runner = load_runner(ARTIFACT, folder / "deploy" / result["deploy"]["artifacts"][ARTIFACT]["file"], threads=None)
+            validation = validate_artifact(runner, images, labels, source_logits(model, images), quantized=True)
+            point["test_top1"] = validation["top1"]
+
+    def _write_point_recipe(self, point: dict[str, Any], path: Path) -> str:
+        """A recipe ``udacisense run`` reproduces: the trial's own, measured on the test split like any run."""
+        recipe = copy.deepcopy(point["trial_recipe"])
+        recipe["name"] = f"{self.run_dir.name}-{point['key'][:8]}"
+        recipe["data"]["evaluate_on"] = "test"
+        recipe["description"] = recipe["description"].replace(" trial of search", " point of search")
+        atomic_write(path, lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
+        return str(path)
+
+
+def feasible(constraints: dict[str, float]) -> bool:
+    return all(value <= 0 for value in constraints.values())
+
+
+def violation(constraints: dict[str, float]) -> float:
+    """How far a trial is from meeting every constraint (0 when it meets them all)."""
+    return sum(max(0.0, value) for value in constraints.values())
+
+
+def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``a`` is at least as good on top-1, latency and size, and better on one."""
+    at_least = a["top1"] >= b["top1"] and a["latency_ms"] <= b["latency_ms"] and a["megabytes"] <= b["megabytes"]
+    return at_least and (a["top1"] > b["top1"] or a["latency_ms"] < b["latency_ms"] or a["megabytes"] < b["megabytes"])
+
+
+def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other point dominates, most accurate first."""
+    front = [point for point in points if not any(dominates(other, point) for other in points)]
+    return sorted(front, key=lambda point: -point["top1"])
+
+
+def promotion_candidates(done: list[FrozenTrial], promoted: list[dict[str, Any]], count: int) -> list[FrozenTrial]:
+    """Up to ``count`` finished proxy trials to rerun at full fidelity: the feasible front first (most accurate first),
+    then other feasible trials, then the least-violating ones; never a configuration promoted before, nor one without a
+    fine-tune (static int8 of the unpruned model is already at full fidelity)."""
+    seen = {json.dumps(params, sort_keys=True) for params in promoted}
+    points = {t.number: {"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done if feasible(t.constraints)}
+    front = {number for number, point in points.items() if not any(dominates(other, point) for other in points.values())}
+    ranked = sorted(done, key=lambda t: (t.number not in front, violation(t.constraints), -t.values[0]))
+    return [t for t in ranked if fine_tunes(t.params) and json.dumps(t.params, sort_keys=True) not in seen][:count]
+
+
+def _best(points: list[dict[str, Any]], objective: str) -> dict[str, Any]:
+    if objective == "accuracy":
+        return max(points, key=lambda point: (point["top1"], -point["latency_ms"]))
+    field = "latency_ms" if objective == "latency" else "megabytes"
+    return min(points, key=lambda point: (point[field], -point["top1"]))
+
+
+def show_search(run_dir: Path) -> str:
+    """The front of a search folder as a table (``udacisense search --show NAME``)."""
+    from udacisense.report.search import front_table
+
+    path = run_dir / "search" / "pareto.json"
+    if not path.is_file():
+        raise UdaciSenseError(f"{path} does not exist; start the search with 'udacisense search ... --name {run_dir.name}'")
+    return front_table(json.loads(path.read_text()))

@@ -1,0 +1,79 @@
+"""udacisense search: a small real search on Fashion-MNIST with a tiny user model, its outputs and their reproduction, and
+the promotion rule (failure, resume and several workers: test_search_resilience.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import FAST_SEARCH
+from udacisense.cli import main
+from udacisense.pipeline.search import pareto_front, promotion_candidates
+
+
+@pytest.fixture(scope="module")
+def small_search(tmp_path_factory, tiny_baseline):
+    """A search with a 2-minute budget from the tiny baseline (TinyNet, 3 epochs)."""
+    runs = tmp_path_factory.mktemp("search")
+    started = time.perf_counter()
+    code = main(["search", "--checkpoint", str(tiny_baseline), "--budget", "2m", "--max-drop", "10", "--name", "small",
+                 "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantization=[static]"])
+    return runs, code, time.perf_counter() - started
+
+
+def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_search, capsys):
+    runs, code, seconds = small_search
+    folder = runs / "small" / "search"
+    result = json.loads((folder / "pareto.json").read_text())
+    assert code == 0 and result["feasible_found"]
+    assert result["trial_count"] >= 1 and len(result["front"]) >= 1
+    durations = [point["seconds"] for point in result["trials"]]
+    assert result["elapsed_seconds"] <= 120 + max(durations)  # it stops starting trials once the budget is spent
+    for point in result["front"]:
+        assert point["drop"] <= 10 and 0 < point["megabytes"] and 0 < point["latency_ms"]
+        assert 10 < point["test_top1"] <= 100  # the front alone is measured on the test split, at the end
+        assert Path(point["recipe"]).is_file() and point["recipe"].startswith(str(folder / "points"))
+    assert {path.name for path in (folder / "points").glob("*.yaml")} == {f"{point['key']}.yaml" for point in result["front"]}
+    assert all((folder / f"best_{objective}.yaml").is_file() for objective in ("accuracy", "latency", "size"))
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "Pareto front" in (folder / "report.md").read_text()
+
+    # a point's recipe reproduces its validation top-1 with 'udacisense run' (run on the validation split to compare)
+    point = result["front"][0]
+    recipe = yaml.safe_load(Path(point["recipe"]).read_text())
+    assert recipe["data"]["evaluate_on"] == "test" and Path(recipe["baseline"]["checkpoint"]).is_absolute()
+    assert main(["run", point["recipe"], "--runs-dir", str(runs), "--name", "again", "--set", "data.evaluate_on=val"]) == 0
+    again = json.loads((runs / "again" / "result.json").read_text())
+    assert again["deploy"]["artifacts"]["pte-int8"]["validation"]["top1"] == pytest.approx(point["top1"], abs=1e-9)
+
+    capsys.readouterr()
+    assert main(["search", "--show", "small", "--runs-dir", str(runs)]) == 0
+    assert point["summary"] in capsys.readouterr().out
+
+
+def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True) -> optuna.trial.FrozenTrial:
+    """A finished proxy trial as optuna stores it, with its constraint values (<= 0: met)."""
+    distributions = {"prune": optuna.distributions.CategoricalDistribution([True, False])}
+    trial = optuna.trial.create_trial(params={"prune": prune}, distributions=distributions, values=[top1, latency, size],
+                                      system_attrs={"constraints:drop": drop_violation})
+    trial.number = number
+    return trial
+
+
+def test_promotion_takes_the_feasible_front_first_and_never_twice():
+    done = [
+        finished_trial(0, 90.0, 1.0, 1.0, -0.5),   # feasible, on the front (most accurate)
+        finished_trial(1, 85.0, 0.5, 0.5, -0.1),   # feasible, on the front (fastest and smallest)
+        finished_trial(2, 84.0, 0.6, 0.6, -0.2),   # feasible, dominated by 1
+        finished_trial(3, 95.0, 0.1, 0.1, 2.0),    # best numbers, but misses the accuracy-drop constraint
+        finished_trial(4, 91.0, 2.0, 2.0, -1.0, prune=False),  # on the front, but no fine-tune: already at full fidelity
+    ]
+    assert [t.number for t in promotion_candidates(done, [], 3)] == [0, 1, 2]
+    assert [t.number for t in promotion_candidates(done, [{"prune": True}], 3)] == []  # every pruned config has these params here
+    assert [t.number for t in promotion_candidates(done[2:4], [], 2)] == [2, 3]  # infeasible ones come last, least violating first
+    points = [{"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done[:3]]
+    assert pareto_front(points) == points[:2]
