@@ -41,6 +41,8 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
     assert {path.name for path in (folder / "points").glob("*.yaml")} == {f"{point['key']}.yaml" for point in result["front"]}
     assert all((folder / f"best_{objective}.yaml").is_file() for objective in ("accuracy", "latency", "size"))
     assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "Pareto front" in (folder / "report.md").read_text()
+    trial = json.loads((folder / "trials" / result["front"][0]["key"] / "result.json").read_text())
+    assert list(trial["deploy"]["artifacts"]["pte-int8"]["latency"]) == ["1_thread"]  # the objective alone: one fresh process
 
     # a point's recipe reproduces its validation top-1 with 'udacisense run' (run on the validation split to compare)
     point = result["front"][0]

@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from udacisense.deploy.runtime import RUNTIMES
 from udacisense.errors import UdaciSenseError
@@ -56,8 +58,25 @@ print(json.dumps({"baseline_rss": baseline, "peak_rss": peak, "reset": reset, "t
 """
 
 
+_CHOSEN_THREAD_COUNTS: ContextVar[tuple[int, ...] | None] = ContextVar("udacisense_latency_threads", default=None)
+
+
+@contextmanager
+def latency_threads(*counts: int) -> Iterator[None]:
+    """Time artifacts at these thread counts only, inside the block: a search's objective is the 1-thread latency,
+    and each timed thread count costs a fresh process."""
+    token = _CHOSEN_THREAD_COUNTS.set(counts)
+    try:
+        yield
+    finally:
+        _CHOSEN_THREAD_COUNTS.reset(token)
+
+
 def thread_counts() -> list[int]:
-    """1 thread (what a phone app usually gives one model) and all cores."""
+    """1 thread (what a phone app usually gives one model) and all cores, unless :func:`latency_threads` chose others."""
+    chosen = _CHOSEN_THREAD_COUNTS.get()
+    if chosen:
+        return list(chosen)
     cores = os.cpu_count() or 1
     return [1] if cores == 1 else [1, cores]
 

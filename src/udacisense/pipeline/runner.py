@@ -72,11 +72,12 @@ class Journal:
 
 
 def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: bool = False, overwrite: bool = False,
-                 name: str | None = None, retime: bool = False) -> dict[str, Any]:
+                 name: str | None = None, retime: bool = False, report: bool = True) -> dict[str, Any]:
     """Run (or resume) ``pipeline`` in ``runs_dir/<name>/``; returns what ``result.json`` holds.
 
     ``retime`` (with ``resume``) measures every latency again (baseline, stages, artifacts) and keeps
-    everything else: for runs whose timings were taken while the machine was busy.
+    everything else: for runs whose timings were taken while the machine was busy. ``report=False`` skips
+    ``report.md``/``report.html`` (a search trial: its search writes one report for all trials).
     """
     recipe = pipeline.recipe
     run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
@@ -142,7 +143,8 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         "seconds_this_invocation": time.perf_counter() - started,
     }
     write_json(run_dir / RESULT, result)
-    result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
+    if report:
+        result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
     return result
 
 

@@ -34,6 +34,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from udacisense.deploy.bench import latency_threads
 from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, config_hash, validate_recipe
@@ -43,6 +44,7 @@ from udacisense.runs import get_logger, prepare_run_dir
 
 ARTIFACT = "pte-int8"
 HEARTBEAT_SECONDS = 30
+STORAGE_ATTEMPTS = 5
 STUDY_NAMES = {"proxy": "proxy", "full": "full"}
 SUFFIX = {"accuracy": "most accurate", "latency": "fastest", "size": "smallest"}
 
@@ -176,15 +178,21 @@ class Search:
         url = self.spec.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
         if not resume and self.spec.storage is None:
             (self.folder / "study.db").unlink(missing_ok=True)
-        try:
-            with warnings.catch_warnings():  # "experimental" notices about optuna's own retry callback: nothing for a user to do
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=4 * HEARTBEAT_SECONDS,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-                )
-        except Exception as error:  # a wrong URL, an unreachable server, a missing driver: one line
-            raise UdaciSenseError(f"cannot open the search storage {url}: {str(error).splitlines()[0]}") from None
+        for attempt in range(STORAGE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # "experimental" notices about optuna's own retry callback: nothing for a user to do
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=4 * HEARTBEAT_SECONDS,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                    )
+            except Exception as error:  # a wrong URL, an unreachable server, a missing driver: one line
+                # Workers starting together on an empty database race to create optuna's tables (a unique violation for
+                # the loser): wait and open it again. Anything else is the user's to fix.
+                if "unique" not in str(error).lower() or attempt == STORAGE_ATTEMPTS - 1:
+                    raise UdaciSenseError(f"cannot open the search storage {url}: {str(error).splitlines()[0]}") from None
+                time.sleep(1.0 + attempt)
+        raise AssertionError("unreachable")
 
     def _retry_unfinished(self) -> None:
         """This worker alone used this study (SQLite in its folder): a trial still 'running' died with it; run it again."""
@@ -308,7 +316,8 @@ class Search:
                 pipeline = validate_recipe(copy.deepcopy(recipe) | {"name": key})
                 if not folder.is_dir():
                     self._share_baseline(folder)
-                result = run_pipeline(pipeline, folder.parent, resume=folder.is_dir(), name=key)
+                with latency_threads(1):  # the objective; timing all cores too would cost a fresh process per artifact
+                    result = run_pipeline(pipeline, folder.parent, resume=folder.is_dir(), name=key, report=False)
         artifact = result["deploy"]["artifacts"][ARTIFACT]
         baseline_top1 = result["baseline"]["metrics"]["test_top1"]  # the validation split: the trial recipe says evaluate_on val
         return {

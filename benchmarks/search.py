@@ -1,0 +1,105 @@
+"""Issue 14 benchmark: `udacisense search` against the hand-tuned recipes/mobile.yaml, from one baseline, on one machine.
+
+    python benchmarks/search.py --baseline runs/benchmarks/baseline_mobilenet_v3_small/best.pt [--budget-factor 2]
+                                [--runs-dir /work/bench-runs/search]
+
+1. `udacisense run mobile` on the baseline (resumable), timed: its baseline measurement's and stages' seconds.
+2. `udacisense search` on the same baseline, with a budget of --budget-factor x that time and, as its accuracy
+   constraint (validation split), mobile.yaml's drop on the test split plus 0.25 pt (resumable with the same command).
+3. mobile.yaml's int8 .pte and every int8 .pte on the search's front are timed again here, alternately, in fresh
+   processes (batch 1, 1 thread), so that the latencies compare; sizes are the files'; top-1 is each one's whole
+   test split (the search measures its front there at the end). A point dominates mobile.yaml when it is at least as
+   good on all three and better on one.
+
+Results go to benchmarks/results/search.json and the "search" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from udacisense.deploy.bench import bench_artifact  # noqa: E402
+from udacisense.pipeline.search import dominates  # noqa: E402
+
+ROUNDS = 3  # alternating timing rounds per artifact; the median of the rounds' p50s is reported
+
+
+def udacisense(*arguments: str) -> int:
+    """The CLI in its own process, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "udacisense.cli", *arguments]).returncode
+
+
+def mobile_run(baseline: Path, runs_dir: Path, overrides: list[str]) -> dict:
+    resume = ["--resume"] if (runs_dir / "mobile").is_dir() else []
+    if udacisense("run", "mobile", "--set", f"baseline.checkpoint={baseline}", *overrides, "--runs-dir", str(runs_dir), *resume) != 0:
+        raise SystemExit("mobile.yaml failed; see its pipeline.log")
+    return json.loads((runs_dir / "mobile" / "result.json").read_text())
+
+
+def retime(paths: dict[str, Path], shape: tuple[int, ...]) -> dict[str, float]:
+    """p50 at 1 thread of each artifact, measured in alternating rounds (fresh process each), median over rounds."""
+    rounds: dict[str, list[float]] = {label: [] for label in paths}
+    for _ in range(ROUNDS):
+        for label, path in paths.items():
+            rounds[label].append(bench_artifact("pte-int8", path, shape, runs=300)["latency"]["1_thread"]["p50_ms"])
+    return {label: sorted(values)[len(values) // 2] for label, values in rounds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, required=True, help="the fp32 MobileNetV3-Small checkpoint both start from")
+    parser.add_argument("--budget-factor", type=float, default=2.0, help="search budget as a multiple of mobile.yaml's time")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks/search"))
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="a recipe override for both (data.*, threads), e.g. for a smoke run: --set data.train_subset=2000")
+    parser.add_argument("--mobile-set", action="append", default=[], metavar="KEY=VALUE", help="an override for mobile.yaml only (prune.*)")
+    args = parser.parse_args()
+    both = [item for override in args.overrides for item in ("--set", override)]
+    baseline = args.baseline.resolve()
+
+    mobile = mobile_run(baseline, args.runs_dir, both + [item for override in args.mobile_set for item in ("--set", override)])
+    mobile_seconds = sum(stage["seconds"] for stage in mobile["stages"]) + mobile["baseline"]["seconds"]
+    artifact = mobile["deploy"]["artifacts"]["pte-int8"]
+    mobile_drop = mobile["baseline"]["metrics"]["test_top1"] - artifact["validation"]["top1"]
+    budget = args.budget_factor * mobile_seconds
+    search_dir = args.runs_dir / "search"
+    resume = ["--resume"] if search_dir.is_dir() else []
+    udacisense("search", "--checkpoint", str(baseline), "--budget", f"{budget:.0f}s", "--max-drop", f"{max(mobile_drop, 0.0) + 0.25:.2f}",
+               "--name", "search", "--runs-dir", str(args.runs_dir), *both, *resume)
+    front = json.loads((search_dir / "search" / "pareto.json").read_text())["front"]
+
+    shape = tuple(mobile["baseline"]["input"]["shape"])
+    paths = {"mobile.yaml": args.runs_dir / "mobile" / "deploy" / artifact["file"]}
+    for point in front:
+        result = json.loads((search_dir / "search" / "trials" / point["key"] / "result.json").read_text())
+        paths[point["trial"]] = search_dir / "search" / "trials" / point["key"] / "deploy" / result["deploy"]["artifacts"]["pte-int8"]["file"]
+    latency = retime(paths, shape)
+    rows = [{"label": "mobile.yaml", "summary": "hand-tuned: prune to 30% MACs / 25% params, 30 distilled epochs, static int8",
+             "top1": artifact["validation"]["top1"], "latency_ms": latency["mobile.yaml"], "megabytes": paths["mobile.yaml"].stat().st_size / 1e6}]
+    rows += [{"label": point["trial"], "summary": point["summary"], "top1": point.get("test_top1", float("nan")),
+              "latency_ms": latency[point["trial"]], "megabytes": paths[point["trial"]].stat().st_size / 1e6} for point in front]
+    for row in rows[1:]:
+        row["dominates_mobile"] = dominates(row, rows[0])
+    results = {"machine": machine(), "baseline": str(baseline), "mobile_seconds": mobile_seconds, "budget_seconds": budget, "rows": rows,
+               "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
+    save_results("search", results)
+    lines = ["## Search against mobile.yaml (issue 14)", "", f"`{results['command']}` on {describe_machine(results['machine'])}. "
+             f"mobile.yaml took {mobile_seconds / 60:.0f} min; the search's budget was {budget / 60:.0f} min. Latency: int8 `.pte`, "
+             f"batch 1, 1 thread, median of {ROUNDS} alternating fresh-process rounds of 300 runs; top-1 on the whole test split.", "",
+             "| artifact | configuration | test top-1 | latency | size | dominates mobile.yaml |", "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        lines.append(f"| {row['label']} | {row['summary']} | {row['top1']:.2f}% | {row['latency_ms']:.3f} ms | {row['megabytes']:.3f} MB | "
+                     f"{'' if 'dominates_mobile' not in row else 'yes' if row['dominates_mobile'] else 'no'} |")
+    replace_doc_section("search", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
