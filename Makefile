@@ -28,29 +28,27 @@ data:
 		exit 1; \
 	fi
 
-# The report test renders report.html in headless Chromium; Debian ships it as 'chromium'.
+# $(call apt_require,<check>,<package>,<what needs it>): when <check> fails, install the Debian package as root;
+# otherwise print the command that installs it and stop.
+define apt_require
+@if { $(1); } >/dev/null 2>&1; then :; \
+elif [ "$$(id -u)" = 0 ]; then \
+	echo "Installing $(2) for $(3): apt-get install -y $(2)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+else \
+	echo "$(2) is missing ($(3) needs it). Install it with:"; \
+	echo "  sudo apt-get update && sudo apt-get install -y $(2)"; \
+	exit 1; \
+fi
+endef
+
 # The shared-study search test starts (and stops) a throwaway PostgreSQL server of its own; it needs the server binaries.
 postgres:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		echo "Installing PostgreSQL for the shared-study search test: apt-get install -y postgresql"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	else \
-		echo "PostgreSQL is missing (the shared-study search test needs it). Install it with:"; \
-		echo "  sudo apt-get update && sudo apt-get install -y postgresql"; \
-		exit 1; \
-	fi
+	$(call apt_require,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the shared-study search test)
 
+# The report test renders report.html in headless Chromium; Debian ships it as 'chromium'.
 browser:
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		echo "Installing Chromium for the report test: apt-get install -y chromium"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else \
-		echo "Chromium is missing (the report test needs it). Install it with:"; \
-		echo "  sudo apt-get update && sudo apt-get install -y chromium"; \
-		exit 1; \
-	fi
+	$(call apt_require,command -v chromium || command -v chromium-browser,chromium,the report test)
 
 # The main job on the default data: the quickstart recipe (src/udacisense/recipes/quickstart.yaml) end to end (baseline, pruning, int8, export, report).
 demo: install data
