@@ -27,11 +27,7 @@ COMPARE_EXAMPLE = """example:
 def add_commands(commands) -> None:
     run = add_command(commands, "run", "run a recipe: baseline, compression stages, export, targets and report", RUN_EXAMPLE, run_recipe)
     _recipe_arguments(run)
-    run.add_argument("--name", help="run folder name (default: the recipe's name)")
-    run.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    group = run.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue runs/<name>/: reuse finished stages whose config is unchanged")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _run_folder_arguments(run, "the recipe's name", "continue runs/<name>/: reuse finished stages whose config is unchanged")
     run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
 
@@ -53,16 +49,23 @@ def add_commands(commands) -> None:
     search.add_argument("--full-epochs", type=int, help="fine-tune epochs of a promoted candidate (default 10)")
     search.add_argument("--storage", help="optuna storage shared by several workers, e.g. postgresql://user@host:5432/db")
     search.add_argument("--seed", type=int)
-    search.add_argument("--name", help="run folder name (default: <recipe>-search, or search)")
-    search.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    group = search.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue runs/<name>/search: finished trials are kept, an interrupted one reruns")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    group = _run_folder_arguments(search, "<recipe>-search, or search",
+                                  "continue runs/<name>/search: finished trials are kept, an interrupted one reruns")
     group.add_argument("--show", metavar="NAME", help="print the front of runs/NAME/search and exit")
 
     compare = add_command(commands, "compare", "compare finished runs side by side, with a Pareto plot", COMPARE_EXAMPLE, run_compare)
     compare.add_argument("runs", type=Path, nargs="+", help="run folders holding result.json")
     compare.add_argument("--output", type=Path, default=Path("runs/compare"), help="folder for compare.md, compare.json and pareto.png")
+
+
+def _run_folder_arguments(parser: argparse.ArgumentParser, default_name: str, resume_help: str) -> argparse._MutuallyExclusiveGroup:
+    """--name, --runs-dir and the --resume/--overwrite choice; returns that group for further exclusive options."""
+    parser.add_argument("--name", help=f"run folder name (default: {default_name})")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help=resume_help)
+    group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    return group
 
 
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:

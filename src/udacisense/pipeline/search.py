@@ -226,9 +226,6 @@ class Search:
         return [t for study in self.studies.values() for t in study.get_trials(deepcopy=False, states=states)
                 if t.state == TrialState.COMPLETE or "error" in t.user_attrs]
 
-    def _finished_count(self) -> int:
-        return len(self._finished())
-
     def _stop_reason(self) -> str | None:
         finished = self._finished()
         if self.spec.trials is not None and len(finished) >= self.spec.trials:
@@ -372,7 +369,7 @@ class Search:
         front = pareto_front(feasible) if feasible else sorted(points, key=lambda point: point["violation"])[:3]
         result = {
             "name": self.run_dir.name, "spec": self.spec.model_dump(mode="json"), "constraints": self._constraints_text(),
-            "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": self._finished_count(), "trials": points, "front": front,
+            "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": len(self._finished()), "trials": points, "front": front,
             "best": {objective: _best(feasible, objective) for objective in SUFFIX} if feasible else {},
         }
         if final and front:
