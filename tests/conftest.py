@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import json
 import os
 import pickle
+import shutil
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -83,35 +86,56 @@ def real_fashion_mnist() -> Path:
     return REAL_FASHION_MNIST
 
 
-@pytest.fixture(scope="session")
-def fashion_run(tmp_path_factory, real_fashion_mnist):
-    """MobileNetV3-Small (width 0.75) trained for 2 epochs on 4,000 real Fashion-MNIST images (~15 s)."""
-    from udacisense.config import DataConfig, RunConfig, TrainConfig
-    from udacisense.train import train_run
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """``build(folder)`` once per test session, shared by the pytest-xdist workers (the first one to get here builds
+    under a file lock, the others wait and reuse its folder and returned summary)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # under xdist: the session's folder
+    folder, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+    return folder, json.loads(done.read_text())
 
-    config = RunConfig(
-        name="fashion",
-        runs_dir=tmp_path_factory.mktemp("runs"),
-        data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=2000, val_fraction=0.05),
+
+def _fashion_config(runs: Path):
+    from udacisense.config import DataConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        name="fashion", runs_dir=runs,
+        data=DataConfig(root=REAL_FASHION_MNIST, train_subset=4000, test_subset=2000, val_fraction=0.05),
         model={"name": "mobilenet_v3_small", "kwargs": {"width_mult": 0.75}},
         train=TrainConfig(epochs=2, batch_size=64, lr=0.1, threads=1),
     )
-    return config, train_run(config)
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory, real_fashion_mnist):
+    """MobileNetV3-Small (width 0.75) trained for 2 epochs on 4,000 real Fashion-MNIST images (~15 s), once per session."""
+    from udacisense.train import train_run
+
+    runs, summary = built_once(tmp_path_factory, "fashion_run", lambda folder: train_run(_fashion_config(folder)))
+    return _fashion_config(runs), summary
 
 
 @pytest.fixture(scope="session")
 def tiny_baseline(tmp_path_factory, real_fashion_mnist) -> Path:
-    """A user's small CNN (TinyNet, width 32, from a file) trained 3 epochs on 4,000 real Fashion-MNIST images (~10 s):
-    the baseline checkpoint of the command and stage tests, where the technique is the point, not the model."""
+    """A user's small CNN (TinyNet, width 32, from a file) trained 3 epochs on 4,000 real Fashion-MNIST images (~10 s),
+    once per session: the baseline checkpoint of the command and stage tests, where the technique is the point, not the model."""
     from udacisense.config import DataConfig, RunConfig, TrainConfig
     from udacisense.train import train_run
 
-    runs = tmp_path_factory.mktemp("tiny_baseline")
-    config = RunConfig(name="tiny", runs_dir=runs,
-                       data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
-                       model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
-                       train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=1))
-    summary = train_run(config)
+    def build(runs: Path) -> dict:
+        config = RunConfig(name="tiny", runs_dir=runs,
+                           data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
+                           model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
+                           train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=1))
+        return train_run(config)
+
+    _, summary = built_once(tmp_path_factory, "tiny_baseline", build)
     assert summary["test_top1"] > 50  # a real baseline, far from chance (10%)
     return Path(summary["run"]) / "best.pt"
 
@@ -167,7 +191,6 @@ def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server (Debian's binaries, which `make test` installs) on a free local port, stopped at the
     end of the session. As root the server runs as the 'postgres' user, which initdb requires."""
     import glob
-    import shutil
     import socket
     import subprocess
 

@@ -7,6 +7,7 @@ import torch
 
 from udacisense import UdaciSenseError
 from udacisense.cli import main
+from udacisense.deploy.bench import run_probe
 from udacisense.deploy.runtime import load_runner
 from udacisense.export import parse_formats
 from udacisense.export.bundle import build_bundle, verify_bundle
@@ -113,3 +114,18 @@ def test_coreml_converts_and_is_marked_not_run(tmp_path):
     assert path.name == "model.mlpackage" and (path / "Manifest.json").is_file()
     assert any(p.stat().st_size > 1000 for p in path.rglob("*.bin"))  # the weights file
     assert info["status"].startswith("converted, not run")
+
+
+def test_latency_probes_run_in_fresh_children_and_a_broken_artifact_is_one_line(bundle, tmp_path):
+    """Each probe is a child forked from the probe server: a file the runtime refuses fails that probe alone, in one
+    line, and the next probe still runs; the model's memory excludes the runtime's shared code (a few hundred kB here,
+    not the megabytes of libtorch's pages a child touches again)."""
+    folder, manifest = bundle
+    broken = tmp_path / "broken.pte"
+    broken.write_bytes(b"not an ExecuTorch program" * 64)
+    with pytest.raises(UdaciSenseError) as caught:
+        run_probe("pte", broken, (1, 1, 28, 28), runs=5)
+    assert str(caught.value).startswith(f"benchmark of pte {broken} failed: ") and "\n" not in str(caught.value)
+    fp32, int8 = (run_probe(kind, folder / manifest["artifacts"][kind]["file"], (1, 1, 28, 28), runs=5) for kind in ("pte", "pte-int8"))
+    assert fp32["latency"]["runs"] == 5 and fp32["latency"]["p50_ms"] > 0
+    assert 0 < int8["memory"]["model_bytes"] < fp32["memory"]["model_bytes"] < 4 * manifest["artifacts"]["pte"]["bytes"]

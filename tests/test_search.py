@@ -4,8 +4,8 @@ the promotion rule (failure, resume and several workers: test_search_resilience.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -13,27 +13,27 @@ import yaml
 
 from conftest import FAST_SEARCH
 from udacisense.cli import main
-from udacisense.pipeline.search import pareto_front, promotion_candidates
+from udacisense.pipeline.search import Search, pareto_front, promotion_candidates
+from udacisense.pipeline.search_spec import SearchSpec
 
 
 @pytest.fixture(scope="module")
 def small_search(tmp_path_factory, tiny_baseline):
-    """A search with a 2-minute budget from the tiny baseline (TinyNet, 3 epochs)."""
+    """A search with a 2-minute budget from the tiny baseline (TinyNet, 3 epochs), ended after 3 trials (2 proxy trials
+    and the promotion of one) so that the suite does not wait for the budget (the budget rule: test_search_stops...)."""
     runs = tmp_path_factory.mktemp("search")
-    started = time.perf_counter()
-    code = main(["search", "--checkpoint", str(tiny_baseline), "--budget", "2m", "--max-drop", "10", "--name", "small",
+    code = main(["search", "--checkpoint", str(tiny_baseline), "--budget", "2m", "--trials", "3", "--max-drop", "10", "--name", "small",
                  "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantization=[static]"])
-    return runs, code, time.perf_counter() - started
+    return runs, code
 
 
 def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_search, capsys):
-    runs, code, seconds = small_search
+    runs, code = small_search
     folder = runs / "small" / "search"
     result = json.loads((folder / "pareto.json").read_text())
     assert code == 0 and result["feasible_found"]
-    assert result["trial_count"] >= 1 and len(result["front"]) >= 1
-    durations = [point["seconds"] for point in result["trials"]]
-    assert result["elapsed_seconds"] <= 120 + max(durations)  # it stops starting trials once the budget is spent
+    assert result["trial_count"] == 3 and len(result["front"]) >= 1
+    assert [point["fidelity"] for point in result["trials"]].count("full") == 1  # the promoted proxy trial replaced by its rerun
     for point in result["front"]:
         assert point["drop"] <= 10 and 0 < point["megabytes"] and 0 < point["latency_ms"]
         assert 10 < point["test_top1"] <= 100  # the front alone is measured on the test split, at the end
@@ -57,11 +57,12 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
     assert point["summary"] in capsys.readouterr().out
 
 
-def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True) -> optuna.trial.FrozenTrial:
+def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True,
+                   seconds: float = 30.0) -> optuna.trial.FrozenTrial:
     """A finished proxy trial as optuna stores it, with its constraint values (<= 0: met)."""
     distributions = {"prune": optuna.distributions.CategoricalDistribution([True, False])}
     trial = optuna.trial.create_trial(params={"prune": prune}, distributions=distributions, values=[top1, latency, size],
-                                      system_attrs={"constraints:drop": drop_violation})
+                                      system_attrs={"constraints:drop": drop_violation}, user_attrs={"seconds": seconds})
     trial.number = number
     return trial
 
@@ -79,3 +80,16 @@ def test_promotion_takes_the_feasible_front_first_and_never_twice():
     assert [t.number for t in promotion_candidates(done[2:4], [], 2)] == [2, 3]  # infeasible ones come last, least violating first
     points = [{"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done[:3]]
     assert pareto_front(points) == points[:2]
+
+
+def test_search_stops_before_a_trial_that_would_overrun_the_budget_or_the_trial_count():
+    """The stopping rule alone: no new trial once the elapsed time plus an average trial would pass the budget."""
+    spec = SearchSpec(budget="2m")
+    done = [finished_trial(0, 90.0, 1.0, 1.0, -1.0, seconds=20.0), finished_trial(1, 90.0, 1.0, 1.0, -1.0, seconds=40.0)]
+
+    def stop_reason(elapsed: float, spec: SearchSpec = spec) -> str | None:
+        return Search._stop_reason(SimpleNamespace(spec=spec, _finished=lambda: done, elapsed=lambda: elapsed))
+
+    assert stop_reason(elapsed=89.0) is None  # 89 s + a 30 s trial fits in 120 s
+    assert stop_reason(elapsed=91.0).startswith("budget spent (1.5 of 2.0 min; a trial takes about 0.5 min)")
+    assert stop_reason(elapsed=1.0, spec=SearchSpec(budget="2m", trials=2)) == "2 trials finished (--trials 2)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -73,18 +72,9 @@ def measure_latency(
                     timings.append((time.perf_counter() - started) * 1000)
     finally:
         torch.set_num_threads(previous)
+    from udacisense.deploy.bench import summarize_timings
+
     return summarize_timings(timings) | {"threads": threads}
-
-
-def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
-    """p50, p90 and mean of a list of millisecond timings."""
-    ordered = sorted(timings_ms)
-    return {
-        "p50_ms": statistics.median(ordered),
-        "p90_ms": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
-        "mean_ms": statistics.fmean(ordered),
-        "runs": len(ordered),
-    }
 
 
 def measure_peak_memory(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:

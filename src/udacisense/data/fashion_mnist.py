@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -34,7 +35,17 @@ def load(root: Path | None = None) -> SourceData:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzip or plain) of unsigned bytes into an array of its declared shape."""
+    """Parse one IDX file (gzip or plain) of unsigned bytes into a read-only array of its declared shape."""
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise UdaciSenseError(f"cannot read {path}: {error}; {INSTALL_HINT}") from None
+    # A pipeline loads its data for every stage and measurement; unzipping the 26 MB of training images once is enough.
+    return _read_idx(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx(path: Path, mtime_ns: int, size: int) -> np.ndarray:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:

@@ -3,14 +3,25 @@
 A fresh process per (artifact, thread count) sizes each runtime's thread pool once before anything
 runs (ExecuTorch's pool cannot be resized safely after use), keeps one measurement from warming or
 fragmenting another, and gives an honest peak-memory figure for loading and running the model.
+
+The processes are forked from a small server that has imported torch and the runtime loaders but never
+run a model: each child starts with no thread pool, no loaded model and no warm cache, as a new
+interpreter would, without paying the 2-3 s of importing torch again. (multiprocessing's forkserver
+would re-run the caller's main script in every child; a user's script without a ``__main__`` guard
+would then start probes recursively.)
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -19,43 +30,137 @@ from typing import Any, Iterator
 from udacisense.deploy.runtime import RUNTIMES
 from udacisense.errors import UdaciSenseError
 
-_PROBE = r"""
-import json, sys, time
-kind, path, shape, threads, warmup, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), *map(int, sys.argv[4:7])
-import torch
-torch.set_num_threads(threads)
-from udacisense.deploy.runtime import load_runner
-from udacisense.profile import summarize_timings
-if kind.startswith("pte"):
-    # The runtime's bindings import executorch.exir only for a warning class, and running the exporter package's
-    # __init__ costs about 4 s per probe. Register the package unexecuted: its modules still load from their files.
-    import importlib.util
-    sys.modules.setdefault("executorch.exir", importlib.util.module_from_spec(importlib.util.find_spec("executorch.exir")))
-    import executorch.runtime, executorch.extension.pybindings.portable_lib
-elif kind.startswith("onnx"):
-    import onnxruntime
-def status(field):
-    for line in open('/proc/self/status'):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-try:
-    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak mark: imports do not count
-    reset = True
-except OSError:
-    reset = False
-baseline = status('VmRSS')
-runner = load_runner(kind, path, threads=threads)
-example = torch.randn(shape)
-timings = []
-for index in range(3 + warmup + runs):
-    started = time.perf_counter()
-    runner.predict(example)
-    if index == 2:
-        peak = status('VmHWM')
-    if index >= 3 + warmup:
-        timings.append((time.perf_counter() - started) * 1000)
-print(json.dumps({"baseline_rss": baseline, "peak_rss": peak, "reset": reset, "timing": summarize_timings(timings)}))
+# The server: it imports what every probe needs once, then forks one child per request. A child's reply goes
+# through a pipe; one that dies without replying (the runtime crashed) is reported by its exit status.
+_SERVER = r"""
+import json, os, sys
+from udacisense.deploy.bench import _probe
+for line in sys.stdin:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)  # runtimes log to stdout and stderr; the reply says what matters
+        try:
+            reply = {"result": _probe(*json.loads(line))}
+        except BaseException as error:
+            reply = {"error": str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}
+        with os.fdopen(write, "w") as pipe:
+            pipe.write(json.dumps(reply))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        data = json.dumps({"error": f"the runtime crashed while loading or running it (exit status {os.waitstatus_to_exitcode(status)})"})
+    print(data, flush=True)
 """
+_server: subprocess.Popen | None = None
+_server_log: Any = None
+_server_lock = threading.Lock()
+
+
+def _ask_server(request: list[Any]) -> dict[str, Any]:
+    """Send one probe to the server (started on first use, ended with this process) and wait for its reply."""
+    global _server, _server_log
+    if _server is None or _server.poll() is not None:
+        _server_log = tempfile.TemporaryFile(mode="w+")
+        _server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=_server_log,
+                                   text=True, bufsize=1)
+        atexit.register(_server.stdin.close)  # the server ends when its input does
+    _server.stdin.write(json.dumps(request) + "\n")
+    reply = _server.stdout.readline()
+    if not reply:
+        _server_log.seek(0)
+        lines = [line for line in _server_log.read().splitlines() if line.strip()]
+        raise UdaciSenseError(f"the benchmark process exited: {lines[-1][:200] if lines else 'no output'}")
+    return json.loads(reply)
+
+
+def _memory_status() -> dict[str, int]:
+    """This process's resident, peak resident and file-backed resident bytes."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM", "RssFile"):
+                fields[name] = int(value.split()[0]) * 1024
+    return fields
+
+
+def _mapped_bytes(path: str) -> int:
+    """Resident bytes of ``path`` mapped into this process (a runtime may map the model file rather than read it)."""
+    target, inside, total = os.path.realpath(path), False, 0
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(" ", 1)[0]
+            if "-" in head and not head.endswith(":"):  # a mapping's header line: address range ... path
+                inside = line.rstrip().endswith(target)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _import_runtime(kind: str) -> None:
+    """Import the artifact's runtime before the memory baseline, so that its imports do not count as the model's."""
+    if kind.startswith("pte"):
+        import importlib.util
+        import sys
+
+        # The runtime's bindings import executorch.exir only for a warning class, and running the exporter package's
+        # __init__ costs about 4 s per probe. Register the package unexecuted: its modules still load from their files.
+        sys.modules.setdefault("executorch.exir", importlib.util.module_from_spec(importlib.util.find_spec("executorch.exir")))
+        import executorch.extension.pybindings.portable_lib  # noqa: F401
+        import executorch.runtime  # noqa: F401
+    elif kind.startswith("onnx"):
+        import onnxruntime  # noqa: F401
+
+
+def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
+    """p50, p90 and mean of a list of millisecond timings."""
+    ordered = sorted(timings_ms)
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p90_ms": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+        "mean_ms": statistics.fmean(ordered),
+        "runs": len(ordered),
+    }
+
+
+def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, runs: int) -> dict[str, Any]:
+    """Runs in the fresh child: load, 3 runs for the peak memory, ``warmup`` untimed runs, ``runs`` timed runs."""
+    import torch
+
+    from udacisense.deploy.runtime import load_runner
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    _import_runtime(kind)
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # reset the peak mark: what the child inherited and imported does not count
+        reset = True
+    except OSError:
+        reset = False
+    before = _memory_status()
+    runner = load_runner(kind, Path(path), threads=threads)
+    example = torch.randn(shape)
+    timings = []
+    for index in range(3 + warmup + runs):
+        started = time.perf_counter()
+        runner.predict(example)
+        if index == 2:
+            after = _memory_status()
+            # A forked child faults the libraries' code pages in again as it first runs them; they are shared, and
+            # not the model's. The model file itself may be mapped: its pages are.
+            library_pages = after["RssFile"] - before["RssFile"] - _mapped_bytes(path)
+        if index >= 3 + warmup:
+            timings.append((time.perf_counter() - started) * 1000)
+    return {"baseline_rss": before["VmRSS"], "peak_rss": after["VmHWM"], "library_pages": max(0, library_pages), "reset": reset,
+            "timing": summarize_timings(timings)}
 
 
 _CHOSEN_THREAD_COUNTS: ContextVar[tuple[int, ...] | None] = ContextVar("udacisense_latency_threads", default=None)
@@ -89,20 +194,16 @@ def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int 
     """Load ``path`` as ``kind`` in a fresh process with ``threads`` threads: peak memory and latency."""
     if kind not in RUNTIMES or kind == "eager":
         raise UdaciSenseError(f"cannot benchmark artifact kind '{kind}' in a separate process")
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE, kind, str(path), json.dumps(list(input_shape)), str(threads), str(warmup), str(runs)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-    )
-    if result.returncode != 0:
-        tail = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise UdaciSenseError(f"benchmark of {kind} {path} failed: {tail[-1][:200] if tail else 'no output'}")
-    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    with _server_lock:
+        reply = _ask_server([kind, str(path), list(input_shape), threads, warmup, runs])
+    if "error" in reply:
+        raise UdaciSenseError(f"benchmark of {kind} {path} failed: {reply['error']}")
+    probe = reply["result"]
     memory = {
         "peak_rss_bytes": probe["peak_rss"],
-        "model_bytes": probe["peak_rss"] - probe["baseline_rss"],
-        "method": "fresh process: VmHWM after loading and 3 batch-1 runs minus VmRSS after importing the runtime"
+        "model_bytes": probe["peak_rss"] - probe["baseline_rss"] - probe["library_pages"],
+        "method": "fresh process: VmHWM after loading and 3 batch-1 runs minus VmRSS after importing the runtime, "
+        "less the shared libraries' code paged in by those runs"
         + ("" if probe["reset"] else " (peak mark could not be reset; includes imports)"),
     }
     return {"memory": memory, "latency": probe["timing"] | {"threads": threads}}

@@ -44,6 +44,8 @@ class ExportSpec(StrictModel):
     calibration_images: int = Field(default=256, gt=0, description="int8 calibration images for formats quantized at export")
     min_agreement: float = Field(default=98.0, ge=0, le=100, description="top-1 agreement with the source model, percent")
     latency_runs: int = Field(default=200, gt=0, description="timed runs per latency measurement")
+    references: bool = Field(default=True, description="also export the fp32 baseline to each artifact's format, to compare like "
+                             "with like (a search's trials skip it: their objectives need no comparison)")
 
     @field_validator("formats")
     @classmethod
@@ -87,6 +89,8 @@ class Recipe(StrictModel):
         for index, item in enumerate(self.stages, start=1):
             if not isinstance(item, dict) or "stage" not in item:
                 raise ValueError(f"stage {index} must be a mapping with a 'stage' key, see 'udacisense recipes' for the stages")
+        if self.targets.runtime_latency_reduction is not None and not self.export.references:
+            raise ValueError("targets.runtime_latency_reduction compares with the fp32 baseline in the same runtime: set export.references: true")
         return self
 
 

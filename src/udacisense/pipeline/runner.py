@@ -260,6 +260,8 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
 def reference_formats(pipeline: Pipeline) -> list[str]:
     """The fp32 formats the baseline is exported to, so that every shipped or stage-built artifact is compared with
     the baseline in its own runtime (an int8 ``.pte`` with the fp32 ``.pte``)."""
+    if not pipeline.recipe.export.references:
+        return []
     built = [stage.params.builds_artifact() for stage in pipeline.stages]
     kinds = [*pipeline.recipe.export.formats, *(kind for kind in built if kind)]
     return sorted({get_format(kind).reference for kind in kinds if get_format(kind).reference})

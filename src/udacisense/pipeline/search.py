@@ -125,7 +125,7 @@ def trial_recipe(base: dict[str, Any], params: dict[str, Any], spec: SearchSpec,
         "data": {**base.get("data", {}), "evaluate_on": "val"},
         "baseline": base["baseline"],
         "stages": stages,
-        "export": {"formats": [ARTIFACT], "latency_runs": spec.latency_runs, "calibration_images": spec.calibration_images},
+        "export": {"formats": [ARTIFACT], "latency_runs": spec.latency_runs, "calibration_images": spec.calibration_images, "references": False},
         "targets": {"max_accuracy_drop": spec.max_drop},
     }
 
@@ -426,6 +426,7 @@ class Search:
         recipe = copy.deepcopy(point["trial_recipe"])
         recipe["name"] = f"{self.run_dir.name}-{point['key'][:8]}"
         recipe["data"]["evaluate_on"] = "test"
+        recipe["export"].pop("references")  # a reproduced point compares with the fp32 baseline in its runtime, as any run does
         recipe["description"] = recipe["description"].replace(" trial of search", " point of search")
         atomic_write(path, lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
         return str(path)
