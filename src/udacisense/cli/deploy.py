@@ -1,4 +1,4 @@
-"""Deployment commands: ``export`` (export, validate and benchmark into a bundle) and ``verify``."""
+"""Deployment commands: ``export`` (export, validate and benchmark into a bundle), ``verify`` and ``keygen``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import argparse
 from pathlib import Path
 
 from udacisense.cli.common import add_command
+from udacisense.errors import UdaciSenseError
 
 EXPORT_EXAMPLE = """example:
   udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
-  udacisense verify runs/demo/deploy"""
+  udacisense verify runs/demo/deploy
+  udacisense keygen keys/release && udacisense export --checkpoint runs/demo/best.pt --sign keys/release
+  udacisense verify runs/demo/deploy --key keys/release.pub"""
 
 
 def add_commands(commands) -> None:
@@ -25,17 +28,26 @@ def add_commands(commands) -> None:
     export.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
     export.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
     export.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    export.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
 
-    verify = add_command(commands, "verify", "re-check a bundle's hashes and golden outputs", "example:\n  udacisense verify runs/demo/deploy",
-                         run_verify)
+    verify = add_command(commands, "verify", "re-check a bundle's signature, hashes and golden outputs",
+                         "example:\n  udacisense verify runs/demo/deploy --key keys/release.pub", run_verify)
     verify.add_argument("bundle", type=Path)
+    verify.add_argument("--key", type=Path, metavar="PUBLIC_KEY", help="require a valid signature by this PEM public key")
+
+    keygen = add_command(commands, "keygen", "make an Ed25519 key pair for signing bundles",
+                         "example:\n  udacisense keygen keys/release   # writes keys/release (private) and keys/release.pub", run_keygen)
+    keygen.add_argument("path", type=Path, help="the private key's path; the public key is written beside it with .pub added")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from udacisense.deploy.validate import Tolerances
     from udacisense.export import parse_formats
     from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle
+    from udacisense.export.signing import sign_bundle
 
+    if args.sign is not None and not args.sign.is_file():  # before minutes of export, not after
+        raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
     formats = parse_formats(args.formats)
     output = args.output or args.checkpoint.parent / "deploy"
     remove_bundle(output)
@@ -47,6 +59,9 @@ def run_export(args: argparse.Namespace) -> int:
     )
     print(f"\nvalidated on {manifest['test_images']} test images, latency at batch 1 (p50):")
     print(format_table(manifest))
+    if args.sign is not None:
+        record = sign_bundle(output, args.sign)
+        print(f"\nsigned {output}/manifest.sig ({record['algorithm']}, public key sha256 {record['public_key_sha256'][:16]}…)")
     problems = verify_bundle(output)
     failed = [kind for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
     print(f"\nbundle {'verified' if not problems else 'NOT verified: ' + '; '.join(problems)} -> {output}/manifest.json")
@@ -57,9 +72,22 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from udacisense.export.bundle import verify_bundle
+    from udacisense.export.signing import signature_note
 
-    problems = verify_bundle(args.bundle)
+    problems = verify_bundle(args.bundle, public_key=args.key)
     for problem in problems:
         print(f"FAIL {problem}")
-    print("bundle verified: hashes and golden outputs match" if not problems else f"{len(problems)} problem(s) in {args.bundle}")
-    return 1 if problems else 0
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.bundle}")
+        return 1
+    signed = f"signature valid for {args.key}" if args.key else signature_note(args.bundle)
+    print(f"bundle verified: hashes and golden outputs match; {signed}")
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from udacisense.export.signing import generate_key
+
+    private, public = generate_key(args.path)
+    print(f"private key {private} (keep it secret, out of any bundle); public key {public} (ship it with the app, pass it to verify --key)")
+    return 0

@@ -25,6 +25,7 @@ from udacisense.deploy.runtime import load_runner, run_batches
 from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
+from udacisense.export.signing import MANIFEST_FILE, SIGNATURE_FILE, check_signature
 from udacisense.io import atomic_write, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size
@@ -123,21 +124,39 @@ def build_bundle(
     write_snippets(output, manifest)
     for entry in artifacts.values():
         entry.pop("golden_outputs", None)
-    write_json(output / "manifest.json", manifest)
+    manifest["files"] = bundle_files(output)  # what a signature over the manifest vouches for: every other file
+    write_json(output / MANIFEST_FILE, manifest)
     return manifest
 
 
-def verify_bundle(folder: Path) -> list[str]:
-    """Re-check every file's sha256 and every runnable artifact's golden outputs; returns the problems found."""
-    manifest_path = folder / "manifest.json"
+def bundle_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the bundle but the manifest and its signature, by path relative to ``folder``."""
+    return {path.relative_to(folder).as_posix(): sha256_of(path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.relative_to(folder).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)}
+
+
+def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
+    """Re-check the signature (with ``public_key``), every file's sha256 and every runnable artifact's golden outputs;
+    returns the problems found. Bundles made before the manifest listed every file are checked artifact by artifact."""
+    manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise UdaciSenseError(f"{folder} has no manifest.json; create the bundle with 'udacisense export'")
+    problems = check_signature(folder, public_key) if public_key is not None else []
     try:
         manifest = json.loads(manifest_path.read_text())
         golden = json.loads((folder / manifest["golden"]["file"]).read_text())
-    except (json.JSONDecodeError, KeyError, OSError) as error:
-        return [f"manifest or golden file unreadable: {error}"]
-    problems = []
+    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError) as error:
+        return problems + [f"manifest or golden file unreadable: {error}"]
+    if "files" in manifest:
+        present = bundle_files(folder)
+        for name, digest in manifest["files"].items():
+            if name not in present:
+                problems.append(f"{name} is missing")
+            elif present[name] != digest:
+                problems.append(f"{name} sha256 differs from the manifest (file changed or tampered)")
+        problems += [f"{name} is not in the manifest (added after the bundle was made)" for name in present if name not in manifest["files"]]
+        if problems:
+            return problems  # do not run files that are not what the manifest says
     inputs = torch.tensor(golden["inputs"], dtype=torch.float32)
     for kind, entry in manifest["artifacts"].items():
         path = folder / entry["file"]

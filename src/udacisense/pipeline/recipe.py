@@ -44,8 +44,17 @@ class ExportSpec(StrictModel):
     calibration_images: int = Field(default=256, gt=0, description="int8 calibration images for formats quantized at export")
     min_agreement: float = Field(default=98.0, ge=0, le=100, description="top-1 agreement with the source model, percent")
     latency_runs: int = Field(default=200, gt=0, description="timed runs per latency measurement")
+    sign: Path | None = Field(default=None, description="private key (PEM, 'udacisense keygen') that signs the bundle's manifest; "
+                              "the key stays out of the bundle")
     references: bool = Field(default=True, description="also export the fp32 baseline to each artifact's format, to compare like "
                              "with like (a search's trials skip it: their objectives need no comparison)")
+
+    @field_validator("sign")
+    @classmethod
+    def _key_exists(cls, key: Path | None) -> Path | None:
+        if key is not None and not key.is_file():
+            raise ValueError(f"signing key {key} does not exist; make one with 'udacisense keygen {key}'")
+        return key
 
     @field_validator("formats")
     @classmethod

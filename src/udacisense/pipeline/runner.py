@@ -31,6 +31,7 @@ from udacisense.deploy.bench import bench_artifact
 from udacisense.errors import TrainingFailed
 from udacisense.export import get_format
 from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
+from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
 from udacisense.health import judge_training
 from udacisense.io import atomic_write, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
@@ -124,10 +125,14 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
 
     manifest = None
     if recipe.export.formats:
-        manifest = _export(recipe, checkpoint, artifacts, run_dir, config_hash(stage_hash, recipe.export.model_dump(mode="json")), logger)
+        # the key is not part of the export's identity: signing with another key re-signs, it does not re-export
+        export_hash = config_hash(stage_hash, recipe.export.model_dump(mode="json", exclude={"sign"}))
+        manifest = _export(recipe, checkpoint, artifacts, run_dir, export_hash, logger)
     if retime:
         logger.info("re-timing the baseline, every stage and every artifact")
         baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
+    if manifest is not None:
+        _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
     primary = recipe.export.formats[0] if manifest else None
     result = {
         "name": run_dir.name,
@@ -299,6 +304,16 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     )
     marker.write_text(export_hash)
     return manifest
+
+
+def _sign_or_unsign(folder: Path, key: Path | None, logger) -> None:
+    """Sign the bundle's manifest with ``key``; without one, drop a signature a re-export or re-timing made stale."""
+    if key is not None:
+        record = sign_bundle(folder, key)
+        logger.info(f"signed {folder / SIGNATURE_FILE} ({record['algorithm']}, public key sha256 {record['public_key_sha256'][:16]}…)")
+    elif (folder / SIGNATURE_FILE).is_file():
+        (folder / SIGNATURE_FILE).unlink()
+        logger.info("removed the bundle's old signature (no export.sign key this time): the bundle is unsigned")
 
 
 def check_targets(targets: Targets, baseline: dict[str, Any], kind: str, artifact: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""Signed bundles: a signature over ``manifest.json``, which lists the sha256 of every other file in the bundle.
+
+Whoever can change a model file can also change a hash written beside it; they cannot make a signature that the
+app's public key accepts. The private key (Ed25519, or ECDSA P-256 from elsewhere, PEM) never enters the bundle:
+``manifest.sig`` holds the signature, the algorithm and the public key's fingerprint only. Keys and signatures come
+from ``cryptography`` (pyca); nothing here is hand-made cryptography.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from udacisense.errors import UdaciSenseError
+from udacisense.io import atomic_write
+
+SIGNATURE_FILE = "manifest.sig"
+MANIFEST_FILE = "manifest.json"
+
+
+def generate_key(path: Path) -> tuple[Path, Path]:
+    """A new Ed25519 key pair: ``path`` (private, PEM, readable by its owner only) and ``path.pub`` (public, PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public_path = path.with_name(path.name + ".pub")
+    if path.exists() or public_path.exists():
+        raise UdaciSenseError(f"{path} or {public_path} already exists; choose a new path (a key is never overwritten)")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private)
+    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path, public_path
+
+
+def sign_bundle(folder: Path, key_path: Path) -> dict[str, Any]:
+    """Sign ``folder/manifest.json`` with the private key at ``key_path``; writes and returns ``manifest.sig``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = _load_key(key_path, private=True)
+    data = (folder / MANIFEST_FILE).read_bytes()
+    signature = key.sign(data) if _algorithm(key) == "ed25519" else key.sign(data, ec.ECDSA(hashes.SHA256()))
+    record = _record(key.public_key(), signature)
+    atomic_write(folder / SIGNATURE_FILE, lambda handle: handle.write(_encode(record)))
+    return record
+
+
+def _record(public_key: Any, signature: bytes) -> dict[str, str]:
+    return {"algorithm": _algorithm(public_key), "signed": MANIFEST_FILE, "public_key_sha256": fingerprint(public_key),
+            "signature": base64.b64encode(signature).decode()}
+
+
+def _encode(record: dict[str, str]) -> bytes:
+    return json.dumps(record, indent=2).encode()
+
+
+def check_signature(folder: Path, public_key_path: Path) -> list[str]:
+    """The problems with ``folder``'s signature under the public key at ``public_key_path`` (empty: it is valid)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = _load_key(public_key_path, private=False)
+    path = folder / SIGNATURE_FILE
+    if not path.is_file():
+        return [f"unsigned bundle: no {SIGNATURE_FILE}, but --key {public_key_path} asks for a signature"]
+    try:
+        record = json.loads(path.read_text())
+        signature = base64.b64decode(record["signature"], validate=True)
+    except (ValueError, KeyError, TypeError) as error:
+        return [f"{SIGNATURE_FILE} is unreadable: {error}"]
+    if record.get("public_key_sha256") != fingerprint(key):
+        return [f"signed by another key (sha256 {str(record.get('public_key_sha256'))[:16]}…), not by {public_key_path} "
+                f"(sha256 {fingerprint(key)[:16]}…)"]
+    data = (folder / MANIFEST_FILE).read_bytes()
+    try:
+        if _algorithm(key) == "ed25519":
+            key.verify(signature, data)
+        else:
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return [f"signature does not match {MANIFEST_FILE} (the manifest changed after signing)"]
+    if path.read_bytes() != _encode(_record(key, signature)):  # e.g. base64's spare bits or another field changed: not ours
+        return [f"{SIGNATURE_FILE} was altered after signing (it is not the file the signer wrote)"]
+    return []
+
+
+def signature_note(folder: Path) -> str:
+    """How a bundle is signed, for ``verify`` without ``--key``."""
+    path = folder / SIGNATURE_FILE
+    if not path.is_file():
+        return "unsigned (sign it with 'udacisense export --sign KEY'; make a key with 'udacisense keygen KEY')"
+    try:
+        key = json.loads(path.read_text()).get("public_key_sha256", "?")
+    except ValueError:
+        key = "?"
+    return f"signed by key sha256 {str(key)[:16]}…; signature not checked (pass --key PUBLIC_KEY.pem)"
+
+
+def fingerprint(public_key: Any) -> str:
+    """sha256 of the public key's DER SubjectPublicKeyInfo: the same for the PEM file and the key inside a private one."""
+    from cryptography.hazmat.primitives import serialization
+
+    return hashlib.sha256(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+def _algorithm(key: Any) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "ed25519"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and key.curve.name == "secp256r1":
+        return "ecdsa-p256-sha256"
+    raise UdaciSenseError(f"unsupported key type {type(key).__name__}: use Ed25519 ('udacisense keygen') or ECDSA P-256")
+
+
+def _load_key(path: Path, *, private: bool) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    kind = "private" if private else "public"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UdaciSenseError(f"cannot read the {kind} key {path}: {error.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None) if private else serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as error:
+        hint = " (give the private key to --sign, the .pub file to --key)" if b"PRIVATE" in data or b"PUBLIC" in data else ""
+        raise UdaciSenseError(f"{path} is not a PEM {kind} key{hint}: {str(error).splitlines()[0][:120]}") from None
+    _algorithm(key)
+    return key
