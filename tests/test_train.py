@@ -1,9 +1,13 @@
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from udacisense import UdaciSenseError
 from udacisense.checkpoint import check_input_shape, load_checkpoint, load_model, save_checkpoint
+from udacisense.cli import main
 from udacisense.config import DataConfig, RunConfig, TrainConfig
 from udacisense.data import get_dataset
 from udacisense.evaluate import evaluate
@@ -133,6 +137,29 @@ def test_run_folder_is_never_clobbered(tmp_path, user_model_file):
         train_run(elsewhere, resume=True)  # epochs differ: a real change
     elsewhere = config.model_copy(update={"train": TrainConfig(epochs=1, batch_size=32, threads=2, device="cpu", amp=False, eval_batch_size=64)})
     train_run(elsewhere, resume=True)
+
+
+def test_a_run_folder_in_use_refuses_a_second_writer_until_its_holder_dies(tmp_path, user_model_file, capsys):
+    """Another process holds runs/x (as a running 'udacisense train' does): train and run on it fail at once in one
+    line, exit 2; once the holder is SIGKILLed the OS releases the lock and the folder is usable."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom udacisense.runs import run_dir_lock\n"
+                               f"with run_dir_lock({str(tmp_path / 'x')!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        train = ["train", "--data", "synthetic", "--val-fraction", "0.2", "--model", f"{user_model_file}:TinyNet", "--epochs", "2",
+                 "--batch-size", "16", "--lr", "0.05", "--threads", "1", "--runs-dir", str(tmp_path), "--name", "x"]
+        recipe = tmp_path / "x.yaml"
+        recipe.write_text("name: x\ndata: {name: synthetic}\nbaseline: {model: mobilenet_v3_small}\nexport: {formats: []}\n")
+        for command in (train, train + ["--resume"], ["run", str(recipe), "--runs-dir", str(tmp_path)]):
+            capsys.readouterr()
+            assert main(command) == 2
+            err = capsys.readouterr().err.strip()
+            assert f"run folder {tmp_path / 'x'} is in use by udacisense process {holder.pid}" in err and "\n" not in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(train) == 0  # the dead holder's lock is gone
 
 
 def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path, user_model_file):

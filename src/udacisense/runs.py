@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -27,6 +31,29 @@ def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrit
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """One writer per run folder: an OS lock on ``.<name>.lock`` beside the folder (beside it, so that --overwrite can
+    delete the folder), held for the block and released by the OS if the process dies. A second writer fails at once."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UdaciSenseError(f"run folder {run_dir} is in use by {holder}; wait for it to finish or choose another --name") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"udacisense process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_config(run_dir: Path, config: dict) -> Path:

@@ -33,7 +33,7 @@ from udacisense.health import HINT, judge_training
 from udacisense.io import write_json
 from udacisense.lr_range import lr_range_test
 from udacisense.models import create_model
-from udacisense.runs import FILE_ONLY, get_logger, prepare_run_dir, save_config
+from udacisense.runs import FILE_ONLY, get_logger, prepare_run_dir, run_dir_lock, save_config
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """(logits, images, labels) -> scalar loss; images let a distillation loss query a teacher."""
@@ -317,49 +317,50 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
 
     Writes config.yaml, train.log, last.pt, best.pt, history in metrics.json and eval.json.
     """
-    run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
-    logger = get_logger(run_dir, "train")
-    if resume:
-        _check_resume_config(run_dir, config)
-    save_config(run_dir, config.model_dump(mode="json"))
-    dataset = get_dataset(config.data)
-    channels = dataset.input_shape[0]
-    model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
-    model_spec = {"name": config.model.name, "kwargs": model_kwargs}
-    seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
-    model = create_model(config.model.name, **model_kwargs)
-    logger.info(
-        f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
-        f"input {dataset.input_shape}; model {config.model.name} "
-        f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
-    )
-    try:
-        history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=augmentation(config.data))
-    except TrainingFailed as failure:
-        last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else {}
-        write_json(run_dir / "metrics.json", {"run": str(run_dir), "model": model_spec, "status": "failed", "failure": str(failure),
-                                              "training": last.get("training"), "history": last.get("history", [])})
-        logger.error(f"TRAINING FAILED: {failure} (details in {run_dir / 'metrics.json'})", extra=FILE_ONLY)
-        raise
-    best_model, best_state = load_model(run_dir / "best.pt")
-    test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
-    summary = {
-        "run": str(run_dir),
-        "model": model_spec,
-        "status": "ok",
-        "training": best_state.get("training"),
-        "peak_lr": best_state.get("lr"),
-        "best_epoch": best_state["epoch"],
-        "test_top1": test["top1"],
-        "test_top5": test["top5"],
-        "train_images_per_second": float(np.mean([row.images_per_second for row in history])) if history else None,
-        "train_seconds": float(sum(row.seconds for row in history)),
-        "history": [asdict(row) for row in history],
-    }
-    write_json(run_dir / "metrics.json", summary)
-    write_json(run_dir / "eval.json", {"checkpoint": str(run_dir / "best.pt"), "split": "test", **test})
-    logger.info(f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}% on {test['count']} images (best epoch {best_state['epoch']})")
-    return summary
+    with run_dir_lock(Path(config.runs_dir) / config.name):
+        run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
+        logger = get_logger(run_dir, "train")
+        if resume:
+            _check_resume_config(run_dir, config)
+        save_config(run_dir, config.model_dump(mode="json"))
+        dataset = get_dataset(config.data)
+        channels = dataset.input_shape[0]
+        model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
+        model_spec = {"name": config.model.name, "kwargs": model_kwargs}
+        seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
+        model = create_model(config.model.name, **model_kwargs)
+        logger.info(
+            f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
+            f"input {dataset.input_shape}; model {config.model.name} "
+            f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
+        )
+        try:
+            history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=augmentation(config.data))
+        except TrainingFailed as failure:
+            last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else {}
+            write_json(run_dir / "metrics.json", {"run": str(run_dir), "model": model_spec, "status": "failed", "failure": str(failure),
+                                                  "training": last.get("training"), "history": last.get("history", [])})
+            logger.error(f"TRAINING FAILED: {failure} (details in {run_dir / 'metrics.json'})", extra=FILE_ONLY)
+            raise
+        best_model, best_state = load_model(run_dir / "best.pt")
+        test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
+        summary = {
+            "run": str(run_dir),
+            "model": model_spec,
+            "status": "ok",
+            "training": best_state.get("training"),
+            "peak_lr": best_state.get("lr"),
+            "best_epoch": best_state["epoch"],
+            "test_top1": test["top1"],
+            "test_top5": test["top5"],
+            "train_images_per_second": float(np.mean([row.images_per_second for row in history])) if history else None,
+            "train_seconds": float(sum(row.seconds for row in history)),
+            "history": [asdict(row) for row in history],
+        }
+        write_json(run_dir / "metrics.json", summary)
+        write_json(run_dir / "eval.json", {"checkpoint": str(run_dir / "best.pt"), "split": "test", **test})
+        logger.info(f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}% on {test['count']} images (best epoch {best_state['epoch']})")
+        return summary
 
 
 def _check_resume_config(run_dir: Path, config: RunConfig) -> None:

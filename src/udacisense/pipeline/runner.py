@@ -38,7 +38,7 @@ from udacisense.measure import measure_artifact, model_metrics, p50, source_logi
 from udacisense.pipeline.recipe import Pipeline, Recipe, Targets, config_hash
 from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
-from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir
+from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir, run_dir_lock
 from udacisense.stages import StageContext, get_stage
 
 JOURNAL = "stages.jsonl"
@@ -81,76 +81,77 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     ``report.md``/``report.html`` (a search trial: its search writes one report for all trials).
     """
     recipe = pipeline.recipe
-    run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
-    logger = get_logger(run_dir, "pipeline")
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    resolved = recipe.model_dump(mode="json") | {"stages": [stage.config() | {"id": stage.id} for stage in pipeline.stages]}
-    atomic_write(run_dir / "recipe.yaml", lambda handle: handle.write(yaml.safe_dump(resolved, sort_keys=False).encode()))
-    journal = Journal(run_dir / JOURNAL, resume)
-    started = time.perf_counter()
+    with run_dir_lock(Path(runs_dir) / (name or recipe.name)):
+        run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
+        logger = get_logger(run_dir, "pipeline")
+        if recipe.threads:
+            torch.set_num_threads(recipe.threads)
+        resolved = recipe.model_dump(mode="json") | {"stages": [stage.config() | {"id": stage.id} for stage in pipeline.stages]}
+        atomic_write(run_dir / "recipe.yaml", lambda handle: handle.write(yaml.safe_dump(resolved, sort_keys=False).encode()))
+        journal = Journal(run_dir / JOURNAL, resume)
+        started = time.perf_counter()
 
-    # 0: the baseline every number is compared with
-    baseline_spec = recipe.baseline.model_dump(mode="json")
-    if recipe.baseline.checkpoint is not None:
-        baseline_spec["checkpoint_sha256"] = sha256_of(recipe.baseline.checkpoint)  # checked to exist by validate_recipe
-    stage_hash = config_hash("baseline", recipe.data.model_dump(mode="json"), baseline_spec)
-    baseline = journal.reuse(0, stage_hash)
-    if baseline is None:
-        logger.info(f"[0/{len(pipeline.stages)}] baseline")
-        with _failure_reported(run_dir, journal, "the baseline", logger):
-            baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
-    checkpoint = Path(baseline["checkpoint"])
-    model, payload = load_model(checkpoint)
-    contract, model_spec = payload["input"], payload["model"]
-    dataset = dataset_for_recipe(recipe.data, contract)
-    artifacts: dict[str, tuple[Path, dict[str, Any]]] = {}  # the last stage's artifacts and their export details
+        # 0: the baseline every number is compared with
+        baseline_spec = recipe.baseline.model_dump(mode="json")
+        if recipe.baseline.checkpoint is not None:
+            baseline_spec["checkpoint_sha256"] = sha256_of(recipe.baseline.checkpoint)  # checked to exist by validate_recipe
+        stage_hash = config_hash("baseline", recipe.data.model_dump(mode="json"), baseline_spec)
+        baseline = journal.reuse(0, stage_hash)
+        if baseline is None:
+            logger.info(f"[0/{len(pipeline.stages)}] baseline")
+            with _failure_reported(run_dir, journal, "the baseline", logger):
+                baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
+        checkpoint = Path(baseline["checkpoint"])
+        model, payload = load_model(checkpoint)
+        contract, model_spec = payload["input"], payload["model"]
+        dataset = dataset_for_recipe(recipe.data, contract)
+        artifacts: dict[str, tuple[Path, dict[str, Any]]] = {}  # the last stage's artifacts and their export details
 
-    for planned in pipeline.stages:
-        stage_hash = config_hash(stage_hash, planned.config())
-        folder = run_dir / "stages" / f"{planned.index:02d}_{planned.id}"
-        record = journal.reuse(planned.index, stage_hash)
-        if record is None:
-            logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
-            with _failure_reported(run_dir, journal, f"stage {planned.index} ({planned.id})", logger):
-                record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
-                                                   Path(baseline["checkpoint"]), resume, logger))
-            logger.info(f"  -> {_describe_metrics(record['metrics'])}")
-        else:
-            logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
-        model, payload = load_model(record["checkpoint"])
-        model_spec = payload["model"]
-        artifacts = {kind: (Path(path), record["info"].get("export", {})) for kind, path in record["artifacts"].items()}
-        checkpoint = Path(record["checkpoint"])
+        for planned in pipeline.stages:
+            stage_hash = config_hash(stage_hash, planned.config())
+            folder = run_dir / "stages" / f"{planned.index:02d}_{planned.id}"
+            record = journal.reuse(planned.index, stage_hash)
+            if record is None:
+                logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
+                with _failure_reported(run_dir, journal, f"stage {planned.index} ({planned.id})", logger):
+                    record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
+                                                       Path(baseline["checkpoint"]), resume, logger))
+                logger.info(f"  -> {_describe_metrics(record['metrics'])}")
+            else:
+                logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
+            model, payload = load_model(record["checkpoint"])
+            model_spec = payload["model"]
+            artifacts = {kind: (Path(path), record["info"].get("export", {})) for kind, path in record["artifacts"].items()}
+            checkpoint = Path(record["checkpoint"])
 
-    manifest = None
-    if recipe.export.formats:
-        # the key is not part of the export's identity: signing with another key re-signs, it does not re-export
-        export_hash = config_hash(stage_hash, recipe.export.model_dump(mode="json", exclude={"sign"}))
-        manifest = _export(recipe, checkpoint, artifacts, run_dir, export_hash, logger)
-    if retime:
-        logger.info("re-timing the baseline, every stage and every artifact")
-        baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
-    if manifest is not None:
-        _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
-    primary = recipe.export.formats[0] if manifest else None
-    result = {
-        "name": run_dir.name,
-        "run": str(run_dir),
-        "recipe": resolved,
-        "source": str(pipeline.source) if pipeline.source else None,
-        "baseline": baseline,
-        "stages": journal.records[1:],
-        "deploy": manifest,
-        "primary": primary,
-        "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]) if manifest else [],
-        "machine": machine_info(),
-        "seconds_this_invocation": time.perf_counter() - started,
-    }
-    write_json(run_dir / RESULT, result)
-    if report:
-        result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
-    return result
+        manifest = None
+        if recipe.export.formats:
+            # the key is not part of the export's identity: signing with another key re-signs, it does not re-export
+            export_hash = config_hash(stage_hash, recipe.export.model_dump(mode="json", exclude={"sign"}))
+            manifest = _export(recipe, checkpoint, artifacts, run_dir, export_hash, logger)
+        if retime:
+            logger.info("re-timing the baseline, every stage and every artifact")
+            baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
+        if manifest is not None:
+            _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
+        primary = recipe.export.formats[0] if manifest else None
+        result = {
+            "name": run_dir.name,
+            "run": str(run_dir),
+            "recipe": resolved,
+            "source": str(pipeline.source) if pipeline.source else None,
+            "baseline": baseline,
+            "stages": journal.records[1:],
+            "deploy": manifest,
+            "primary": primary,
+            "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]) if manifest else [],
+            "machine": machine_info(),
+            "seconds_this_invocation": time.perf_counter() - started,
+        }
+        write_json(run_dir / RESULT, result)
+        if report:
+            result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
+        return result
 
 
 @contextmanager
