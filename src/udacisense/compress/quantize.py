@@ -21,6 +21,9 @@ from pydantic import Field
 
 from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
+from udacisense.upstream import hush_kernel_preference_notice
+
+hush_kernel_preference_notice()  # torchao's import-time notice (see upstream.py), before anything imports torchao
 
 Observer = Literal["histogram", "minmax", "moving_average"]
 BACKENDS = ("xnnpack", "x86")

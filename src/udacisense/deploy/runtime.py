@@ -20,6 +20,9 @@ import torch
 
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS
+from udacisense.upstream import hush_kernel_preference_notice
+
+hush_kernel_preference_notice()  # torchao's import-time notice (see upstream.py), before anything imports torchao
 
 # Export formats that run here, plus the in-process kinds used for sources and profiling.
 RUNTIMES = {name: spec.runtime for name, spec in FORMATS.items() if spec.runtime} | {
