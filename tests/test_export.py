@@ -68,21 +68,30 @@ def test_manifest_records_contract_hashes_and_measurements(bundle):
 def test_verify_passes_then_catches_tampering(bundle, tmp_path):
     folder, _ = bundle
     assert verify_bundle(folder) == []
-    copy = tmp_path / "copy"
     import shutil
 
-    shutil.copytree(folder, copy)
-    artifact = copy / "model_int8.pte"
+    from udacisense.export.bundle import bundle_files
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(folder, tampered)
+    artifact = tampered / "model_int8.pte"
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0xFF
     artifact.write_bytes(bytes(data))
-    golden = json.loads((copy / "golden.json").read_text())
+    assert verify_bundle(tampered) == ["model_int8.pte sha256 differs from the manifest (file changed or tampered)"]  # refused unrun
+    assert main(["verify", str(tampered)]) == 1
+
+    # the files are intact but the runtime answers differently (another runtime version on another machine): drift
+    drifted = tmp_path / "drifted"
+    shutil.copytree(folder, drifted)
+    golden = json.loads((drifted / "golden.json").read_text())
     golden["outputs"]["onnx"][0][0] += 0.5
-    (copy / "golden.json").write_text(json.dumps(golden))
-    problems = verify_bundle(copy)
-    assert any("pte-int8" in p and "sha256" in p for p in problems)
-    assert any(p.startswith("onnx:") and "golden outputs drift" in p for p in problems)
-    assert main(["verify", str(copy)]) == 1
+    (drifted / "golden.json").write_text(json.dumps(golden))
+    manifest = json.loads((drifted / "manifest.json").read_text())
+    manifest["files"] = bundle_files(drifted)
+    (drifted / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify_bundle(drifted)
+    assert len(problems) == 1 and problems[0].startswith("onnx:") and "golden outputs drift" in problems[0]
 
 
 def test_wrong_input_shape_is_a_clear_error(bundle):

@@ -11,7 +11,8 @@ from udacisense.errors import UdaciSenseError
 EXPORT_EXAMPLE = """example:
   udacisense export --checkpoint runs/demo/best.pt --formats pte,pte-int8,onnx,ptl
   udacisense verify runs/demo/deploy
-  udacisense keygen keys/release && udacisense export --checkpoint runs/demo/best.pt --sign keys/release
+  udacisense keygen keys/release
+  udacisense export --checkpoint runs/demo/best.pt --sign keys/release
   udacisense verify runs/demo/deploy --key keys/release.pub"""
 
 
