@@ -130,7 +130,8 @@ def _describe(model_type: type[BaseModel], error: dict[str, Any]) -> str:
         guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         hint = f" (did you mean '{guess[0]}'?)" if guess else f" (known: {', '.join(sorted(known))})"
         return f"unknown key '{location}'{hint}"
-    return f"'{location}': {error['msg']} (got {error.get('input')!r})"
+    got = repr(error.get("input"))
+    return f"'{location}': {error['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
 
 
 def _known_fields(model_type: type[BaseModel], parents: tuple[Any, ...]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written result behind."""
+"""Atomic file writes (a crash mid-write never leaves a half-written result behind), and reading a user's YAML safely."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
+
+import yaml
+
+from udacisense.errors import UdaciSenseError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -42,3 +46,46 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+MAX_YAML_VALUES = 100_000  # a recipe holds a few hundred; anchors and aliases can multiply a small file past any memory
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A user's YAML file, or one clear line: unreadable, not UTF-8, not YAML, nested too deeply or too large."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UdaciSenseError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UdaciSenseError(f"{path} is not UTF-8 text (byte {error.start} is 0x{data[error.start]:02x}); save it as UTF-8") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML (safe loader), refusing documents whose aliases expand to more than ``MAX_YAML_VALUES`` values."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise UdaciSenseError(f"{where} expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; write the values out")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UdaciSenseError(f"{where} is not valid YAML{line}: {problem}") from None
+    except RecursionError:
+        raise UdaciSenseError(f"{where} is nested too deeply (or refers to itself through an alias)") from None
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` becomes once every alias is expanded (each shared node counted once per use)."""
+    if id(node) not in sizes:
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]

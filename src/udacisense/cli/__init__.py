@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from udacisense.cli import compress, deploy, pipeline, train
 from udacisense.errors import TrainingFailed, UdaciSenseError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what is wrong, and where the help is) with exit status 2, like every
+    other mistake, instead of the usage block plus the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"udacisense: error: {message.replace(chr(10), ' ')} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="udacisense", description="Train, profile and shrink image classifiers for phones.")
+    parser = OneLineParser(prog="udacisense", description="Train, profile and shrink image classifiers for phones.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (train, compress, deploy, pipeline):
         group.add_commands(commands)
@@ -29,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args) or 0
     except UdaciSenseError as error:
         label = "TRAINING FAILED" if isinstance(error, TrainingFailed) else "error"
-        print(f"udacisense: {label}: {error}", file=sys.stderr)
+        one_line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # user input quoted in a message keeps it on one line
+        print(f"udacisense: {label}: {one_line}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
         print("udacisense: interrupted; the same command with --resume continues from the last finished epoch or stage", file=sys.stderr)

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from udacisense.errors import UdaciSenseError
+from udacisense.io import parse_yaml
 
 
 def add_command(commands, name: str, help_text: str, example: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -82,5 +81,5 @@ def key_values(items: list[str], flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UdaciSenseError(f"{flag} '{item}' must look like KEY=VALUE, e.g. width_mult=0.75")
-        values[key] = yaml.safe_load(value)  # 0.75 -> float, true -> bool
+        values[key] = parse_yaml(value, f"{flag} '{item}'")  # 0.75 -> float, true -> bool
     return values

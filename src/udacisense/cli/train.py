@@ -10,6 +10,7 @@ import yaml
 
 from udacisense.cli.common import add_command, augment_argument, data_arguments, key_values, optimizer_arguments, train_options
 from udacisense.errors import UdaciSenseError
+from udacisense.io import read_yaml
 
 TRAIN_EXAMPLE = """example:
   udacisense train --model mobilenet_v3_small --data fashion-mnist --epochs 5 --train-subset 20000 --name demo
@@ -72,7 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
     elif args.config:
         if not args.config.is_file():
             raise UdaciSenseError(f"config file {args.config} does not exist")
-        raw = yaml.safe_load(args.config.read_text()) or {}
+        raw = read_yaml(args.config) or {}
         if not isinstance(raw, dict):
             raise UdaciSenseError(f"config file {args.config} must hold a mapping with data/model/train sections")
     sections: dict[str, Any] = {key: dict(raw.get(key) or {}) for key in ("data", "model", "train")}

@@ -20,6 +20,7 @@ from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
+from udacisense.io import parse_yaml, read_yaml
 from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.stages import StageParams, get_stage
 
@@ -128,12 +129,7 @@ class Pipeline:
 def load_recipe(path_or_name: str | Path, overrides: list[str] = ()) -> Pipeline:
     """Read, override (``--set stage.param=value``) and validate a recipe file or a shipped recipe name."""
     path = resolve_recipe_path(path_or_name)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UdaciSenseError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UdaciSenseError(f"{path} must hold a mapping with name, data, baseline, stages, export and targets")
     raw.setdefault("name", path.stem)
@@ -232,7 +228,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     parts = [part for part in key.split(".") if part]
     if not sep or not parts:
         raise UdaciSenseError(f"--set '{assignment}' must look like key=value, e.g. prune.ratio=0.4, baseline.train.epochs=3 or threads=1")
-    value = yaml.safe_load(text) if text else None
+    value = parse_yaml(text, f"--set '{assignment}'") if text else None
     stage_ids = {str(item.get("id", item.get("stage"))): item for item in raw.get("stages") or [] if isinstance(item, dict)}
     in_stage = parts[0] in stage_ids and len(parts) > 1
     target: Any = stage_ids[parts[0]] if in_stage else raw
