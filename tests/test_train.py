@@ -174,3 +174,33 @@ def test_the_same_config_trains_the_same_model_from_its_first_weight(tmp_path, u
 
     first, second = run("first"), run("second")
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_full_disk_stops_with_one_line_naming_the_file_and_the_last_checkpoint_stays_loadable(tmp_path, user_model_file, monkeypatch, capsys):
+    """ENOSPC injected where every result is written (the fsync before the atomic rename): the command stops with one
+    line naming the file and exit status 1; the checkpoint written before is intact, and no temporary file is left."""
+    import errno
+
+    import udacisense.io
+
+    train = ["train", "--data", "synthetic", "--val-fraction", "0.2", "--model", f"{user_model_file}:TinyNet", "--epochs", "1",
+             "--batch-size", "16", "--lr", "0.05", "--threads", "1", "--runs-dir", str(tmp_path), "--name", "x"]
+    assert main(train) == 0
+    checkpoint = tmp_path / "x" / "last.pt"
+    before = checkpoint.read_bytes()
+
+    def disk_full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(udacisense.io.os, "fsync", disk_full)
+    capsys.readouterr()
+    assert main([*train[:-1], "y"]) == 1  # a new run: its first write fails
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"udacisense: error: cannot write {tmp_path / 'y'}") and "No space left on device" in err and "\n" not in err
+    model = load_model(checkpoint)[0]  # the earlier run's checkpoint: untouched and loadable
+    assert checkpoint.read_bytes() == before and model is not None
+    saved = load_checkpoint(checkpoint)
+    with pytest.raises(UdaciSenseError, match="cannot write .*last.pt: No space left on device"):
+        save_checkpoint(checkpoint, model, saved["model"], saved["input"])
+    assert checkpoint.read_bytes() == before
+    assert not [path for path in (tmp_path / "x").iterdir() if path.name.endswith(".tmp")]

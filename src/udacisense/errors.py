@@ -15,3 +15,10 @@ class TrainingFailed(UdaciSenseError):
     """A training job that ran but produced no usable model (diverged, or ended at chance): exit status 1."""
 
     exit_status = 1
+
+
+class StorageFull(UdaciSenseError):
+    """A write failed because the disk or quota is full: the job stopped (exit status 1), and files written before,
+    each written atomically, are intact."""
+
+    exit_status = 1
