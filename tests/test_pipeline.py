@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from udacisense.checkpoint import load_checkpoint
@@ -216,41 +211,3 @@ def test_compare_writes_a_table_and_a_pareto_plot(tiny_run, tmp_path, capsys):
     assert (tmp_path / "cmp" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
-
-
-def test_a_run_killed_after_its_first_stage_resumes_to_the_same_result(tiny_run, tiny_model_file, real_fashion_mnist, tmp_path):
-    """A real subprocess is killed (SIGKILL) during stage 2; --resume reuses stage 1 and matches an uninterrupted run."""
-    _, runs, _ = tiny_run
-    recipe = tiny_recipe(tiny_model_file, real_fashion_mnist, name="killed")
-    recipe["data"]["train_subset"] = 2000  # fine-tuning data; the baseline below was trained on 4,000 images
-    recipe["baseline"] = {"checkpoint": str(runs / "tiny" / "stages" / "00_baseline" / "best.pt")}
-    recipe["stages"] = [
-        {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}},
-        {"stage": "prune_unstructured", "id": "sparsify", "ratio": 0.5, "fine_tune": {"epochs": 3, "batch_size": 64}},
-    ]
-    recipe["export"] = {"formats": [], "latency_runs": 10}  # the point is resuming stages; export is tested elsewhere
-    path = tmp_path / "killed.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "udacisense.cli", "run", str(path), "--runs-dir", str(tmp_path)]
-    journal = tmp_path / "killed" / "stages.jsonl"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if journal.is_file() and len(journal.read_text().splitlines()) == 2:  # baseline and stage 1 are on disk
-            os.killpg(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
-    stage_one = json.loads(journal.read_text().splitlines()[1])
-    assert not (tmp_path / "killed" / "result.json").exists()
-
-    assert subprocess.run(command + ["--resume"], capture_output=True).returncode == 0
-    resumed = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert resumed[1] == stage_one  # stage 1 was not recomputed
-    assert subprocess.run(command + ["--name", "uninterrupted"], capture_output=True).returncode == 0
-    uninterrupted = [json.loads(line) for line in (tmp_path / "uninterrupted" / "stages.jsonl").read_text().splitlines()]
-    assert [r["hash"] for r in resumed] == [r["hash"] for r in uninterrupted]
-    assert [r["metrics"]["test_top1"] for r in resumed] == [r["metrics"]["test_top1"] for r in uninterrupted]
-    final, reference = (load_checkpoint(Path(run) / "stages" / "02_sparsify" / "model.pt")["state_dict"]
-                        for run in (tmp_path / "killed", tmp_path / "uninterrupted"))
-    assert all(torch.equal(final[key], reference[key]) for key in reference)

@@ -1,0 +1,51 @@
+"""Random-kill fault injection: a small pipeline SIGKILLed at random moments and resumed each time ends with the same
+journal, metrics, weights and bundle files as an uninterrupted run (benchmarks/kills.py does 20 kills)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import write_user_model_file
+from faults import computed, first_difference, kill_and_resume, timed
+
+
+def small_pipeline(folder: Path) -> Path:
+    """Synthetic data, a user's TinyNet trained as the baseline, channel pruning and sparsity (each fine-tuned), ONNX."""
+    recipe = {
+        "name": "faults", "threads": 1,
+        "data": {"name": "synthetic", "val_fraction": 0.2},
+        "baseline": {"model": f"{write_user_model_file(folder)}:TinyNet", "model_kwargs": {"width": 16},
+                     "train": {"epochs": 4, "batch_size": 16, "lr": 0.05}},
+        "stages": [
+            {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 3, "batch_size": 16}},
+            {"stage": "prune_unstructured", "id": "sparsify", "ratio": 0.5, "fine_tune": {"epochs": 2, "batch_size": 16}},
+        ],
+        "export": {"formats": ["onnx"], "latency_runs": 5},
+        "targets": {"max_accuracy_drop": 100},
+    }
+    path = folder / "faults.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def command(recipe: Path, runs: Path) -> list[str]:
+    return [sys.executable, "-m", "udacisense.cli", "run", str(recipe), "--runs-dir", str(runs)]
+
+
+def test_random_kills_then_resume_leave_exactly_what_an_uninterrupted_run_leaves(tmp_path):
+    recipe = small_pipeline(tmp_path)
+    timed(command(recipe, tmp_path / "reference"))
+    journal = tmp_path / "killed" / "faults" / "stages.jsonl"
+    # one kill in each step after the baseline (stage 1, stage 2, the export), each a random moment within 1 s of the
+    # step's start; benchmarks/kills.py adds kills in the baseline's training and in start-up
+    outcome = kill_and_resume(command(recipe, tmp_path / "killed"), kills=3, seed=0, span=(0.0, 1.0), journal=journal, after_lines=[1, 2, 3])
+    assert outcome["killed"] == 3, outcome
+    final = journal.read_text()
+    assert [kept.count("\n") for kept in outcome["journal_at_kills"]] == [1, 2, 3]
+    assert all(final.startswith(kept) for kept in outcome["journal_at_kills"])  # finished steps were reused, timings and all
+    killed, reference = computed(tmp_path / "killed" / "faults"), computed(tmp_path / "reference" / "faults")
+    assert len(killed["journal"]) == 3 and len(killed["weights"]) >= 3 and killed["bundle_files"]
+    assert killed == reference, first_difference(killed, reference)
