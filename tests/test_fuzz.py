@@ -1,5 +1,6 @@
 """Property-based tests of the recipe front door (hypothesis, fixed seed): mutated recipes, raw bytes, YAML bombs and
-``--set`` strings get exit status 0 or one line and exit status 2 from ``udacisense check``, never a traceback; a valid
+``--set`` strings get exit status 0 or one line and exit status 2 from ``udacisense check`` (and the same line from
+``run``, before any work), never a traceback; a valid
 recipe survives load -> resolve -> dump -> load unchanged. ``benchmarks/fuzz.py`` runs the same properties longer."""
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def test_mutated_recipes_are_valid_or_one_line(recipe, tmp_path_factory, capsys)
     assert_clean(code, err)
     if code == 0:  # what passed the check survives the round trip of a run's recipe.yaml
         assert_round_trip(path)
+    else:  # 'run' refuses it the same way, before any work (nothing is written)
+        runs = path.parent / "runs"
+        assert main(["run", str(path), "--runs-dir", str(runs)]) == 2 and capsys.readouterr().err == err
+        assert not runs.exists() or not any(runs.iterdir())
 
 
 @FUZZ
