@@ -1,6 +1,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +93,18 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
         load_checkpoint(pickled_module)
     with pytest.raises(UdaciSenseError, match="does not exist"):
         load_checkpoint(tmp_path / "absent.pt")
+    # a payload that would run code when unpickled: refused, and the code never ran
+    witness = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (witness,))
+
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"format": "udacisense-checkpoint", "state_dict": Payload()}, malicious)
+    with pytest.raises(UdaciSenseError, match="corrupt or not loadable safely"):
+        load_checkpoint(malicious)
+    assert not witness.exists()
 
 
 def test_mismatched_architecture_is_a_clear_error(tmp_path):
