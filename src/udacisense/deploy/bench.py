@@ -108,7 +108,6 @@ def _import_runtime(kind: str) -> None:
     """Import the artifact's runtime before the memory baseline, so that its imports do not count as the model's."""
     if kind.startswith("pte"):
         import importlib.util
-        import sys
 
         # The runtime's bindings import executorch.exir only for a warning class, and running the exporter package's
         # __init__ costs about 4 s per probe. Register the package unexecuted: its modules still load from their files.
