@@ -72,11 +72,15 @@ def read_yaml(path: str | Path) -> Any:
 
 def parse_yaml(text: str, where: str) -> Any:
     """``text`` as YAML (safe loader), refusing documents whose aliases expand to more than ``MAX_YAML_VALUES`` values."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+    loader = None
+    try:  # what yaml.safe_load does (compose, then construct), with the size check in between
+        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
             raise UdaciSenseError(f"{where} expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; write the values out")
-        return yaml.safe_load(text)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
@@ -84,6 +88,9 @@ def parse_yaml(text: str, where: str) -> Any:
         raise UdaciSenseError(f"{where} is not valid YAML{line}: {problem}") from None
     except RecursionError:
         raise UdaciSenseError(f"{where} is nested too deeply (or refers to itself through an alias)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
