@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data browser postgres install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
+.PHONY: demo test data browser postgres jdk install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ endef
 postgres:
 	$(call apt_require,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the shared-study search test)
 
+# The generated Java selector is compiled with javac in the tests; Debian's JDK package provides it.
+jdk:
+	$(call apt_require,command -v javac,default-jdk-headless,the generated Java selector test)
+
 # The report test renders report.html in headless Chromium; Debian ships it as 'chromium'.
 browser:
 	$(call apt_require,command -v chromium || command -v chromium-browser,chromium,the report test)
@@ -57,7 +61,7 @@ demo: install data
 
 # Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
 # file each at a time (module fixtures are shared within a file), one intra-op thread each (tests/conftest.py).
-test: install data browser postgres
+test: install data browser postgres jdk
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
-    """Baseline TinyNet (3 epochs on 4,000 real Fashion-MNIST images) -> 50% channels (+1 epoch, self-distilled) -> static int8."""
+    """Baseline TinyNet (3 epochs on 4,000 real Fashion-MNIST images) -> 50% channels (+1 epoch, self-distilled) -> static int8;
+    the baseline, the pruned and the final model also ship as variants."""
     recipe = {
         "name": "tiny",
         "description": "two stages on a tiny user model",
@@ -32,7 +33,7 @@ def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
             {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}, "distill": {"teacher": "self"}},
             {"stage": "quantize", "method": "static", "calibration_images": 64},
         ],
-        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20},
+        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20, "variants": ["baseline", "prune"]},
     }
     return recipe | changes
 
@@ -147,7 +148,8 @@ def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
 def test_report_has_every_stage_the_targets_and_plots(tiny_run):
     _, runs, result = tiny_run
     report = (runs / "tiny" / "report.md").read_text()
-    for heading in ("## Executive summary", "## Baseline", "## Stages", "## Deployment", "## What it means for the product"):
+    for heading in ("## Executive summary", "## Baseline", "## Stages", "## Deployment", "## Model variants", "### The selector on this machine",
+                    "## What it means for the product"):
         assert heading in report
     assert "| target | goal | measured | result |" in report
     for row in result["targets"]:
@@ -157,6 +159,21 @@ def test_report_has_every_stage_the_targets_and_plots(tiny_run):
     assert f"{result['deploy']['artifacts']['pte-int8']['validation']['top1']:.2f}" in report
     page = (runs / "tiny" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 4 and "http://" not in page and "https://" not in page
+
+
+def test_export_variants_ship_every_listed_model_in_every_format_in_one_verified_bundle(tiny_run, capsys):
+    _, runs, result = tiny_run
+    folder = runs / "tiny" / "variants"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert result["variants"]["folder"] == str(folder) and set(manifest["models"]) == {"baseline", "prune", "quantize"}
+    rows = {row["id"]: row for row in manifest["variants"]}
+    assert set(rows) == {f"{model}/{kind}" for model in ("baseline", "prune", "quantize") for kind in ("pte-int8", "onnx")}
+    shipped = result["deploy"]["artifacts"]["pte-int8"]
+    assert rows["quantize/pte-int8"]["sha256"] == shipped["sha256"]  # the final model's int8 artifact as its stage built it
+    assert rows["baseline/onnx"]["top1"] == pytest.approx(result["baseline"]["metrics"]["test_top1"], abs=0.2)
+    assert rows["prune/onnx"]["bytes"] < 0.5 * rows["baseline/onnx"]["bytes"]
+    capsys.readouterr()
+    assert main(["verify", str(folder)]) == 0, capsys.readouterr().out
 
 
 def test_report_renders_in_headless_chromium_with_its_plots(tiny_run, tmp_path):
@@ -179,12 +196,14 @@ def test_resume_reuses_finished_stages_and_strict_fails_on_missed_targets(tiny_r
     recipe_path, runs, result = tiny_run
     before = (runs / "tiny" / "stages.jsonl").read_text()
     manifest = (runs / "tiny" / "deploy" / "manifest.json").read_text()
+    variants = (runs / "tiny" / "variants" / "manifest.json").read_text()
     code = main(["run", str(recipe_path), "--runs-dir", str(runs), "--resume", "--strict", "--set", "targets.size_reduction=0.999"])
     assert code == 1
     output = capsys.readouterr().out
     assert re.search(r"size reduction\s+≥ 99\.9%\s+\S+\s+FAIL", output)
     assert (runs / "tiny" / "stages.jsonl").read_text() == before  # nothing retrained, re-measured or re-exported
     assert (runs / "tiny" / "deploy" / "manifest.json").read_text() == manifest
+    assert (runs / "tiny" / "variants" / "manifest.json").read_text() == variants
     assert main(["run", str(recipe_path), "--runs-dir", str(runs)]) == 2  # an existing run is never silently replaced
     assert "--resume" in capsys.readouterr().err
 

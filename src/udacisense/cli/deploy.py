@@ -1,4 +1,5 @@
-"""Deployment commands: ``export`` (export, validate and benchmark into a bundle), ``verify`` and ``keygen``."""
+"""Deployment commands: ``export`` (export, validate and benchmark into a bundle), ``bundle`` (several variants in one
+bundle), ``select`` (the variant that fits this machine), ``verify`` and ``keygen``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ EXPORT_EXAMPLE = """example:
   udacisense verify runs/demo/deploy --key keys/release.pub"""
 
 
+BUNDLE_EXAMPLE = """example:
+  udacisense bundle --variants runs/mobile/stages/00_baseline/best.pt,pruned=runs/mobile --formats pte,pte-int8,onnx --output runs/variants
+  udacisense select runs/variants --latency-ms 0.5"""
+
+SELECT_EXAMPLE = """example:
+  udacisense select runs/variants --latency-ms 0.5
+  udacisense select runs/variants --latency-ms 0.3 --memory-mb 4 --threads 2 --json
+
+Every variant runs in a fresh process: its golden outputs are checked first (a changed file is rejected), then it is
+timed. Exit status 0 with a choice, 1 when no variant fits (the measured latencies are listed)."""
+
+
 def add_commands(commands) -> None:
     from udacisense.export import DEFAULT_FORMATS, FORMATS
 
@@ -30,6 +43,30 @@ def add_commands(commands) -> None:
     export.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
     export.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     export.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
+
+    bundle = add_command(commands, "bundle", "several model variants (models x formats) in one bundle, for apps that pick one per device",
+                         BUNDLE_EXAMPLE, run_bundle)
+    bundle.add_argument("--variants", required=True, metavar="[NAME=]PATH,...",
+                        help="models to ship: checkpoints (exported to every --formats), bundles or run folders (their int8 artifacts "
+                        "as built, fp32 formats exported again), or a search run (its Pareto front)")
+    bundle.add_argument("--formats", default="pte,pte-int8,onnx", help=f"comma list of {', '.join(FORMATS)}")
+    bundle.add_argument("--output", type=Path, required=True, help="bundle folder (replaced if it holds a bundle)")
+    bundle.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
+    bundle.add_argument("--data-root", type=Path, help="where the checkpoints' data set lives, if not the default")
+    bundle.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
+    bundle.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
+    bundle.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
+    bundle.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    bundle.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
+
+    select = add_command(commands, "select", "pick the most accurate variant of a bundle that meets a latency budget on this machine",
+                         SELECT_EXAMPLE, run_select)
+    select.add_argument("bundle", type=Path)
+    select.add_argument("--latency-ms", type=float, required=True, help="p50 latency budget at batch 1, milliseconds")
+    select.add_argument("--memory-mb", type=float, help="memory budget for the loaded model, megabytes")
+    select.add_argument("--threads", type=int, default=1, help="threads the app gives the model")
+    select.add_argument("--runs", type=int, default=50, help="timed runs per variant (after 10 warm-up runs)")
+    select.add_argument("--json", action="store_true", help="print the decision as JSON, for programs")
 
     verify = add_command(commands, "verify", "re-check a bundle's signature, hashes and golden outputs",
                          "example:\n  udacisense verify runs/demo/deploy --key keys/release.pub", run_verify)
@@ -69,6 +106,44 @@ def run_export(args: argparse.Namespace) -> int:
     if failed:
         print(f"validation FAILED for: {', '.join(failed)}")
     return 1 if problems or failed else 0
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    from udacisense.deploy.validate import Tolerances
+    from udacisense.export import parse_formats
+    from udacisense.export.signing import sign_bundle
+    from udacisense.export.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
+
+    if args.sign is not None and not args.sign.is_file():
+        raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
+    formats = parse_formats(args.formats)
+    sources = resolve_sources(parse_variant_specs(args.variants))
+    manifest = build_variant_bundle(sources, args.output, formats, latency_runs=args.runs, calibration_images=args.calibration_images,
+                                    data_root=args.data_root, test_subset=args.test_subset,
+                                    tolerances=Tolerances(args.min_agreement, args.max_abs_diff))
+    print(f"\n{len(manifest['variants'])} variants, in order of preference:")
+    print(format_variants(manifest))
+    if args.sign is not None:
+        sign_bundle(args.output, args.sign)
+        print(f"signed {args.output}/manifest.sig")
+    print(f"bundle -> {args.output}/manifest.json; selectors in {args.output}/selector/; the selection on this machine in {args.output}/report.md")
+    verified = run_verify(argparse.Namespace(bundle=args.output, key=None))
+    failed = [row["id"] for row in manifest["variants"] if row["validation_failures"]]
+    if failed:
+        print(f"validation FAILED for: {', '.join(failed)} (kept in the bundle; the selector never picks them)")
+    return 1 if verified or failed else 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    import json
+
+    from udacisense.deploy.select import format_selection, select_variant
+
+    if args.threads < 1 or args.runs < 1:
+        raise UdaciSenseError("--threads and --runs must be at least 1")
+    selection = select_variant(args.bundle, args.latency_ms, args.memory_mb, threads=args.threads, runs=args.runs)
+    print(json.dumps(selection.to_json(), indent=2) if args.json else format_selection(selection))
+    return 0 if selection.chosen is not None else 1
 
 
 def run_verify(args: argparse.Namespace) -> int:

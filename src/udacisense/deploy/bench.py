@@ -129,11 +129,12 @@ def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, runs: int) -> dict[str, Any]:
-    """Runs in the fresh child: load, 3 runs for the peak memory, ``warmup`` untimed runs, ``runs`` timed runs."""
+def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, runs: int, golden: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Runs in the fresh child: load, 3 runs for the peak memory, ``warmup`` untimed runs, ``runs`` timed runs.
+    With ``golden`` (inputs, expected outputs, atol), the artifact must first reproduce the outputs, or nothing is timed."""
     import torch
 
-    from udacisense.deploy.runtime import load_runner
+    from udacisense.deploy.runtime import load_runner, run_batches
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
@@ -146,6 +147,13 @@ def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, ru
         reset = False
     before = _memory_status()
     runner = load_runner(kind, Path(path), threads=threads)
+    checked = None
+    if golden is not None:
+        outputs, expected = run_batches(runner, torch.tensor(golden["inputs"], dtype=torch.float32)), torch.tensor(golden["outputs"])
+        drift = (outputs - expected).abs().max().item() if outputs.shape == expected.shape else float("inf")
+        checked = {"max_drift": drift, "passed": drift <= golden["atol"]}
+        if not checked["passed"]:
+            return {"golden": checked}
     example = torch.randn(shape)
     timings = []
     for index in range(3 + warmup + runs):
@@ -159,7 +167,7 @@ def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, ru
         if index >= 3 + warmup:
             timings.append((time.perf_counter() - started) * 1000)
     return {"baseline_rss": before["VmRSS"], "peak_rss": after["VmHWM"], "library_pages": max(0, library_pages), "reset": reset,
-            "timing": summarize_timings(timings)}
+            "timing": summarize_timings(timings), "golden": checked}
 
 
 _CHOSEN_THREAD_COUNTS: ContextVar[tuple[int, ...] | None] = ContextVar("udacisense_latency_threads", default=None)
@@ -189,15 +197,21 @@ def thread_label(threads: int) -> str:
     return f"{threads}_thread" + ("s" if threads > 1 else "")
 
 
-def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 20, runs: int = 200) -> dict[str, Any]:
-    """Load ``path`` as ``kind`` in a fresh process with ``threads`` threads: peak memory and latency."""
+def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int = 1, warmup: int = 20, runs: int = 200,
+              golden: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``path`` as ``kind`` in a fresh process with ``threads`` threads: peak memory and latency.
+
+    With ``golden`` (``inputs``, expected ``outputs``, ``atol``) the process first checks that the artifact
+    reproduces the outputs: the result then has ``golden`` (``max_drift``, ``passed``), and no timings when it failed."""
     if kind not in RUNTIMES or kind == "eager":
         raise UdaciSenseError(f"cannot benchmark artifact kind '{kind}' in a separate process")
     with _server_lock:
-        reply = _ask_server([kind, str(path), list(input_shape), threads, warmup, runs])
+        reply = _ask_server([kind, str(path), list(input_shape), threads, warmup, runs, golden])
     if "error" in reply:
         raise UdaciSenseError(f"benchmark of {kind} {path} failed: {reply['error']}")
     probe = reply["result"]
+    if "timing" not in probe:
+        return {"golden": probe["golden"]}
     memory = {
         "peak_rss_bytes": probe["peak_rss"],
         "model_bytes": probe["peak_rss"] - probe["baseline_rss"] - probe["library_pages"],
@@ -205,7 +219,7 @@ def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int 
         "less the shared libraries' code paged in by those runs"
         + ("" if probe["reset"] else " (peak mark could not be reset; includes imports)"),
     }
-    return {"memory": memory, "latency": probe["timing"] | {"threads": threads}}
+    return {"memory": memory, "latency": probe["timing"] | {"threads": threads}} | ({"golden": probe["golden"]} if golden else {})
 
 
 def bench_artifact(kind: str, path: Path, input_shape: tuple[int, ...], runs: int = 200) -> dict[str, Any]:

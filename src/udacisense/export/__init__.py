@@ -33,6 +33,7 @@ class ExportFormat:
     runtime: str | None
     reference: str | None
     quantized: bool = False
+    backend: str = ""  # what executes it on the phone (a bundle's variants record it)
 
     @property
     def runs_here(self) -> bool:
@@ -116,11 +117,11 @@ def _coreml(model, example, path, calibration):
     return export_coreml(model, example, path)
 
 
-register_format(ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _pte, "executorch", "pte"))
-register_format(ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _pte_int8, "executorch", "pte", quantized=True))
-register_format(ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", _onnx, "onnxruntime", "onnx"))
-register_format(ExportFormat("onnx-int8", "ONNX int8 (QDQ)", "model_int8.onnx", _onnx_int8, "onnxruntime", "onnx", quantized=True))
-register_format(ExportFormat("ptl", "TorchScript-lite", "model.ptl", _ptl, "lite-interpreter", "ptl"))
-register_format(ExportFormat("coreml", "Core ML", "model.mlpackage", _coreml, None, None))
+register_format(ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _pte, "executorch", "pte", backend="xnnpack"))
+register_format(ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _pte_int8, "executorch", "pte", quantized=True, backend="xnnpack"))
+register_format(ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", _onnx, "onnxruntime", "onnx", backend="onnxruntime-cpu"))
+register_format(ExportFormat("onnx-int8", "ONNX int8 (QDQ)", "model_int8.onnx", _onnx_int8, "onnxruntime", "onnx", quantized=True, backend="onnxruntime-cpu"))
+register_format(ExportFormat("ptl", "TorchScript-lite", "model.ptl", _ptl, "lite-interpreter", "ptl", backend="pytorch-mobile"))
+register_format(ExportFormat("coreml", "Core ML", "model.mlpackage", _coreml, None, None, backend="coreml"))
 
 DEFAULT_FORMATS = ("pte", "pte-int8", "onnx", "onnx-int8", "ptl")

@@ -117,7 +117,7 @@ def build_bundle(
         "evaluated_on": (data_options or {}).get("evaluate_on", "test"),  # "val" inside a search
         "golden": {"file": "golden.json", "count": GOLDEN_COUNT, "atol": GOLDEN_ATOL},
         "artifacts": artifacts,
-        "versions": _versions(),
+        "versions": package_versions(),
         "machine": machine_info(),  # where the latencies above were measured, with its ISA flags
     }
     _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
@@ -137,16 +137,17 @@ def bundle_files(folder: Path) -> dict[str, str]:
 
 def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
     """Re-check the signature (with ``public_key``), every file's sha256 and every runnable artifact's golden outputs;
-    returns the problems found. Bundles made before the manifest listed every file are checked artifact by artifact."""
+    returns the problems found. A bundle of variants (version 2) is checked model folder by model folder. Bundles made
+    before the manifest listed every file are checked artifact by artifact."""
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise UdaciSenseError(f"{folder} has no manifest.json; create the bundle with 'udacisense export'")
     problems = check_signature(folder, public_key) if public_key is not None else []
     try:
         manifest = json.loads(manifest_path.read_text())
-        golden = json.loads((folder / manifest["golden"]["file"]).read_text())
-    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError) as error:
-        return problems + [f"manifest or golden file unreadable: {error}"]
+        models = [folder / model["folder"] for model in manifest["models"].values()] if manifest.get("version", 1) >= 2 else [folder]
+    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError, TypeError) as error:
+        return problems + [f"manifest unreadable: {error}"]
     if "files" in manifest:
         present = bundle_files(folder)
         for name, digest in manifest["files"].items():
@@ -157,10 +158,25 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
         problems += [f"{name} is not in the manifest (added after the bundle was made)" for name in present if name not in manifest["files"]]
         if problems:
             return problems  # do not run files that are not what the manifest says
+    for model_folder in models:
+        prefix = "" if model_folder == folder else f"{model_folder.name}/"
+        problems += [prefix + problem for problem in _check_golden_outputs(model_folder, hashed="files" in manifest)]
+    return problems
+
+
+def _check_golden_outputs(folder: Path, hashed: bool) -> list[str]:
+    """Run every runnable artifact of the single-model bundle in ``folder`` on its golden inputs (``hashed``: the files
+    were checked against the manifest already; otherwise check each artifact's own sha256 first)."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        golden = json.loads((folder / manifest["golden"]["file"]).read_text())
+    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError) as error:
+        return [f"manifest or golden file unreadable: {error}"]
+    problems = []
     inputs = torch.tensor(golden["inputs"], dtype=torch.float32)
     for kind, entry in manifest["artifacts"].items():
         path = folder / entry["file"]
-        if "files" not in manifest:  # an older manifest: hash each artifact here (a newer one's files were all checked above)
+        if not hashed:
             if not path.exists():
                 problems.append(f"{kind}: {entry['file']} is missing")
                 continue
@@ -247,7 +263,8 @@ def _write_golden(folder: Path, inputs, labels, source_logits, artifacts: dict[s
     atomic_write(folder / "golden.json", lambda handle: handle.write(text.encode()))
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that made and ran the artifacts ("not installed" for missing ones)."""
     versions = {}
     for package in ("udacisense", "torch", "executorch", "torchao", "onnx", "onnxruntime", "coremltools"):
         try:

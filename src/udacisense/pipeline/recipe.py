@@ -49,6 +49,8 @@ class ExportSpec(StrictModel):
                               "the key stays out of the bundle")
     references: bool = Field(default=True, description="also export the fp32 baseline to each artifact's format, to compare like "
                              "with like (a search's trials skip it: their objectives need no comparison)")
+    variants: tuple[str, ...] = Field(default=(), description="'baseline' and stage ids whose models ship beside the final one in "
+                                      "variants/, one bundle of variants in every format (the app picks one per device: 'udacisense select')")
 
     @field_validator("sign")
     @classmethod
@@ -167,6 +169,11 @@ def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline
             raise UdaciSenseError(f"invalid recipe: two stages are called '{stage_id}'; give one an 'id: ...' of its own")
         seen.add(stage_id)
         planned.append(PlannedStage(index, stage_id, kind, validate_config(stage.params, params, where=f"stage {index} ({kind})")))
+    unknown = [name for name in recipe.export.variants if name != "baseline" and name not in seen]
+    if unknown:
+        raise UdaciSenseError(f"invalid recipe: export.variants names {unknown}, which are neither 'baseline' nor stage ids ({', '.join(seen) or 'none'})")
+    if recipe.export.variants and not recipe.export.formats:
+        raise UdaciSenseError("invalid recipe: export.variants needs export.formats (the formats each variant ships in)")
     pipeline = Pipeline(recipe, tuple(planned), source)
     check_stage_order(pipeline)
     check_files(pipeline)

@@ -32,6 +32,7 @@ from udacisense.errors import TrainingFailed
 from udacisense.export import get_format
 from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
+from udacisense.export.variants import VariantSource, build_variant_bundle
 from udacisense.health import judge_training
 from udacisense.io import atomic_write, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
@@ -134,6 +135,9 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
         if manifest is not None:
             _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
+        variants = None
+        if recipe.export.variants:
+            variants = _export_variants(recipe, journal, config_hash(export_hash, "variants"), run_dir, logger)
         primary = recipe.export.formats[0] if manifest else None
         result = {
             "name": run_dir.name,
@@ -143,6 +147,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             "baseline": baseline,
             "stages": journal.records[1:],
             "deploy": manifest,
+            "variants": variants,
             "primary": primary,
             "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]) if manifest else [],
             "machine": machine_info(),
@@ -305,6 +310,32 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     )
     marker.write_text(export_hash)
     return manifest
+
+
+def _export_variants(recipe: Recipe, journal: Journal, variants_hash: str, run_dir: Path, logger) -> dict[str, Any]:
+    """``variants/``: the models of ``export.variants`` and the final model in every export format, one bundle (reused
+    when nothing before it changed); the final model's int8 artifacts are taken as its stage built them."""
+    from udacisense.deploy.validate import Tolerances
+
+    output, marker = run_dir / "variants", run_dir / "variants.hash"
+    if marker.is_file() and marker.read_text() == variants_hash and (output / "manifest.json").is_file():
+        logger.info("variants: finished earlier, reused")
+    else:
+        marker.unlink(missing_ok=True)
+        records = {record["id"]: record for record in journal.records}
+        names = [*dict.fromkeys([*recipe.export.variants, journal.records[-1]["id"]])]
+        logger.info(f"variants: {', '.join(names)} as {', '.join(recipe.export.formats)} -> {output}/")
+        sources = [VariantSource(name, Path(records[name]["checkpoint"]), {kind: (Path(path), records[name]["info"].get("export", {}))
+                                                                           for kind, path in records[name].get("artifacts", {}).items()})
+                   for name in names]
+        spec = recipe.export
+        build_variant_bundle(sources, output, list(spec.formats), latency_runs=spec.latency_runs, log=logger.info,
+                             calibration_images=spec.calibration_images, data_root=recipe.data.root, test_subset=recipe.data.test_subset,
+                             data_options=recipe.data.model_dump(include={"val_fraction", "split_seed", "evaluate_on"}),
+                             tolerances=Tolerances(min_agreement=spec.min_agreement))
+        marker.write_text(variants_hash)
+    _sign_or_unsign(output, recipe.export.sign, logger)
+    return {"folder": str(output), "report": str(output / "report.md")}
 
 
 def _sign_or_unsign(folder: Path, key: Path | None, logger) -> None:

@@ -192,7 +192,7 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
         )
         previous = stage_metrics["test_top1"]
     lines += ["", f"![per-stage effect]({figures['stages']})", "", *_per_class_table(result), ""]
-    lines += (_deployment(result) if result["deploy"] else []) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
+    lines += (_deployment(result) if result["deploy"] else []) + _variants(result) + ["", f"![accuracy against size and latency]({figures['pareto']})", "",
                                     f"![confusion matrix]({figures['confusion']})", ""]
     lines += _business(result) + ["", "## Reproduce", "", "```", f"udacisense run {result['run']}/recipe.yaml --name {result['name']}-again", "```",
                                   "", f"`recipe.yaml` is the resolved recipe (source: `{result.get('source')}`, overrides applied, every "
@@ -257,6 +257,17 @@ def _deployment(result: dict[str, Any]) -> list[str]:
                   "`golden.json` (inputs and expected outputs for an on-device check) and Android/iOS snippets; "
                   f"`udacisense verify {result['run']}/deploy` re-checks it."]
     return lines
+
+
+def _variants(result: dict[str, Any]) -> list[str]:
+    """The bundle of variants' own report (``export.variants``), its headings one level down."""
+    variants = result.get("variants")
+    if not variants or not Path(variants["report"]).is_file():
+        return []
+    report = Path(variants["report"]).read_text().splitlines()
+    return ["", *("#" + line if line.startswith("#") else line for line in report),
+            f"The bundle of variants is `{variants['folder']}/` (`udacisense verify` checks it too); `udacisense select {variants['folder']} "
+            "--latency-ms X` picks one for a budget, and `selector/` holds the same logic for Android (Java, Kotlin) and iOS (Swift)."]
 
 
 def _business(result: dict[str, Any]) -> list[str]:
