@@ -131,3 +131,22 @@ def test_bad_input_is_one_line_with_exit_2(variants, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
+
+
+def test_sources_from_a_search_run_are_its_pareto_points_with_int8_artifacts_as_built(tmp_path):
+    from udacisense.export.variants import resolve_sources
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    for key in ("k1", "k2"):
+        deploy = tmp_path / "search-run" / "search" / "trials" / key / "deploy"
+        deploy.mkdir(parents=True)
+        (deploy / "model_int8.pte").write_bytes(b"pte")
+        artifacts = {"pte-int8": {"file": "model_int8.pte", "quantized": True, "export": {"method": "qat"}},
+                     "onnx": {"file": "model_fp32.onnx", "quantized": False, "export": {}}}
+        (deploy / "manifest.json").write_text(json.dumps({"version": 1, "source": {"checkpoint": str(checkpoint)}, "artifacts": artifacts}))
+    (tmp_path / "search-run" / "search" / "pareto.json").write_text(json.dumps({"front": [{"key": "k1", "trial": "f3"}, {"key": "k2", "trial": "p7"}]}))
+    sources = resolve_sources([str(tmp_path / "search-run"), f"again={checkpoint}", str(checkpoint)])
+    assert [source.name for source in sources] == ["search-run-f3", "search-run-p7", "again", tmp_path.name]
+    assert set(sources[0].prebuilt) == {"pte-int8"} and sources[0].prebuilt["pte-int8"][1] == {"method": "qat"}  # fp32 is exported again
+    assert sources[2].prebuilt == {} and sources[3].checkpoint == checkpoint

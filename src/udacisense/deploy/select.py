@@ -47,7 +47,8 @@ def variant_row(variant_id: str, kind: str, entry: dict[str, Any], model: str | 
         "top1": entry["validation"]["top1"] if runs else None,
         "agreement": entry["validation"]["agreement"] if runs else None,
         "latency": {threads: {key: timing[key] for key in ("p50_ms", "p90_ms")} for threads, timing in entry["latency"].items()} if runs else None,
-        "memory_mb": entry["memory"]["model_bytes"] / 1e6 if runs else None,
+        "memory_mb": entry["memory"]["model_bytes"] / 1e6 if runs else None,  # what loading and running the model added
+        "peak_rss_mb": entry["memory"]["peak_rss_bytes"] / 1e6 if runs else None,  # the whole process, runtime included
         "golden": prefix + "golden.json",
         "runs_here": runs,
         "validation_failures": entry["validation"]["failures"] if runs else [],
