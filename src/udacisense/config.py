@@ -105,6 +105,14 @@ class DistillConfig(StrictModel):
     )
 
 
+class TrackingConfig(StrictModel):
+    """Where a run is logged (see :mod:`udacisense.tracking`); ``backend: null`` logs nothing."""
+
+    backend: Literal["mlflow"] | None = Field(default=None, description="mlflow, or null for no tracking")
+    uri: str | None = Field(default=None, description="tracking URI; default $MLFLOW_TRACKING_URI, else SQLite in <runs_dir>/mlflow")
+    experiment: str = Field(default="udacisense", min_length=1, description="MLflow experiment name")
+
+
 class RunConfig(StrictModel):
     """Everything `udacisense train` needs: the resolved config saved in each run folder."""
 
@@ -113,6 +121,7 @@ class RunConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 def validate_config(model_type: type[StrictModel], raw: dict[str, Any], where: str = "config") -> StrictModel:

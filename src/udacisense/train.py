@@ -24,6 +24,7 @@ import yaml
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from udacisense import tracking
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
 from udacisense.config import EXECUTION_FIELDS, RunConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
@@ -245,6 +246,7 @@ def fit(
             f"epoch {epoch}/{config.epochs}: loss {result.train_loss:.4f}, train {result.train_top1:.2f}%, "
             f"{val_text}, lr {result.lr:.4g}, {result.images_per_second:.0f} img/s"
         )
+        tracking.log_metrics({key: value for key, value in asdict(result).items() if key != "epoch"}, step=epoch)
         if on_epoch_end is not None:
             on_epoch_end(result)
     if ema is not None:
@@ -317,6 +319,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
 
     Writes config.yaml, train.log, last.pt, best.pt, history in metrics.json and eval.json.
     """
+    tracking.require_backend(config.tracking)
     with run_dir_lock(Path(config.runs_dir) / config.name):
         run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "train")
@@ -334,33 +337,43 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
             f"input {dataset.input_shape}; model {config.model.name} "
             f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
         )
-        try:
-            history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=augmentation(config.data))
-        except TrainingFailed as failure:
-            last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else {}
-            write_json(run_dir / "metrics.json", {"run": str(run_dir), "model": model_spec, "status": "failed", "failure": str(failure),
-                                                  "training": last.get("training"), "history": last.get("history", [])})
-            logger.error(f"TRAINING FAILED: {failure} (details in {run_dir / 'metrics.json'})", extra=FILE_ONLY)
-            raise
-        best_model, best_state = load_model(run_dir / "best.pt")
-        test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
-        summary = {
-            "run": str(run_dir),
-            "model": model_spec,
-            "status": "ok",
-            "training": best_state.get("training"),
-            "peak_lr": best_state.get("lr"),
-            "best_epoch": best_state["epoch"],
-            "test_top1": test["top1"],
-            "test_top5": test["top5"],
-            "train_images_per_second": float(np.mean([row.images_per_second for row in history])) if history else None,
-            "train_seconds": float(sum(row.seconds for row in history)),
-            "history": [asdict(row) for row in history],
-        }
-        write_json(run_dir / "metrics.json", summary)
-        write_json(run_dir / "eval.json", {"checkpoint": str(run_dir / "best.pt"), "split": "test", **test})
-        logger.info(f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}% on {test['count']} images (best epoch {best_state['epoch']})")
+        with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):
+            summary = _train_and_test(config, run_dir, dataset, model, model_spec, resume, logger)
+            tracking.log_metrics({"test_top1": summary["test_top1"], "test_top5": summary["test_top5"]})
+            tracking.log_artifacts(run_dir / "metrics.json", run_dir / "eval.json", run_dir / "train.log", run_dir / "config.yaml")
         return summary
+
+
+def _train_and_test(config: RunConfig, run_dir: Path, dataset: ImageDataset, model: nn.Module, model_spec: dict[str, Any], resume: bool,
+                    logger: logging.Logger) -> dict[str, Any]:
+    """fit(), then the best checkpoint on the test split; writes metrics.json (also for a failed run) and eval.json."""
+    try:
+        history = fit(model, dataset, config.train, run_dir, model_spec, resume=resume, logger=logger, augment=augmentation(config.data))
+    except TrainingFailed as failure:
+        last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").exists() else {}
+        write_json(run_dir / "metrics.json", {"run": str(run_dir), "model": model_spec, "status": "failed", "failure": str(failure),
+                                              "training": last.get("training"), "history": last.get("history", [])})
+        logger.error(f"TRAINING FAILED: {failure} (details in {run_dir / 'metrics.json'})", extra=FILE_ONLY)
+        raise
+    best_model, best_state = load_model(run_dir / "best.pt")
+    test = evaluate(best_model, dataset.loader("test", config.train.eval_batch_size), dataset.classes, progress=True)
+    summary = {
+        "run": str(run_dir),
+        "model": model_spec,
+        "status": "ok",
+        "training": best_state.get("training"),
+        "peak_lr": best_state.get("lr"),
+        "best_epoch": best_state["epoch"],
+        "test_top1": test["top1"],
+        "test_top5": test["top5"],
+        "train_images_per_second": float(np.mean([row.images_per_second for row in history])) if history else None,
+        "train_seconds": float(sum(row.seconds for row in history)),
+        "history": [asdict(row) for row in history],
+    }
+    write_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / "eval.json", {"checkpoint": str(run_dir / "best.pt"), "split": "test", **test})
+    logger.info(f"test top-1 {test['top1']:.2f}% top-5 {test['top5']:.2f}% on {test['count']} images (best epoch {best_state['epoch']})")
+    return summary
 
 
 def _check_resume_config(run_dir: Path, config: RunConfig) -> None:

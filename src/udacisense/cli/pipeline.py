@@ -12,7 +12,8 @@ RUN_EXAMPLE = """example:
   udacisense run quickstart                                # a shipped recipe, or a path: udacisense run my_recipe.yaml
   udacisense run mobile --set prune.fine_tune.epochs=10 --set targets.max_accuracy_drop=1.5
   udacisense run mobile --resume                           # continue after a crash; finished stages are reused
-  udacisense run mobile --strict                           # exit status 1 when a target is missed"""
+  udacisense run mobile --strict                           # exit status 1 when a target is missed
+  udacisense run quickstart --track mlflow                 # also log it to MLflow (runs/mlflow/mlflow.db)"""
 SEARCH_EXAMPLE = """examples:
   udacisense search --checkpoint runs/baseline/best.pt --budget 2h --max-drop 1.0 --name fmnist
   udacisense search mobile --budget 90m --max-latency-ms 0.15 --max-size-mb 0.4   # a recipe's data, baseline and search: section
@@ -30,6 +31,8 @@ def add_commands(commands) -> None:
     _run_folder_arguments(run, "the recipe's name", "continue runs/<name>/: reuse finished stages whose config is unchanged")
     run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
+    run.add_argument("--track", choices=["mlflow"], help="log the run to MLflow (the recipe's tracking: section; store: "
+                     "$MLFLOW_TRACKING_URI or SQLite in <runs-dir>/mlflow)")
 
     check = add_command(commands, "check", "validate a recipe without running it", "example:\n  udacisense check mobile", run_check)
     _recipe_arguments(check)
@@ -79,7 +82,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     from udacisense.pipeline.runner import run_pipeline
     from udacisense.report import format_targets
 
-    pipeline = load_recipe(args.recipe, args.overrides)
+    pipeline = load_recipe(args.recipe, args.overrides + ([f"tracking.backend={args.track}"] if args.track else []))
     if args.retime and not args.resume:
         raise UdaciSenseError("--retime re-measures a finished run; add --resume")
     result = run_pipeline(pipeline, args.runs_dir, resume=args.resume, overwrite=args.overwrite, name=args.name, retime=args.retime)

@@ -35,6 +35,8 @@ def add_commands(commands) -> None:
     augment_argument(train)
     optimizer_arguments(train)
     train.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    train.add_argument("--track", choices=["mlflow"], help="log params, every epoch and the results to MLflow (tracking: section; "
+                       "store: $MLFLOW_TRACKING_URI or SQLite in <runs-dir>/mlflow)")
     train.add_argument("--name", help="run folder name under --runs-dir (default baseline)")
     train.add_argument("--runs-dir", type=Path)
     group = train.add_mutually_exclusive_group()
@@ -96,6 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
         top_level["name"] = args.name
     if args.runs_dir:
         top_level["runs_dir"] = args.runs_dir
+    if args.track:
+        top_level["tracking"] = dict(top_level.get("tracking") or {}) | {"backend": args.track}
     config = validate_config(RunConfig, {**top_level, **sections}, where="training config")
     summary = train_run(config, resume=args.resume, overwrite=args.overwrite)
     print(f"\ntest top-1 {summary['test_top1']:.2f}%  (top-5 {summary['test_top5']:.2f}%)  -> {summary['run']}/")

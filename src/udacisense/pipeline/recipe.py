@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from udacisense.checkpoint import load_checkpoint
-from udacisense.config import DataConfig, StrictModel, TrainConfig, validate_config
+from udacisense.config import DataConfig, StrictModel, TrackingConfig, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
 from udacisense.io import parse_yaml, read_yaml
@@ -95,6 +95,7 @@ class Recipe(StrictModel):
     targets: Targets = Field(default_factory=Targets)
     threads: int | None = Field(default=None, gt=0, description="CPU threads for training and measuring (default: all cores)")
     search: SearchSpec | None = Field(default=None, description="settings of 'udacisense search' on this recipe's data and baseline")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="log the run to MLflow: backend: mlflow")
 
     @model_validator(mode="after")
     def _stages_are_mappings(self) -> "Recipe":

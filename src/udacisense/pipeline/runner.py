@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import torch
 import yaml
 
+from udacisense import tracking
 from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.config import DataConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
@@ -82,7 +83,8 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     ``report.md``/``report.html`` (a search trial: its search writes one report for all trials).
     """
     recipe = pipeline.recipe
-    with run_dir_lock(Path(runs_dir) / (name or recipe.name)):
+    tracking.require_backend(recipe.tracking)
+    with run_dir_lock(Path(runs_dir) / (name or recipe.name)), ExitStack() as tracked_run:
         run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "pipeline")
         if recipe.threads:
@@ -90,6 +92,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         resolved = recipe.model_dump(mode="json") | {"stages": [stage.config() | {"id": stage.id} for stage in pipeline.stages]}
         atomic_write(run_dir / "recipe.yaml", lambda handle: handle.write(yaml.safe_dump(resolved, sort_keys=False).encode()))
         journal = Journal(run_dir / JOURNAL, resume)
+        tracked_run.enter_context(tracking.tracked(recipe.tracking, run_dir, resolved))
         started = time.perf_counter()
 
         # 0: the baseline every number is compared with
@@ -101,7 +104,9 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         if baseline is None:
             logger.info(f"[0/{len(pipeline.stages)}] baseline")
             with _failure_reported(run_dir, journal, "the baseline", logger):
-                baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
+                with tracking.metric_prefix("baseline"):
+                    baseline = journal.append(_run_baseline(pipeline, run_dir, stage_hash, resume, logger))
+                _track_record(baseline)
         checkpoint = Path(baseline["checkpoint"])
         model, payload = load_model(checkpoint)
         contract, model_spec = payload["input"], payload["model"]
@@ -115,8 +120,10 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             if record is None:
                 logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
                 with _failure_reported(run_dir, journal, f"stage {planned.index} ({planned.id})", logger):
-                    record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
-                                                       Path(baseline["checkpoint"]), resume, logger))
+                    with tracking.metric_prefix(planned.id):
+                        record = journal.append(_run_stage(planned, model, model_spec, contract, dataset, recipe, folder, stage_hash,
+                                                           Path(baseline["checkpoint"]), resume, logger))
+                _track_record(record)
                 logger.info(f"  -> {_describe_metrics(record['metrics'])}")
             else:
                 logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id}): finished earlier, reused")
@@ -156,7 +163,18 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         write_json(run_dir / RESULT, result)
         if report:
             result["report"] = {kind: str(path) for kind, path in write_report(result, run_dir).items()}
+        tracking.log_metrics({f"target/{row['target']}": row["measured"] for row in result["targets"]})
+        tracking.log_artifacts(*(run_dir / name for name in ("report.md", "report.html", RESULT, "recipe.yaml", "pipeline.log", "deploy", "variants")))
         return result
+
+
+def _track_record(record: dict[str, Any]) -> None:
+    """A finished step's measured numbers to the tracked run, as ``<stage id>/<metric>``."""
+    metrics = record["metrics"]
+    numbers = {key: metrics[key] for key in ("test_top1", "agreement", "parameters", "bytes", "macs") if key in metrics}
+    latency = metrics.get("latency_ms") or {label: row["p50_ms"] for label, row in metrics.get("eager_latency", {}).items()}
+    numbers |= {f"latency_ms_{label}": value for label, value in latency.items()}
+    tracking.log_metrics({f"{record['id']}/{key}": value for key, value in numbers.items()}, step=record["index"])
 
 
 @contextmanager
