@@ -88,10 +88,13 @@ class TrainConfig(StrictModel):
         default=False,
         description="torch.compile the training step's model (CUDA graphs on CUDA): small models on a GPU are bound by kernel launches",
     )
+    sync_batchnorm: bool = Field(
+        default=False, description="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each rank's part"
+    )
 
 
 # How a run executes, not what it trains: a run may resume with other values (a GPU run continued on a CPU).
-EXECUTION_FIELDS = ("threads", "device", "amp", "channels_last", "compile", "eval_batch_size")
+EXECUTION_FIELDS = ("threads", "device", "amp", "channels_last", "compile", "eval_batch_size", "sync_batchnorm")
 
 
 class DistillConfig(StrictModel):

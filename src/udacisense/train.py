@@ -24,9 +24,9 @@ import yaml
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from udacisense import tracking
+from udacisense import distributed, tracking
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
-from udacisense.config import EXECUTION_FIELDS, RunConfig, TrainConfig, validate_config
+from udacisense.config import EXECUTION_FIELDS, RunConfig, TrackingConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
 from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
@@ -138,12 +138,17 @@ def fit(
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
+    ranks = distributed.init(device)
     use_cuda = device.type == "cuda"
+    if use_cuda and ranks.size > 1:
+        device = torch.device("cuda", ranks.local_rank)
     memory_format = torch.channels_last if use_cuda and config.channels_last else torch.preserve_format
     model.to(device=device, memory_format=memory_format)
-    # The compiled module shares the model's parameters; checkpoints and the EMA keep using ``model`` itself.
+    restore_batchnorm = distributed.sync_batchnorm(model, device) if config.sync_batchnorm else (lambda: None)
+    # DDP and the compiled module share the model's parameters; checkpoints and the EMA keep using ``model`` itself.
     # dynamic=False: the last, smaller batch gets its own graph instead of a shape-generic (slower) one.
-    step_model = torch.compile(model, mode="reduce-overhead" if use_cuda else None, dynamic=False) if config.compile else model
+    step_model = distributed.wrap(model, device)
+    step_model = torch.compile(step_model, mode="reduce-overhead" if use_cuda else None, dynamic=False) if config.compile else step_model
     seed_everything(config.seed)
     data_generator = torch.Generator().manual_seed(config.seed)
     train_batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
@@ -179,23 +184,24 @@ def fit(
             on_epoch_start(epoch)
         model.train()
         started = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
         bar = tqdm(train_batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None)
         for images, labels in bar:
+            images, labels, weight = distributed.shard(images, labels)  # under torchrun: this rank's part of the global batch
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             with autocast():
                 logits = step_model(images)
                 loss = loss_function(logits.float(), images, labels)
             value = loss.item()
-            if not math.isfinite(value):
+            if distributed.all_sum(0.0 if math.isfinite(value) else 1.0)[0]:  # every rank stops at the same step
                 raise TrainingFailed(
-                    f"training diverged in epoch {epoch} (step {seen // config.batch_size + 1}): the loss became {value}; "
+                    f"training diverged in epoch {epoch} (step {steps + 1}): the loss became {value if not math.isfinite(value) else 'inf or nan on another rank'}; "
                     f"lower the learning rate (it was {optimizer.param_groups[0]['lr']:.3g}, peak {lr:.3g}) or use --lr auto"
                     + ("" if config.grad_clip_norm else ", or clip gradients with --grad-clip-norm 1")
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             if config.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
             optimizer.step()
@@ -207,9 +213,13 @@ def fit(
             loss_sum += value * labels.numel()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += labels.numel()
+            steps += 1
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # over every rank's part of the epoch
         seconds = time.perf_counter() - started
-        val = evaluate(evaluated, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) else None
+        # rank 0 validates and decides; the others take its numbers, so that every rank saves and stops alike
+        val = evaluate(evaluated, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) and ranks.main else None
+        val = distributed.from_main(val)
         result = EpochResult(
             epoch=epoch,
             train_loss=loss_sum / seen,
@@ -221,6 +231,9 @@ def fit(
             images_per_second=seen / seconds,
         )
         history.append(result)
+        distributed.broadcast_model(model)  # every rank saves, and goes on from, rank 0's BatchNorm statistics
+        if ema is not None:
+            distributed.broadcast_model(ema.module)
         score = result.val_top1 if result.val_top1 is not None else result.train_top1
         contract = dataset.contract()
         if score > best_val:
@@ -251,6 +264,8 @@ def fit(
             on_epoch_end(result)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
+    restore_batchnorm()
+    distributed.broadcast_model(model)  # BatchNorm statistics are per rank on CPU: rank 0's model is the one saved and used
     model.to("cpu", memory_format=torch.contiguous_format)
     _judge(history, dataset, default_loss, checkpoint_dir)
     return history
@@ -320,6 +335,9 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
     Writes config.yaml, train.log, last.pt, best.pt, history in metrics.json and eval.json.
     """
     tracking.require_backend(config.tracking)
+    if not distributed.init(resolve_device(config.train.device)).main:  # under torchrun: see udacisense.distributed
+        config = config.model_copy(update={"runs_dir": distributed.private_runs_dir(config.runs_dir, config.name, resume), "tracking": TrackingConfig()})
+    distributed.barrier()  # rank 0 starts changing the run folder only after the others copied it
     with run_dir_lock(Path(config.runs_dir) / config.name):
         run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "train")

@@ -7,10 +7,12 @@ as one line with exit status 2; a training job that produced no usable model rai
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn, Sequence
 
 from udacisense.cli import compress, deploy, pipeline, train
+from udacisense.cli.common import launch_under_torchrun
 from udacisense.errors import TrainingFailed, UdaciSenseError
 
 
@@ -32,8 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "nproc", None) is not None:
+            if args.nproc < 1:
+                raise UdaciSenseError("--nproc must be at least 1")
+            if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+                return launch_under_torchrun(argv, args.nproc)
         return args.handler(args) or 0
     except UdaciSenseError as error:
         label = "TRAINING FAILED" if isinstance(error, TrainingFailed) else "error"

@@ -48,10 +48,12 @@ def optimizer_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step (worth it on a GPU)")
+    parser.add_argument("--sync-batchnorm", action="store_true", default=None, help="under torchrun on GPUs: BatchNorm statistics over "
+                        "the global batch")
 
 
 TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_fraction", "label_smoothing", "grad_clip_norm",
-                "ema_decay", "seed", "device", "compile")
+                "ema_decay", "seed", "device", "compile", "sync_batchnorm")
 
 
 def learning_rate(text: str) -> float | str:
@@ -83,3 +85,26 @@ def key_values(items: list[str], flag: str) -> dict[str, Any]:
             raise UdaciSenseError(f"{flag} '{item}' must look like KEY=VALUE, e.g. width_mult=0.75")
         values[key] = parse_yaml(value, f"{flag} '{item}'")  # 0.75 -> float, true -> bool
     return values
+
+
+def nproc_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=int, metavar="N", help="train data-parallel in N processes: relaunches this command under "
+                        "torchrun (--standalone --nproc_per_node N); gloo on CPU, nccl on CUDA")
+
+
+def launch_under_torchrun(argv: list[str], processes: int) -> int:
+    """This command again, without --nproc, as ``torchrun --standalone --nproc_per_node N -m udacisense.cli ...``."""
+    import subprocess
+    import sys
+
+    rest, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m", "udacisense.cli", *rest]
+    print(f"launching {processes} processes: torchrun --standalone --nproc_per_node {processes} -m udacisense.cli {' '.join(rest)}", flush=True)
+    return subprocess.call(command)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from udacisense.cli.common import add_command, augment_argument, key_values, names, optimizer_arguments, train_options
+from udacisense.cli.common import add_command, augment_argument, key_values, names, nproc_argument, optimizer_arguments, train_options
 from udacisense.errors import UdaciSenseError
 
 PRUNE_EXAMPLE = """example:
@@ -110,6 +110,7 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    nproc_argument(parser)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run folder: a finished stage is reused")
     group.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -164,6 +165,8 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
         **({"threads": args.threads} if args.threads else {}),
     }
     result = run_pipeline(validate_recipe(raw), args.runs_dir, resume=args.resume, overwrite=args.overwrite)
+    if "rank" in result:  # another torchrun rank than 0: rank 0 reports
+        return result
     record = result["stages"][-1]
     print(f"\n{record['stage']}: {record['summary']}; measured on {result['baseline']['test_images']} test images "
           f"(latency: batch 1, p50, fresh process):")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from udacisense.cli.common import add_command
+from udacisense.cli.common import add_command, nproc_argument
 from udacisense.errors import UdaciSenseError
 
 RUN_EXAMPLE = """example:
@@ -31,6 +31,7 @@ def add_commands(commands) -> None:
     _run_folder_arguments(run, "the recipe's name", "continue runs/<name>/: reuse finished stages whose config is unchanged")
     run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
+    nproc_argument(run)
     run.add_argument("--track", choices=["mlflow"], help="log the run to MLflow (the recipe's tracking: section; store: "
                      "$MLFLOW_TRACKING_URI or SQLite in <runs-dir>/mlflow)")
 
@@ -86,6 +87,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     if args.retime and not args.resume:
         raise UdaciSenseError("--retime re-measures a finished run; add --resume")
     result = run_pipeline(pipeline, args.runs_dir, resume=args.resume, overwrite=args.overwrite, name=args.name, retime=args.retime)
+    if "rank" in result:  # another torchrun rank than 0: rank 0 reports
+        return 0
     if result["primary"]:
         print(f"\ntargets, checked on {result['primary']} measured in its runtime on {result['baseline']['test_images']} test images:")
     print(format_targets(result["targets"]))

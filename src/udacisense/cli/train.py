@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from udacisense.cli.common import add_command, augment_argument, data_arguments, key_values, optimizer_arguments, train_options
+from udacisense.cli.common import add_command, augment_argument, data_arguments, key_values, nproc_argument, optimizer_arguments, train_options
 from udacisense.errors import UdaciSenseError
 from udacisense.io import read_yaml
 
@@ -35,6 +35,7 @@ def add_commands(commands) -> None:
     augment_argument(train)
     optimizer_arguments(train)
     train.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    nproc_argument(train)
     train.add_argument("--track", choices=["mlflow"], help="log params, every epoch and the results to MLflow (tracking: section; "
                        "store: $MLFLOW_TRACKING_URI or SQLite in <runs-dir>/mlflow)")
     train.add_argument("--name", help="run folder name under --runs-dir (default baseline)")

@@ -24,9 +24,9 @@ from typing import Any, Iterator
 import torch
 import yaml
 
-from udacisense import tracking
+from udacisense import distributed, tracking
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.config import DataConfig
+from udacisense.config import DataConfig, TrackingConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
 from udacisense.errors import TrainingFailed
@@ -42,6 +42,7 @@ from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
 from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir, run_dir_lock
 from udacisense.stages import StageContext, get_stage
+from udacisense.train import resolve_device
 
 JOURNAL = "stages.jsonl"
 
@@ -82,8 +83,12 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     everything else: for runs whose timings were taken while the machine was busy. ``report=False`` skips
     ``report.md``/``report.html`` (a search trial: its search writes one report for all trials).
     """
+    tracking.require_backend(pipeline.recipe.tracking)
+    if not distributed.init(resolve_device(pipeline.recipe.baseline.train.device)).main:  # under torchrun: see udacisense.distributed
+        runs_dir = distributed.private_runs_dir(runs_dir, name or pipeline.recipe.name, resume)
+        pipeline = replace(pipeline, recipe=pipeline.recipe.model_copy(update={"tracking": TrackingConfig()}))
+    distributed.barrier()
     recipe = pipeline.recipe
-    tracking.require_backend(recipe.tracking)
     with run_dir_lock(Path(runs_dir) / (name or recipe.name)), ExitStack() as tracked_run:
         run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "pipeline")
@@ -132,6 +137,8 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             artifacts = {kind: (Path(path), record["info"].get("export", {})) for kind, path in record["artifacts"].items()}
             checkpoint = Path(record["checkpoint"])
 
+        if not distributed.world().main:  # every fine-tune is done; exports, measurements and reports are rank 0's
+            return {"name": run_dir.name, "run": str(run_dir), "rank": distributed.world().rank}
         manifest = None
         if recipe.export.formats:
             # the key is not part of the export's identity: signing with another key re-signs, it does not re-export
@@ -197,7 +204,8 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
     started = time.perf_counter()
     output = stage.run(model, planned.params, context)
     save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
-    metrics = stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]), recipe.export.latency_runs)
+    metrics = distributed.main_only(lambda: stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]),
+                                                          recipe.export.latency_runs))
     write_json(folder / "metrics.json", metrics)
     info = _jsonable(output.info)
     return {
@@ -259,6 +267,12 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
                            model=ModelConfig(name=recipe.baseline.model, kwargs=recipe.baseline.model_kwargs), train=recipe.baseline.train)
         train_run(config, resume=True)  # the folder was just emptied unless this is a resume of the same baseline
         checkpoint = folder / "best.pt"
+    return distributed.main_only(lambda: _measure_baseline(pipeline, Path(checkpoint), folder, stage_hash, started, logger))
+
+
+def _measure_baseline(pipeline: Pipeline, checkpoint: Path, folder: Path, stage_hash: str, started: float, logger) -> dict[str, Any]:
+    """The baseline's journal record: eager profile, fresh-process latency, fp32 exports, each measured in its runtime."""
+    recipe = pipeline.recipe
     model, payload = load_model(checkpoint)
     contract = payload["input"]
     dataset = dataset_for_recipe(recipe.data, contract)
