@@ -109,8 +109,8 @@ def shard(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
     """This rank's contiguous slice of a global batch and its loss weight (slice size x ranks / batch size): with DDP's
     gradient averaging, the weighted losses give the gradient of the mean loss over the whole batch."""
     current = world()
-    if not dist.is_initialized() or current.size == 1:
-        return images, labels, 1.0
+    if not dist.is_initialized() or current.size == 1 or labels.numel() < current.size:
+        return images, labels, 1.0  # a last batch too small to split: every rank takes all of it, the average is the same
     per_rank = -(-labels.numel() // current.size)
     start = min(current.rank * per_rank, labels.numel())
     end = min(start + per_rank, labels.numel())

@@ -36,13 +36,7 @@ def add_commands(commands) -> None:
     export.add_argument("--checkpoint", type=Path, required=True)
     export.add_argument("--formats", default=",".join(DEFAULT_FORMATS), help=f"comma list of {', '.join(FORMATS)}")
     export.add_argument("--output", type=Path, help="bundle folder (default: deploy/ beside the checkpoint)")
-    export.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
-    export.add_argument("--data-root", type=Path, help="where the checkpoint's data set lives, if not the default")
-    export.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
-    export.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
-    export.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
-    export.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
-    export.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
+    _bundle_arguments(export)
 
     bundle = add_command(commands, "bundle", "several model variants (models x formats) in one bundle, for apps that pick one per device",
                          BUNDLE_EXAMPLE, run_bundle)
@@ -51,13 +45,7 @@ def add_commands(commands) -> None:
                         "as built, fp32 formats exported again), or a search run (its Pareto front)")
     bundle.add_argument("--formats", default="pte,pte-int8,onnx", help=f"comma list of {', '.join(FORMATS)}")
     bundle.add_argument("--output", type=Path, required=True, help="bundle folder (replaced if it holds a bundle)")
-    bundle.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
-    bundle.add_argument("--data-root", type=Path, help="where the checkpoints' data set lives, if not the default")
-    bundle.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
-    bundle.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
-    bundle.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
-    bundle.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
-    bundle.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
+    _bundle_arguments(bundle)
 
     select = add_command(commands, "select", "pick the most accurate variant of a bundle that meets a latency budget on this machine",
                          SELECT_EXAMPLE, run_select)
@@ -76,6 +64,17 @@ def add_commands(commands) -> None:
     keygen = add_command(commands, "keygen", "make an Ed25519 key pair for signing bundles",
                          "example:\n  udacisense keygen keys/release   # writes keys/release (private) and keys/release.pub", run_keygen)
     keygen.add_argument("path", type=Path, help="the private key's path; the public key is written beside it with .pub added")
+
+
+def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a bundle is built, validated, timed and signed: shared by export and bundle."""
+    parser.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
+    parser.add_argument("--data-root", type=Path, help="where the checkpoint's data set lives, if not the default")
+    parser.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
+    parser.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
+    parser.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    parser.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -126,6 +126,9 @@ def measure_variants(folder: Path, threads: int = 1, warmup: int = 10, runs: int
             measurement.problem = f"failed validation when bundled: {'; '.join(row['validation_failures'])}"
             continue
         path = folder / row["file"]
+        if not path.resolve().is_relative_to(folder.resolve()) or not (folder / row["golden"]).resolve().is_relative_to(folder.resolve()):
+            measurement.problem = f"{row['file']} lies outside the bundle (a forged manifest?)"
+            continue
         if not path.is_file():
             measurement.problem = f"{row['file']} is missing"
             continue

@@ -159,6 +159,9 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
         if problems:
             return problems  # do not run files that are not what the manifest says
     for model_folder in models:
+        if not model_folder.resolve().is_relative_to(folder.resolve()):
+            problems.append(f"model folder {model_folder} is outside the bundle (a forged manifest?)")
+            continue
         prefix = "" if model_folder == folder else f"{model_folder.name}/"
         problems += [prefix + problem for problem in _check_golden_outputs(model_folder, hashed="files" in manifest)]
     return problems

@@ -73,19 +73,19 @@ def _header(spec: dict[str, Any], comment: str) -> str:
 
 def java_source(spec: dict[str, Any]) -> str:
     """Plain Java against ExecuTorch's Android API (org.pytorch.executorch); compiles with javac against a stub of it."""
-    rows = ",\n".join(f'        new Variant({json.dumps(v["id"])}, {json.dumps(v["file"])}, {json.dumps(v["golden"])}, {v["top1"]:.4f}, {v["bytes"]}L,\n'
-                      f'            new float[] {{{_floats(v["mean"], "f")}}}, new float[] {{{_floats(v["std"], "f")}}})' for v in spec["variants"])
-    return _header(spec, "//") + JAVA.format(
-        package=PACKAGE, rows=rows, shape=", ".join(f"{d}L" for d in spec["shape"]), classes=spec["classes"],
-        count=spec["golden_count"], atol=f"{spec['atol']:g}f",
-    )
+    return _jvm_source(spec, JAVA, "new Variant", lambda values: f"new float[] {{{values}}}")
 
 
 def kotlin_source(spec: dict[str, Any]) -> str:
     """Kotlin for Android apps; same fields and logic as the Java selector."""
-    rows = ",\n".join(f'        Variant({json.dumps(v["id"])}, {json.dumps(v["file"])}, {json.dumps(v["golden"])}, {v["top1"]:.4f}, {v["bytes"]}L,\n'
-                      f'            floatArrayOf({_floats(v["mean"], "f")}), floatArrayOf({_floats(v["std"], "f")}))' for v in spec["variants"])
-    return _header(spec, "//") + KOTLIN.format(
+    return _jvm_source(spec, KOTLIN, "Variant", lambda values: f"floatArrayOf({values})")
+
+
+def _jvm_source(spec: dict[str, Any], template: str, constructor: str, float_array) -> str:
+    rows = ",\n".join(f'        {constructor}({json.dumps(v["id"])}, {json.dumps(v["file"])}, {json.dumps(v["golden"])}, {v["top1"]:.4f}, '
+                      f'{v["bytes"]}L,\n            {float_array(_floats(v["mean"], "f"))}, {float_array(_floats(v["std"], "f"))})'
+                      for v in spec["variants"])
+    return _header(spec, "//") + template.format(
         package=PACKAGE, rows=rows, shape=", ".join(f"{d}L" for d in spec["shape"]), classes=spec["classes"],
         count=spec["golden_count"], atol=f"{spec['atol']:g}f",
     )
