@@ -18,6 +18,11 @@ import torch
 import torch.nn as nn
 
 from udacisense.data import fashion_mnist
+from udacisense.upstream import hush_kernel_preference_notice
+
+# pytest-xdist's controller re-creates each warning a worker recorded, importing the module that defines its category:
+# ExecuTorch's ExperimentalWarning imports executorch.exir, and with it torchao, in a process that ran none of our code.
+hush_kernel_preference_notice()
 
 REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
 # `udacisense search` options of the search tests, small and fast: every trial prunes (so each has a fine-tune worth
