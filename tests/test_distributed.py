@@ -130,3 +130,12 @@ def _environ(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def test_bad_input_under_nproc_is_one_line_from_rank_0_and_exit_2(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("name: typo\ndata: {name: synthetic}\nbaseline: {model: mobilenet_v3_small}\nstages:\n  - {stage: prune_channels, ratoi: 0.5}\n")
+    done = subprocess.run([sys.executable, "-m", "udacisense.cli", "run", str(recipe), "--runs-dir", str(tmp_path), "--nproc", "2"],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["udacisense: error: invalid stage 1 (prune_channels): unknown key 'ratoi' (did you mean 'ratio'?)"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from udacisense.cli import compress, deploy, pipeline, train
-from udacisense.cli.common import launch_under_torchrun
+from udacisense.cli.common import STATUS_FILE, launch_under_torchrun
 from udacisense.errors import TrainingFailed, UdaciSenseError
 
 
@@ -44,10 +45,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return launch_under_torchrun(argv, args.nproc)
         return args.handler(args) or 0
     except UdaciSenseError as error:
+        if int(os.environ.get("RANK", 0)) > 0:  # under torchrun every rank meets the same error: rank 0 says it
+            return error.exit_status
         label = "TRAINING FAILED" if isinstance(error, TrainingFailed) else "error"
         one_line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # user input quoted in a message keeps it on one line
         print(f"udacisense: {label}: {one_line}", file=sys.stderr)
+        if STATUS_FILE in os.environ:  # launched by --nproc: the launcher exits with this status too
+            Path(os.environ[STATUS_FILE]).write_text(str(error.exit_status))
         return error.exit_status
+    except RuntimeError as error:
+        if "WORLD_SIZE" not in os.environ or not _lost_a_peer(error):
+            raise  # a bug: keep its traceback
+        print(f"udacisense: error: rank {os.environ.get('RANK', 0)} lost contact with another rank ({str(error).splitlines()[0][:160]})",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("udacisense: interrupted; the same command with --resume continues from the last finished epoch or stage", file=sys.stderr)
         return 130
+
+
+def _lost_a_peer(error: RuntimeError) -> bool:
+    """Whether a collective failed because another torchrun rank died (torchrun then names that rank)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and isinstance(error, getattr(distributed, "DistError", ())):
+        return True
+    return any(sign in str(error) for sign in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))

@@ -93,9 +93,17 @@ def nproc_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def launch_under_torchrun(argv: list[str], processes: int) -> int:
-    """This command again, without --nproc, as ``torchrun --standalone --nproc_per_node N -m udacisense.cli ...``."""
-    import subprocess
+    """This command again, without --nproc, as ``torchrun --standalone --nproc_per_node N -m udacisense.cli ...``, run
+    through torchrun's own launcher in this process. A user error is rank 0's one line and exit status; a rank that
+    died is one line naming it (torchrun's logs say more)."""
+    import logging
+    import os
+    import signal
     import sys
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
     rest, skip = [], False
     for token in argv:
@@ -105,6 +113,28 @@ def launch_under_torchrun(argv: list[str], processes: int) -> int:
             skip = True
         elif not token.startswith("--nproc="):
             rest.append(token)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m", "udacisense.cli", *rest]
     print(f"launching {processes} processes: torchrun --standalone --nproc_per_node {processes} -m udacisense.cli {' '.join(rest)}", flush=True)
-    return subprocess.call(command)
+    # the cores shared out (torchrun would set 1 and print a banner about it); the agent's own log lines about a failed
+    # rank are replaced by the one line below
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ[STATUS_FILE] = str(Path(scratch) / "status")  # where rank 0 leaves the exit status of a user error
+        try:
+            run(get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(processes), "-m", "udacisense.cli", *rest]))
+            return 0
+        except ChildFailedError as failure:
+            status = Path(os.environ[STATUS_FILE])
+            if status.is_file():
+                return int(status.read_text())
+            rank, process = failure.get_first_failure()
+            code = process.exitcode
+            cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            print(f"udacisense: error: rank {rank} of {processes} stopped ({cause}) and torchrun ended the others; "
+                  "the same command with --resume continues from the last finished epoch or stage", file=sys.stderr)
+            return 1
+        finally:
+            os.environ.pop(STATUS_FILE, None)
+
+
+STATUS_FILE = "UDACISENSE_STATUS_FILE"
