@@ -73,3 +73,12 @@ def test_tracking_without_mlflow_installed_is_one_line_with_exit_2(tmp_path, use
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'udacisense[mlflow]'" in err and "\n" not in err
+
+
+def test_a_tracking_store_that_cannot_open_is_one_line_with_exit_2(tmp_path, user_model_file, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    argv = ["train", "--data", "synthetic", "--model", f"{user_model_file}:TinyNet", "--epochs", "1", "--runs-dir", str(tmp_path),
+            "--track", "mlflow"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("udacisense: error: MLflow tracking failed to start") and "\n" not in err

@@ -40,13 +40,14 @@ class MlflowTracker:
         for noisy in ("alembic", "mlflow.store.db.utils"):  # a new SQLite store narrates its table migrations at INFO
             logging.getLogger(noisy).setLevel(logging.WARNING)
         store = run_dir.parent / "mlflow"
-        self.uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(store / 'mlflow.db').resolve()}"
+        default = f"sqlite:///{(store / 'mlflow.db').resolve()}"
+        self.uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI") or default
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(self.uri)
         experiment = self.client.get_experiment_by_name(config.experiment)
         if experiment is None:
-            artifacts = (store / "artifacts").resolve().as_uri() if self.uri.startswith("sqlite:///") and not config.uri else None
+            artifacts = (store / "artifacts").resolve().as_uri() if self.uri == default else None  # elsewhere: the store's own place
             experiment_id = self.client.create_experiment(config.experiment, artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id
@@ -116,8 +117,14 @@ def tracked(config: TrackingConfig, run_dir: Path, params: dict[str, Any]) -> It
     if config.backend is None:
         yield None
         return
-    tracker = MlflowTracker(config, run_dir, run_dir.name)
-    tracker.log_params(params)
+    try:
+        tracker = MlflowTracker(config, run_dir, run_dir.name)
+        tracker.log_params(params)
+    except UdaciSenseError:
+        raise
+    except Exception as error:  # an unreachable server, a store it cannot open: the user's setting, not a bug
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UdaciSenseError(f"MLflow tracking failed to start ({first}); check tracking.uri or MLFLOW_TRACKING_URI, or drop --track") from None
     token = _TRACKER.set(tracker)
     status = "FAILED"
     try:

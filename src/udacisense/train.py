@@ -344,18 +344,18 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         if resume:
             _check_resume_config(run_dir, config)
         save_config(run_dir, config.model_dump(mode="json"))
-        dataset = get_dataset(config.data)
-        channels = dataset.input_shape[0]
-        model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
-        model_spec = {"name": config.model.name, "kwargs": model_kwargs}
-        seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
-        model = create_model(config.model.name, **model_kwargs)
-        logger.info(
-            f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
-            f"input {dataset.input_shape}; model {config.model.name} "
-            f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
-        )
-        with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):
+        with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):  # opened first: a bad store fails before any work
+            dataset = get_dataset(config.data)
+            channels = dataset.input_shape[0]
+            model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
+            model_spec = {"name": config.model.name, "kwargs": model_kwargs}
+            seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
+            model = create_model(config.model.name, **model_kwargs)
+            logger.info(
+                f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
+                f"input {dataset.input_shape}; model {config.model.name} "
+                f"({sum(p.numel() for p in model.parameters()):,} parameters); run folder {run_dir}"
+            )
             summary = _train_and_test(config, run_dir, dataset, model, model_spec, resume, logger)
             tracking.log_metrics({"test_top1": summary["test_top1"], "test_top5": summary["test_top5"]})
             tracking.log_artifacts(run_dir / "metrics.json", run_dir / "eval.json", run_dir / "train.log", run_dir / "config.yaml")
