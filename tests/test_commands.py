@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from udacisense.checkpoint import load_checkpoint, load_model
+from udacisense.checkpoint import load_checkpoint, load_model, tensors_digest
 from udacisense.cli import main
 from udacisense.pipeline.recipe import load_recipe
 from udacisense.pipeline.runner import run_pipeline
@@ -92,6 +92,26 @@ def test_prune_with_a_sensitivity_plan_from_the_sensitivity_command(baseline, tm
     assert pruned["macs"] <= 0.5 * base["macs"] + 1  # the plan's MACs budget holds in the pruned model
     saved = load_checkpoint(tmp_path / "planned" / "stages" / "01_prune_channels" / "model.pt")
     assert saved["compression"]["layer_ratios"] == plan["layer_ratios"]
+
+
+def test_a_second_budget_on_the_same_model_and_data_reuses_the_measured_sensitivity(baseline, tmp_path):
+    checkpoint, data_root = baseline
+
+    def prune(name: str, budget: str, *options: str) -> tuple[dict, str]:
+        assert main(["prune", "--checkpoint", str(checkpoint), "--budget", budget, "--epochs", "0", "--data-root", str(data_root), *QUICK,
+                     *options, "--runs-dir", str(tmp_path), "--name", name]) == 0
+        folder = tmp_path / name / "stages" / "01_prune_channels"
+        return json.loads((folder / "plan.json").read_text()), (folder / "sensitivity.json").read_text()
+
+    loose_plan, measured = prune("loose", "macs=0.8")
+    tight_plan, reused = prune("tight", "macs=0.5")
+    assert "measured before, reused" in (tmp_path / "tight" / "pipeline.log").read_text()
+    assert reused == measured and tight_plan["achieved"]["macs"] < loose_plan["achieved"]["macs"] <= 0.8  # one measurement, two plans
+    # the cache key: any change of the weights (or images), their shape or dtype is another measurement
+    weights = list(load_model(checkpoint)[0].state_dict().values())
+    digests = {tensors_digest(weights), tensors_digest(weights[:-1]), tensors_digest([weights[0] + 1e-7, *weights[1:]]),
+               tensors_digest([weights[0].double(), *weights[1:]]), tensors_digest([weights[0].reshape(-1), *weights[1:]])}
+    assert len(digests) == 5 and tensors_digest(weights) == tensors_digest([w.clone() for w in weights])
 
 
 def test_factorize_command_cuts_parameters_and_reloads_from_the_generic_checkpoint(baseline, tmp_path, capsys):

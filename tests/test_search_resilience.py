@@ -37,6 +37,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unm
     assert process.wait(timeout=60) == -signal.SIGKILL, "the search finished before it could be killed"
     first = next((folder / "trials").glob("*/result.json"))
     first_written = first.stat().st_mtime_ns
+    spent_before_the_kill = float((folder / ".seconds").read_text())
 
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)
     assert resumed.returncode == 1, resumed.stderr
@@ -46,6 +47,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unm
     assert "was interrupted: queued again" in log
     result = json.loads((folder / "pareto.json").read_text())
     assert not result["feasible_found"] and result["front"] and result["trial_count"] == 2
+    assert result["elapsed_seconds"] > spent_before_the_kill > 0  # the budget's clock went on from the killed run's time
     assert len({point["key"] for point in result["trials"]}) == len(result["trials"])  # no configuration measured twice
     assert all(Path(point["recipe"]).is_file() for point in result["front"])
 

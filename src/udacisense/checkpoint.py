@@ -11,9 +11,10 @@ pruning). No technique needs code here.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -91,6 +92,16 @@ _WIDTH_ATTRIBUTES: dict[type[nn.Module], tuple[str, ...]] = {
     nn.LayerNorm: ("normalized_shape",),
     nn.PReLU: ("num_parameters",),
 }
+
+
+def tensors_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """A fingerprint of tensors' shapes, dtypes and values (a model's weights, a batch of images)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def layer_structure(model: nn.Module) -> dict[str, dict[str, Any]]:

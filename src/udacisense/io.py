@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -38,6 +39,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                               "(every file written before is intact)") from None
         raise
     return path
+
+
+def config_hash(*parts: Any) -> str:
+    """A short, stable fingerprint of JSON-able configuration (stage results are reused while it holds)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_json(path: str | Path, data: Any) -> Path:

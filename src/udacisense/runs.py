@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import shutil
-from contextlib import contextmanager
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +19,7 @@ from udacisense.io import atomic_write
 
 FILE_ONLY = {"file_only": True}
 RESULT = "result.json"  # every number of a finished pipeline run (read by reports and compare)
+CLOCK = ".seconds"  # a job's work time so far, beside its work (see work_clock)
 
 
 def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -33,7 +36,7 @@ def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrit
     return run_dir
 
 
-@contextmanager
+@contextlib.contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """One writer per run folder: an OS lock on ``.<name>.lock`` beside the folder (beside it, so that --overwrite can
     delete the folder), held for the block and released by the OS if the process dies. A second writer fails at once."""
@@ -54,6 +57,44 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class WorkClock:
+    """Seconds of work on the job in a folder, over every invocation that worked on it: ``<folder>/.seconds`` holds
+    the time so far, so a job killed and resumed, or split across sessions, reports what it cost in all (its lost
+    work included), not only its last invocation. Calling the clock reads it; ``save()`` records it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / CLOCK
+        self.before = float(self.path.read_text()) if self.path.is_file() else 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def save(self) -> None:
+        with contextlib.suppress(OSError, UdaciSenseError):  # a full disk fails the job itself, not its bookkeeping
+            atomic_write(self.path, lambda handle: handle.write(f"{self():.3f}".encode()))
+
+
+@contextlib.contextmanager
+def work_clock(folder: Path, tick_seconds: float = 30.0) -> Iterator[WorkClock]:
+    """A :class:`WorkClock` for the block, saved every ``tick_seconds`` (a kill loses at most that) and at its end."""
+    clock = WorkClock(folder)
+    stopped = threading.Event()
+
+    def tick() -> None:
+        while not stopped.wait(tick_seconds):
+            clock.save()
+
+    ticker = threading.Thread(target=tick, name=f"work clock {clock.path}", daemon=True)
+    ticker.start()
+    try:
+        yield clock
+    finally:
+        stopped.set()
+        ticker.join()
+        clock.save()
 
 
 def save_config(run_dir: Path, config: dict) -> Path:

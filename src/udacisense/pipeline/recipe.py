@@ -6,8 +6,6 @@ not an hour of training.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -251,12 +249,6 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
             raise UdaciSenseError(f"--set '{assignment}': '{part}' is not a section")
         target = target.setdefault(part, {})
     target[path[-1]] = value
-
-
-def config_hash(*parts: Any) -> str:
-    """A short, stable fingerprint of JSON-able configuration (stage results are reused while it holds)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def list_recipes() -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -35,15 +35,16 @@ from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
 from udacisense.export.variants import VariantSource, build_variant_bundle
 from udacisense.health import judge_training
-from udacisense.io import atomic_write, write_json
+from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
-from udacisense.pipeline.recipe import Pipeline, Recipe, Targets, config_hash
+from udacisense.pipeline.recipe import Pipeline, Recipe, Targets
 from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
-from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir, run_dir_lock
+from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir, run_dir_lock, work_clock
 from udacisense.stages import StageContext, get_stage
 from udacisense.train import resolve_device
 
+CACHE = ".cache"
 JOURNAL = "stages.jsonl"
 
 
@@ -200,17 +201,18 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
     """Run one stage in ``folder``, save its checkpoint atomically, measure it; returns its journal record."""
     _prepare_stage_folder(folder, stage_hash, resume)
     stage = get_stage(planned.kind)
-    context = StageContext(dataset, recipe.data, model_spec, contract, folder, baseline_checkpoint, logger, resume)
-    started = time.perf_counter()
-    output = stage.run(model, planned.params, context)
-    save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
-    metrics = distributed.main_only(lambda: stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]),
-                                                          recipe.export.latency_runs))
-    write_json(folder / "metrics.json", metrics)
+    # runs_dir/.cache: measurements that depend only on their inputs, shared by the runs (and a search's trials) there
+    context = StageContext(dataset, recipe.data, model_spec, contract, folder, baseline_checkpoint, logger, resume, cache_dir=folder.parents[2] / CACHE)
+    with work_clock(folder) as seconds:
+        output = stage.run(model, planned.params, context)
+        save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
+        metrics = distributed.main_only(lambda: stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]),
+                                                              recipe.export.latency_runs))
+        write_json(folder / "metrics.json", metrics)
     info = _jsonable(output.info)
     return {
         "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
-        "config": planned.config(), "seconds": time.perf_counter() - started,
+        "config": planned.config(), "seconds": seconds(),
         "checkpoint": str(folder / "model.pt"), "artifacts": {kind: str(path) for kind, path in output.artifacts.items()},
         "summary": stage.describe(planned.params, info), "info": info,
         "metrics": {key: value for key, value in metrics.items() if key != "layers"},
@@ -257,20 +259,21 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
 
     recipe = pipeline.recipe
     folder = run_dir / "stages" / "00_baseline"
-    started = time.perf_counter()
     if recipe.baseline.checkpoint is not None:
         checkpoint = recipe.baseline.checkpoint
         folder.mkdir(parents=True, exist_ok=True)
     else:
         _prepare_stage_folder(folder, stage_hash, resume)
-        config = RunConfig(name=folder.name, runs_dir=folder.parent, data=recipe.data,
-                           model=ModelConfig(name=recipe.baseline.model, kwargs=recipe.baseline.model_kwargs), train=recipe.baseline.train)
-        train_run(config, resume=True)  # the folder was just emptied unless this is a resume of the same baseline
-        checkpoint = folder / "best.pt"
-    return distributed.main_only(lambda: _measure_baseline(pipeline, Path(checkpoint), folder, stage_hash, started, logger))
+    with work_clock(folder) as seconds:
+        if recipe.baseline.checkpoint is None:
+            config = RunConfig(name=folder.name, runs_dir=folder.parent, data=recipe.data,
+                               model=ModelConfig(name=recipe.baseline.model, kwargs=recipe.baseline.model_kwargs), train=recipe.baseline.train)
+            train_run(config, resume=True)  # the folder was just emptied unless this is a resume of the same baseline
+            checkpoint = folder / "best.pt"
+        return distributed.main_only(lambda: _measure_baseline(pipeline, Path(checkpoint), folder, stage_hash, seconds, logger))
 
 
-def _measure_baseline(pipeline: Pipeline, checkpoint: Path, folder: Path, stage_hash: str, started: float, logger) -> dict[str, Any]:
+def _measure_baseline(pipeline: Pipeline, checkpoint: Path, folder: Path, stage_hash: str, seconds: Callable[[], float], logger) -> dict[str, Any]:
     """The baseline's journal record: eager profile, fresh-process latency, fp32 exports, each measured in its runtime."""
     recipe = pipeline.recipe
     model, payload = load_model(checkpoint)
@@ -294,7 +297,7 @@ def _measure_baseline(pipeline: Pipeline, checkpoint: Path, folder: Path, stage_
         references[kind] = measure_artifact(kind, path, input_shape, images, labels, logits, latency_runs=recipe.export.latency_runs)
     metrics = {key: value for key, value in metrics.items() if key != "layers"} | {"eager_latency": eager["latency"], "memory": eager["memory"]}
     return {
-        "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": time.perf_counter() - started,
+        "index": 0, "id": "baseline", "stage": "baseline", "hash": stage_hash, "seconds": seconds(),
         "checkpoint": str(checkpoint), "model": payload["model"], "input": contract, "metrics": metrics, "references": references,
         "layers_file": str(folder / "metrics.json"), "test_images": int(labels.numel()),
     }

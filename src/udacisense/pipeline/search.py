@@ -36,11 +36,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from udacisense.deploy.bench import latency_threads
 from udacisense.errors import UdaciSenseError
-from udacisense.io import atomic_write, write_json
-from udacisense.pipeline.recipe import Pipeline, apply_override, config_hash, validate_recipe
+from udacisense.io import atomic_write, config_hash, write_json
+from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import JOURNAL, run_pipeline
 from udacisense.pipeline.search_spec import SearchSpec
-from udacisense.runs import get_logger, prepare_run_dir
+from udacisense.runs import WorkClock, get_logger, prepare_run_dir, work_clock
 
 ARTIFACT = "pte-int8"
 HEARTBEAT_SECONDS = 30
@@ -171,8 +171,7 @@ class Search:
         }
         if resume and spec.storage is None:
             self._retry_unfinished()
-        used = self.studies["proxy"].user_attrs.get("seconds_used", 0.0)
-        self.started = time.perf_counter() - used
+        self.elapsed = WorkClock(self.folder)  # the budget's clock (run() keeps it ticking)
 
     def _storage(self, resume: bool) -> optuna.storages.BaseStorage:
         url = self.spec.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
@@ -208,13 +207,17 @@ class Search:
         """Trials until the budget or the trial count is spent; returns what ``pareto.json`` holds."""
         if self.base["baseline"].get("checkpoint") is None:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
-        self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min, constraints: {self._constraints_text()}")
-        while (reason := self._stop_reason()) is None:
-            if self._due_promotions():
-                self._promote()
-            fidelity = "full" if self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)) else "proxy"
-            self._one_trial(fidelity)
-        front = self.write_outputs(final=True)
+        # The budget counts this worker's time over every invocation (a resumed search goes on from the time spent,
+        # including the trial a kill interrupted), so a search split across sessions costs what one run would.
+        with work_clock(self.folder) as self.elapsed:
+            self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min ({self.elapsed() / 60:.1f} used), "
+                     f"constraints: {self._constraints_text()}")
+            while (reason := self._stop_reason()) is None:
+                if self._due_promotions():
+                    self._promote()
+                fidelity = "full" if self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)) else "proxy"
+                self._one_trial(fidelity)
+            front = self.write_outputs(final=True)
         self.log(f"search stopped: {reason}")
         if not front["feasible_found"]:
             self.log(f"NO TRIAL MET THE CONSTRAINTS ({self._constraints_text()}); the least-violating points are in {self.folder / 'pareto.json'}")
@@ -237,9 +240,6 @@ class Search:
             return f"budget spent ({elapsed / 60:.1f} of {self.spec.budget / 60:.1f} min; a trial takes about {expected / 60:.1f} min)"
         return None
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
     def _due_promotions(self) -> bool:
         proxy = self.studies["proxy"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return len(proxy) > 0 and len(proxy) % self.spec.promote_every == 0 and not self.studies["proxy"].user_attrs.get(f"promoted_at_{len(proxy)}")
@@ -260,6 +260,7 @@ class Search:
         """One trial through ``study.optimize``, whose heartbeat lets other workers retry it if this process dies."""
         self._last: dict[str, Any] | None = None
         self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(UdaciSenseError,))
+        self.elapsed.save()
         front = self.write_outputs()
         if self._last is None or "top1" not in self._last:
             return
@@ -294,7 +295,6 @@ class Search:
         for key, value in self._violations(measured).items():  # the samplers read these (feasible: every value <= 0)
             trial.set_constraint(key, value)
         measured["constraints"] = trial.constraints
-        self.studies["proxy"].set_user_attr("seconds_used", self.elapsed())
         self._last |= measured
         return measured["top1"], measured["latency_ms"], measured["megabytes"]
 

@@ -10,8 +10,9 @@ from typing import Any, Literal
 import torch.nn as nn
 from pydantic import Field, model_validator
 
+from udacisense.checkpoint import tensors_digest
 from udacisense.compress.channels import ChannelPruneConfig, prune_channels, prune_channels_and_fine_tune
-from udacisense.io import write_json
+from udacisense.io import config_hash, write_json
 from udacisense.stages.registry import (
     FineTuned,
     StageContext,
@@ -68,18 +69,36 @@ def prune_channels_stage(model: nn.Module, params: PruneChannels, context: Stage
 
 def _sensitivity_plan(model: nn.Module, params: PruneChannels, context: StageContext) -> dict[str, Any]:
     """Per-layer ratios for ``params.budget``; kept in the stage folder so a resumed stage does not redo it."""
-    from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
+    from udacisense.compress.sensitivity import plan_layer_ratios, save_sensitivity
 
     plan_path = context.folder / "plan.json"
     if plan_path.is_file():
         return json.loads(plan_path.read_text())
-    batches = context.dataset.validation_batches(params.sensitivity_images)
-    context.logger.info(f"measuring channel-pruning sensitivity on {sum(len(labels) for _, labels in batches)} validation images")
-    result = layer_sensitivity(copy.deepcopy(model), context.example, batches, context.dataset.classes, params.sensitivity_ratios,
-                               "l2" if params.importance == "taylor" else params.importance, params.round_to, params.protect)
+    result = _layer_sensitivity(model, params, context)
     save_sensitivity(result, context.folder)
     plan = plan_layer_ratios(model, context.example, result, params.budget, params.importance, params.round_to, params.protect)
     achieved = ", ".join(f"{100 * share:.1f}% of {metric}" for metric, share in plan["achieved"].items())
     context.logger.info(f"plan keeps {achieved} by pruning {len(plan['layer_ratios'])} layers")
     write_json(plan_path, plan)
     return plan
+
+
+def _layer_sensitivity(model: nn.Module, params: PruneChannels, context: StageContext) -> dict[str, Any]:
+    """The per-layer sensitivity of this model on these validation images, measured once per runs folder: a search's
+    trials (and a run re-planned with another budget) differ only in the budget, which the measurement does not use."""
+    from udacisense.compress.sensitivity import layer_sensitivity
+
+    batches = context.dataset.validation_batches(params.sensitivity_images)
+    importance = "l2" if params.importance == "taylor" else params.importance  # taylor needs gradients: ranked by l2 here
+    settings = (params.sensitivity_ratios, importance, params.round_to, params.protect)
+    key = config_hash(tensors_digest(model.state_dict().values()), tensors_digest(tensor for batch in batches for tensor in batch), settings)
+    cached = context.cache_dir / f"sensitivity-{key}.json" if context.cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        context.logger.info(f"channel-pruning sensitivity of this model on these images: measured before, reused from {cached}")
+        return json.loads(cached.read_text())
+    context.logger.info(f"measuring channel-pruning sensitivity on {sum(len(labels) for _, labels in batches)} validation images")
+    result = layer_sensitivity(copy.deepcopy(model), context.example, batches, context.dataset.classes, params.sensitivity_ratios,
+                               importance, params.round_to, params.protect)
+    if cached is not None:
+        write_json(cached, result)
+    return result

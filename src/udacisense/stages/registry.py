@@ -45,7 +45,8 @@ class StageParams(StrictModel):
 
 @dataclass
 class StageContext:
-    """What a stage may use besides the model: data, where to write, the baseline, a logger."""
+    """What a stage may use besides the model: data, where to write, the baseline, a logger, and a cache shared by
+    the runs of one runs folder for measurements that depend only on their inputs (kept under their inputs' hash)."""
 
     dataset: ImageDataset
     data_config: DataConfig
@@ -55,6 +56,7 @@ class StageContext:
     baseline_checkpoint: Path
     logger: logging.Logger
     resume: bool = False
+    cache_dir: Path | None = None
 
     @property
     def example(self) -> torch.Tensor:
