@@ -63,7 +63,7 @@ demo: install data
 # file each at a time (module fixtures are shared within a file), one intra-op thread each (tests/conftest.py).
 test: install data browser postgres jdk
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
 benchmark-baseline: install data

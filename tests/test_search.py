@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -13,7 +12,7 @@ import yaml
 
 from conftest import FAST_SEARCH
 from udacisense.cli import main
-from udacisense.pipeline.search import Search, pareto_front, promotion_candidates
+from udacisense.pipeline.search import next_trial, pareto_front, promotion_candidates
 from udacisense.pipeline.search_spec import SearchSpec
 
 
@@ -82,14 +81,19 @@ def test_promotion_takes_the_feasible_front_first_and_never_twice():
     assert pareto_front(points) == points[:2]
 
 
-def test_search_stops_before_a_trial_that_would_overrun_the_budget_or_the_trial_count():
-    """The stopping rule alone: no new trial once the elapsed time plus an average trial would pass the budget."""
-    spec = SearchSpec(budget="2m")
-    done = [finished_trial(0, 90.0, 1.0, 1.0, -1.0, seconds=20.0), finished_trial(1, 90.0, 1.0, 1.0, -1.0, seconds=40.0)]
+def test_search_runs_only_trials_whose_expected_time_fits_the_budget_or_the_trial_count():
+    """The stopping rule alone: a trial is expected to take the mean of the finished ones of its fidelity; a queued
+    full-fidelity candidate that would overrun the budget gives way to a proxy trial that fits."""
+    spec = SearchSpec(budget="2m", proxy_epochs=1, full_epochs=4)
+    proxies = [finished_trial(0, 90.0, 1.0, 1.0, -1.0, seconds=20.0), finished_trial(1, 90.0, 1.0, 1.0, -1.0, seconds=40.0),
+               finished_trial(2, 90.0, 1.0, 1.0, -1.0, prune=False, seconds=1.0)]  # static int8 alone: no fine-tune to scale
 
-    def stop_reason(elapsed: float, spec: SearchSpec = spec) -> str | None:
-        return Search._stop_reason(SimpleNamespace(spec=spec, _finished=lambda: done, elapsed=lambda: elapsed))
+    def next_one(elapsed: float, full: list = (), waiting: bool = False, spec: SearchSpec = spec) -> tuple[str | None, str]:
+        return next_trial(spec, {"proxy": proxies, "full": list(full)}, waiting, elapsed)
 
-    assert stop_reason(elapsed=89.0) is None  # 89 s + a 30 s trial fits in 120 s
-    assert stop_reason(elapsed=91.0).startswith("budget spent (1.5 of 2.0 min; a trial takes about 0.5 min)")
-    assert stop_reason(elapsed=1.0, spec=SearchSpec(budget="2m", trials=2)) == "2 trials finished (--trials 2)"
+    assert next_one(elapsed=99.0) == ("proxy", "")  # 99 s + a 20.3 s proxy trial fits in 120 s
+    assert next_one(elapsed=100.0)[1] == "budget spent (1.7 of 2.0 min; a trial takes about 0.3 min)"
+    assert next_one(elapsed=0.0, waiting=True) == ("full", "")  # no full trial yet: 30 s x 4 epochs = 120 s
+    assert next_one(elapsed=1.0, waiting=True) == ("proxy", "")  # 121 s would overrun: a proxy trial instead
+    assert next_one(elapsed=60.0, full=[finished_trial(3, 91.0, 1.0, 1.0, -1.0, seconds=50.0)], waiting=True) == ("full", "")
+    assert next_one(elapsed=1.0, spec=SearchSpec(budget="2m", trials=3)) == (None, "3 trials finished (--trials 3)")

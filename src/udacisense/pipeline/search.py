@@ -212,10 +212,12 @@ class Search:
         with work_clock(self.folder) as self.elapsed:
             self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min ({self.elapsed() / 60:.1f} used), "
                      f"constraints: {self._constraints_text()}")
-            while (reason := self._stop_reason()) is None:
+            while True:
                 if self._due_promotions():
                     self._promote()
-                fidelity = "full" if self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)) else "proxy"
+                fidelity, reason = self._next_trial()
+                if fidelity is None:
+                    break
                 self._one_trial(fidelity)
             front = self.write_outputs(final=True)
         self.log(f"search stopped: {reason}")
@@ -223,22 +225,16 @@ class Search:
             self.log(f"NO TRIAL MET THE CONSTRAINTS ({self._constraints_text()}); the least-violating points are in {self.folder / 'pareto.json'}")
         return front
 
-    def _finished(self) -> list[FrozenTrial]:
-        """Measured trials and trials that failed on their own (not those of a killed worker, which run again)."""
+    def _finished(self) -> dict[str, list[FrozenTrial]]:
+        """Per fidelity: measured trials and trials that failed on their own (not those of a killed worker, which run again)."""
         states = (TrialState.COMPLETE, TrialState.FAIL)
-        return [t for study in self.studies.values() for t in study.get_trials(deepcopy=False, states=states)
-                if t.state == TrialState.COMPLETE or "error" in t.user_attrs]
+        return {fidelity: [t for t in study.get_trials(deepcopy=False, states=states) if t.state == TrialState.COMPLETE or "error" in t.user_attrs]
+                for fidelity, study in self.studies.items()}
 
-    def _stop_reason(self) -> str | None:
-        finished = self._finished()
-        if self.spec.trials is not None and len(finished) >= self.spec.trials:
-            return f"{len(finished)} trials finished (--trials {self.spec.trials})"
-        elapsed = self.elapsed()
-        durations = [t.user_attrs["seconds"] for t in finished if "seconds" in t.user_attrs]
-        expected = sum(durations) / len(durations) if durations else 0.0
-        if elapsed + expected > self.spec.budget:
-            return f"budget spent ({elapsed / 60:.1f} of {self.spec.budget / 60:.1f} min; a trial takes about {expected / 60:.1f} min)"
-        return None
+    def _next_trial(self) -> tuple[str | None, str]:
+        """The fidelity of the next trial, or None and why the search stops (see :func:`next_trial`)."""
+        full_waiting = bool(self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return next_trial(self.spec, self._finished(), full_waiting, self.elapsed())
 
     def _due_promotions(self) -> bool:
         proxy = self.studies["proxy"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -369,7 +365,8 @@ class Search:
         front = pareto_front(feasible) if feasible else sorted(points, key=lambda point: point["violation"])[:3]
         result = {
             "name": self.run_dir.name, "spec": self.spec.model_dump(mode="json"), "constraints": self._constraints_text(),
-            "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": len(self._finished()), "trials": points, "front": front,
+            "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": sum(map(len, self._finished().values())),
+            "trials": points, "front": front,
             "best": {objective: _best(feasible, objective) for objective in SUFFIX} if feasible else {},
         }
         if final and front:
@@ -430,6 +427,28 @@ class Search:
         recipe["description"] = recipe["description"].replace(" trial of search", " point of search")
         atomic_write(path, lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
         return str(path)
+
+
+def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], full_waiting: bool, elapsed: float) -> tuple[str | None, str]:
+    """A queued full-fidelity candidate if its expected time fits in what is left of the budget, else a proxy trial if
+    one fits, else nothing (None and the reason). A trial is expected to take as long as the finished ones of its
+    fidelity on average; before any full trial has finished, as long as a fine-tuning proxy trial scaled by the ratio
+    of fine-tune epochs (an overestimate: set-up and measurement do not scale). Trials are never cut short, so this
+    rule is what keeps the search within its budget."""
+    count = sum(len(trials) for trials in finished.values())
+    if spec.trials is not None and count >= spec.trials:
+        return None, f"{count} trials finished (--trials {spec.trials})"
+
+    def expected(fidelity: str) -> float:
+        if durations := [t.user_attrs["seconds"] for t in finished[fidelity] if "seconds" in t.user_attrs]:
+            return sum(durations) / len(durations)
+        training = [t.user_attrs["seconds"] for t in finished["proxy"] if "seconds" in t.user_attrs and fine_tunes(t.params)]
+        return sum(training) / len(training) * spec.full_epochs / spec.proxy_epochs if fidelity == "full" and training else 0.0
+
+    for fidelity in ("full", "proxy") if full_waiting else ("proxy",):
+        if elapsed + expected(fidelity) <= spec.budget:
+            return fidelity, ""
+    return None, f"budget spent ({elapsed / 60:.1f} of {spec.budget / 60:.1f} min; a trial takes about {expected('proxy') / 60:.1f} min)"
 
 
 def feasible(constraints: dict[str, float]) -> bool:
