@@ -42,6 +42,9 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
     assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG" and "Pareto front" in (folder / "report.md").read_text()
     trial = json.loads((folder / "trials" / result["front"][0]["key"] / "result.json").read_text())
     assert list(trial["deploy"]["artifacts"]["pte-int8"]["latency"]) == ["1_thread"]  # the objective alone: one fresh process
+    study = optuna.load_study(study_name="small-proxy", storage=f"sqlite:///{folder / 'study.db'}")
+    proxy = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.params["prune"])
+    assert 0 < proxy.user_attrs["train_seconds"]["prune"] < proxy.user_attrs["seconds"]  # what a promotion's estimate scales
 
     # a point's recipe reproduces its validation top-1 with 'udacisense run' (run on the validation split to compare)
     point = result["front"][0]
@@ -82,18 +85,20 @@ def test_promotion_takes_the_feasible_front_first_and_never_twice():
 
 
 def test_search_runs_only_trials_whose_expected_time_fits_the_budget_or_the_trial_count():
-    """The stopping rule alone: a trial is expected to take the mean of the finished ones of its fidelity; a queued
-    full-fidelity candidate that would overrun the budget gives way to a proxy trial that fits."""
-    spec = SearchSpec(budget="2m", proxy_epochs=1, full_epochs=4)
+    """The stopping rule alone: a proxy trial is expected to take the mean of the finished ones; a promoted candidate,
+    its own proxy trial's time with the fine-tunes scaled to the full epochs. A candidate that would overrun the budget
+    gives way to a proxy trial that fits."""
+    spec = SearchSpec(budget="2m", proxy_epochs=1, full_epochs=4, qat_epochs=(1, 2))
     proxies = [finished_trial(0, 90.0, 1.0, 1.0, -1.0, seconds=20.0), finished_trial(1, 90.0, 1.0, 1.0, -1.0, seconds=40.0),
-               finished_trial(2, 90.0, 1.0, 1.0, -1.0, prune=False, seconds=1.0)]  # static int8 alone: no fine-tune to scale
+               finished_trial(2, 90.0, 1.0, 1.0, -1.0, prune=False, seconds=1.0)]
+    proxies[1].user_attrs["train_seconds"] = {"prune": 10.0, "quantize": 5.0}  # 40 s + 3 x 10 s + 1 x 5 s = 75 s at full fidelity
+    candidate = optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, user_attrs={"proxy_trial": 1})
 
-    def next_one(elapsed: float, full: list = (), waiting: bool = False, spec: SearchSpec = spec) -> tuple[str | None, str]:
-        return next_trial(spec, {"proxy": proxies, "full": list(full)}, waiting, elapsed)
+    def next_one(elapsed: float, waiting: bool = False, spec: SearchSpec = spec) -> tuple[str | None, str]:
+        return next_trial(spec, {"proxy": proxies, "full": []}, candidate if waiting else None, elapsed)
 
     assert next_one(elapsed=99.0) == ("proxy", "")  # 99 s + a 20.3 s proxy trial fits in 120 s
     assert next_one(elapsed=100.0)[1] == "budget spent (1.7 of 2.0 min; a trial takes about 0.3 min)"
-    assert next_one(elapsed=0.0, waiting=True) == ("full", "")  # no full trial yet: 30 s x 4 epochs = 120 s
-    assert next_one(elapsed=1.0, waiting=True) == ("proxy", "")  # 121 s would overrun: a proxy trial instead
-    assert next_one(elapsed=60.0, full=[finished_trial(3, 91.0, 1.0, 1.0, -1.0, seconds=50.0)], waiting=True) == ("full", "")
+    assert next_one(elapsed=45.0, waiting=True) == ("full", "")
+    assert next_one(elapsed=46.0, waiting=True) == ("proxy", "")  # 46 + 75 s would overrun: a proxy trial instead
     assert next_one(elapsed=1.0, spec=SearchSpec(budget="2m", trials=3)) == (None, "3 trials finished (--trials 3)")

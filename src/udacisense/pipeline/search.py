@@ -233,8 +233,8 @@ class Search:
 
     def _next_trial(self) -> tuple[str | None, str]:
         """The fidelity of the next trial, or None and why the search stops (see :func:`next_trial`)."""
-        full_waiting = bool(self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        return next_trial(self.spec, self._finished(), full_waiting, self.elapsed())
+        waiting = self.studies["full"].get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return next_trial(self.spec, self._finished(), min(waiting, key=lambda t: t.number, default=None), self.elapsed())
 
     def _due_promotions(self) -> bool:
         proxy = self.studies["proxy"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -321,6 +321,8 @@ class Search:
             "megabytes": artifact["bytes"] / 1e6,
             "key": key,
             "isa": result["machine"].get("isa"),
+            # what each stage spent training: a promoted candidate's time is estimated from it (see next_trial)
+            "train_seconds": {record["id"]: sum(row["seconds"] for row in record["info"].get("history", [])) for record in result["stages"]},
         }
 
     def _share_baseline(self, folder: Path) -> None:
@@ -429,23 +431,24 @@ class Search:
         return str(path)
 
 
-def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], full_waiting: bool, elapsed: float) -> tuple[str | None, str]:
-    """A queued full-fidelity candidate if its expected time fits in what is left of the budget, else a proxy trial if
-    one fits, else nothing (None and the reason). A trial is expected to take as long as the finished ones of its
-    fidelity on average; before any full trial has finished, as long as a fine-tuning proxy trial scaled by the ratio
-    of fine-tune epochs (an overestimate: set-up and measurement do not scale). Trials are never cut short, so this
-    rule is what keeps the search within its budget."""
+def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candidate: FrozenTrial | None, elapsed: float) -> tuple[str | None, str]:
+    """The queued full-fidelity ``candidate`` if its expected time fits in what is left of the budget, else a proxy
+    trial if one fits, else nothing (None and the reason). Trials are never cut short, so this rule is what keeps the
+    search within its budget. A candidate is expected to take what its own proxy trial took with the fine-tunes scaled
+    to the full epochs; a proxy trial, the mean of the finished ones."""
     count = sum(len(trials) for trials in finished.values())
     if spec.trials is not None and count >= spec.trials:
         return None, f"{count} trials finished (--trials {spec.trials})"
 
     def expected(fidelity: str) -> float:
-        if durations := [t.user_attrs["seconds"] for t in finished[fidelity] if "seconds" in t.user_attrs]:
-            return sum(durations) / len(durations)
-        training = [t.user_attrs["seconds"] for t in finished["proxy"] if "seconds" in t.user_attrs and fine_tunes(t.params)]
-        return sum(training) / len(training) * spec.full_epochs / spec.proxy_epochs if fidelity == "full" and training else 0.0
+        proxy = candidate and next((t for t in finished["proxy"] if t.number == candidate.user_attrs.get("proxy_trial")), None)
+        if fidelity == "full" and proxy and "seconds" in proxy.user_attrs:
+            scale = {"prune": spec.full_epochs / spec.proxy_epochs, "quantize": spec.qat_epochs[1] / spec.qat_epochs[0]}
+            return proxy.user_attrs["seconds"] + sum(seconds * (scale[stage] - 1) for stage, seconds in proxy.user_attrs.get("train_seconds", {}).items())
+        durations = [t.user_attrs["seconds"] for t in finished[fidelity] if "seconds" in t.user_attrs]
+        return sum(durations) / len(durations) if durations else 0.0
 
-    for fidelity in ("full", "proxy") if full_waiting else ("proxy",):
+    for fidelity in ("full", "proxy") if candidate else ("proxy",):
         if elapsed + expected(fidelity) <= spec.budget:
             return fidelity, ""
     return None, f"budget spent ({elapsed / 60:.1f} of {spec.budget / 60:.1f} min; a trial takes about {expected('proxy') / 60:.1f} min)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import asdict
 from typing import Any, Literal
 
 import torch.nn as nn
@@ -61,8 +62,9 @@ def prune_channels_stage(model: nn.Module, params: PruneChannels, context: Stage
         prune_channels(model, context.example, config, context.dataset.loader("train", 64, shuffle=True))
         recalibrate_batchnorm(model, context.dataset.loader("train", 128, shuffle=True))  # the cut shifts BatchNorm statistics
     else:
-        prune_channels_and_fine_tune(model, config, context.dataset, params.fine_tune, context.folder / "finetune",
-                                     context.model_spec, **fit_options(model, params, context))
+        history = prune_channels_and_fine_tune(model, config, context.dataset, params.fine_tune, context.folder / "finetune",
+                                               context.model_spec, **fit_options(model, params, context))
+        info["history"] = [asdict(row) for row in history]
     info["parameters"] = {"before": before, "after": sum(p.numel() for p in model.parameters())}
     return StageOutput(model.eval(), info)
 

@@ -81,7 +81,7 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
         graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, float_layers=float_layers,
                                      per_channel=config.per_channel)
     else:
-        graph, info["qat_history"] = _quantization_aware_training(model, params, float_layers, context)
+        graph, info["history"] = _quantization_aware_training(model, params, float_layers, context)
     info["float_layers"] = list(float_layers)
     path = context.folder / "model_int8.pte"
     info["export"] = export_pte(graph, example, path)
