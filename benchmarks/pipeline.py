@@ -1,12 +1,12 @@
 """Pipeline benchmark: recipes/seed.yaml vs recipes/mobile.yaml at full length on Fashion-MNIST, plus the
 plain peer path "onnxruntime static int8 of the baseline", all against the same fp32 baseline.
 
-    python benchmarks/pipeline.py [--only seed,mobile,peer] [--threads 1] [--retime] [--render]
+    python benchmarks/pipeline.py [--only seed,mobile,peer] [--baseline BEST.pt] [--runs-dir DIR] [--threads 1] [--retime] [--render]
 
-Both recipes start from the 30-epoch MobileNetV3-Small baseline of benchmarks/baseline.py when it
+Both recipes start from --baseline, by default the 30-epoch MobileNetV3-Small of benchmarks/baseline.py when it
 exists (the recipes would train the same one: same model, data and 30-epoch schedule); seed's
 teacher is the MobileNetV3-Large of benchmarks/baseline.py when it exists. Runs land in
-runs/benchmarks/pipeline/<recipe>/ (resumable: a rerun reuses finished stages); results in
+--runs-dir/<recipe>/ (runs/benchmarks/pipeline/ by default; resumable: a rerun reuses finished stages); results in
 benchmarks/results/pipeline.json, the Pareto plot in docs/img/pipeline_pareto.png and the
 "pipeline" section of docs/benchmarks.md.
 """
@@ -29,20 +29,20 @@ LARGE_TEACHER = Path("runs/benchmarks/baseline_mobilenet_v3_large/best.pt")
 RECIPES = ("seed", "mobile")
 
 
-def run_recipe(name: str, threads: int | None, retime: bool = False) -> dict:
+def run_recipe(name: str, baseline: Path, runs: Path, threads: int | None, retime: bool = False) -> dict:
     """``udacisense run`` in its own process (as a user would), resuming whatever finished before."""
     overrides = []
-    if BASELINE.is_file():
-        overrides += ["--set", f"baseline.checkpoint={BASELINE}"]
+    if baseline.is_file():
+        overrides += ["--set", f"baseline.checkpoint={baseline.resolve()}"]
     if name == "seed" and LARGE_TEACHER.is_file():
         overrides += ["--set", f"distill.teacher={LARGE_TEACHER}"]
     if threads:
         overrides += ["--set", f"threads={threads}"]
-    command = [sys.executable, "-m", "udacisense.cli", "run", name, "--runs-dir", str(RUNS),
+    command = [sys.executable, "-m", "udacisense.cli", "run", name, "--runs-dir", str(runs),
                "--resume", *overrides, *(["--retime"] if retime else [])]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    return json.loads((RUNS / name / "result.json").read_text())
+    return json.loads((runs / name / "result.json").read_text())
 
 
 def peer_row(baseline_run: Path) -> dict:
@@ -60,7 +60,7 @@ def peer_row(baseline_run: Path) -> dict:
     model, payload = load_model(checkpoint)
     dataset = dataset_for_recipe(load_recipe(baseline_run / "recipe.yaml").recipe.data, payload["input"])
     shape = tuple(payload["input"]["shape"])
-    folder = RUNS / "peer_onnx_int8"
+    folder = baseline_run.parent / "peer_onnx_int8"
     folder.mkdir(parents=True, exist_ok=True)
     path, info = get_format("onnx-int8").export(model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
     images, labels = dataset.whole("test")
@@ -126,19 +126,43 @@ def render(results: dict) -> str:
             "more accurate than seed": mobile["validation"]["top1"] > seed["validation"]["top1"],
         }
         notes.append("- Issue 7 Done-when for `mobile.yaml`: " + "; ".join(f"{text}: **{'yes' if ok else 'NO'}**" for text, ok in checks.items()) + ".")
+    if "mobile" in runs:
+        mobile = runs["mobile"]["deploy"]["artifacts"]["pte-int8"]
+        checks = {
+            "int8 `.pte` >= 94.0% top-1": mobile["validation"]["top1"] >= 94.0,
+            "<= 0.35 MB": mobile["bytes"] <= 0.35e6,
+            ">= 3x faster than the fp32 baseline `.pte`": bool(pte) and pte / mobile["latency"]["1_thread"]["p50_ms"] >= 3,
+        }
+        verdicts = "; ".join(f"{text}: **{'yes' if ok else 'NO'}**" for text, ok in checks.items())
+        notes.append(f"- Issue 13 Done-when for `mobile.yaml` on this baseline: {verdicts}.")
     machine = results.get("machine", {})
     return "\n".join([
         "## Pipelines: seed vs mobile (issue 7)", "",
         f"`python benchmarks/pipeline.py` on {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, no GPU). Every row is measured "
         f"in its runtime on all {anchor['deploy']['test_images']:,} Fashion-MNIST test images; latency is the median at batch 1 in a "
-        "fresh process. All rows share one fp32 baseline (MobileNetV3-Small, 30 epochs).", "",
+        f"fresh process. All rows share one fp32 baseline: `{anchor['baseline']['checkpoint']}` ({baseline_training(anchor)}).", "",
         *table, "", "![Pareto: accuracy against size and latency](img/pipeline_pareto.png)", "", *notes,
     ])
+
+
+def baseline_training(result: dict) -> str:
+    """How the shared baseline was trained: 'mobilenet_v3_small, 150 epochs (best epoch 148), 95.02% test top-1'."""
+    import yaml
+
+    from udacisense.checkpoint import load_checkpoint
+
+    checkpoint = Path(result["baseline"]["checkpoint"])
+    config = checkpoint.parent / "config.yaml"  # beside a 'udacisense train' checkpoint
+    epochs = (yaml.safe_load(config.read_text()) or {}).get("train", {}).get("epochs", "?") if config.is_file() else "?"
+    payload = load_checkpoint(checkpoint)
+    return f"{payload['model']['name']}, {epochs} epochs (best epoch {payload.get('epoch', '?')}), {result['baseline']['metrics']['test_top1']:.2f}% test top-1"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="seed,mobile,peer", help="comma list of seed, mobile, peer")
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="the fp32 MobileNetV3-Small checkpoint both recipes start from")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the run folders go (outside the work tree for long runs)")
     parser.add_argument("--threads", type=int, help="threads for training and measuring (default: all cores)")
     parser.add_argument("--retime", action="store_true", help="re-measure every latency of finished runs (on a quiet machine)")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
@@ -147,10 +171,10 @@ def main() -> None:
     for name in chosen:
         results = load_results("pipeline")
         if name in RECIPES:
-            result = run_recipe(name, args.threads, args.retime)
+            result = run_recipe(name, args.baseline, args.runs_dir, args.threads, args.retime)
             row = {"run": result["run"], "targets": result["targets"], "primary": result["primary"]}
         elif name == "peer":
-            row = peer_row(RUNS / "mobile")
+            row = peer_row(args.runs_dir / "mobile")
         else:
             sys.exit(f"unknown part '{name}'; choose from seed, mobile, peer")
         results = load_results("pipeline")  # a parallel invocation may have added rows meanwhile
