@@ -50,8 +50,8 @@ def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | 
         row["not_delegated_ops"] = info["export"]["not_delegated_ops"]
     if "dynamic" in info:
         row["dynamic"] = info["dynamic"] | {"state_dict_bytes": info["state_dict_bytes"]}
-    if "qat_history" in info:
-        row["qat_history"] = info["qat_history"]
+    if "history" in info:  # the quantization-aware training's epochs
+        row["qat_history"] = info["history"]
     return row
 
 

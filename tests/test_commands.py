@@ -152,7 +152,7 @@ def test_quantize_command_qat_fine_tunes_converts_and_exports(baseline, tmp_path
     assert main(["quantize", "--checkpoint", str(checkpoint), "--method", "qat", "--epochs", "1", "--teacher", "self",
                  "--freeze-batchnorm-epoch", "1", "--data-root", str(data_root), *QUICK, "--runs-dir", str(tmp_path), "--name", "qat"]) == 0
     base, stage = journal(tmp_path / "qat")
-    assert len(stage["info"]["qat_history"]) == 1 and stage["info"]["export"]["delegated_share"] > 0.9
+    assert len(stage["info"]["history"]) == 1 and stage["info"]["export"]["delegated_share"] > 0.9
     assert stage["config"]["fine_tune"]["lr"] == 0.002  # the command's QAT default, recorded like any recipe value
     assert stage["metrics"]["runtime"] == "pte-int8" and stage["metrics"]["bytes"] <= 0.35 * base["references"]["pte"]["bytes"]
     assert base["metrics"]["test_top1"] - stage["metrics"]["test_top1"] <= 3.0
