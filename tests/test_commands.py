@@ -24,13 +24,15 @@ def journal(run_dir: Path) -> list[dict]:
 
 
 def comparable(record: dict, run_dir: Path) -> dict:
-    """A journal record without what legitimately differs between two runs: wall time, latency and memory
-    (timings of a busy machine), and the run folder's name in paths."""
+    """A journal record without what legitimately differs between two runs: wall time (the step's and its training
+    epochs'), latency and memory (timings of a busy machine), and the run folder's name in paths."""
     text = json.dumps({key: value for key, value in record.items() if key != "seconds"}).replace(str(run_dir), "RUN")
     record = json.loads(text)
     for metrics in (record["metrics"], *record.get("references", {}).values()):
         for key in ("latency_ms", "eager_latency", "memory"):
             metrics.pop(key, None)
+    for epoch in record.get("info", {}).get("history", []):  # a training epoch's wall time
+        del epoch["seconds"], epoch["images_per_second"]
     return record
 
 
