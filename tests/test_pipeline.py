@@ -176,6 +176,22 @@ def test_export_variants_ship_every_listed_model_in_every_format_in_one_verified
     assert main(["verify", str(folder)]) == 0, capsys.readouterr().out
 
 
+def test_retime_times_the_variants_again_and_keeps_the_bundle_verified(tiny_run, tmp_path, capsys):
+    recipe_path, runs, _ = tiny_run
+    shutil.copytree(runs / "tiny", tmp_path / "tiny")
+    before = json.loads((tmp_path / "tiny" / "variants" / "manifest.json").read_text())
+    assert main(["run", str(recipe_path), "--runs-dir", str(tmp_path), "--resume", "--retime"]) == 0
+    after = json.loads((tmp_path / "tiny" / "variants" / "manifest.json").read_text())
+    old, new = ({row["id"]: row["latency"]["1_thread"]["p50_ms"] for row in manifest["variants"]} for manifest in (before, after))
+    assert old.keys() == new.keys() and old != new and after["created"] == before["created"]  # timed again, not exported again
+    model = json.loads((tmp_path / "tiny" / "variants" / "baseline" / "manifest.json").read_text())
+    assert model["artifacts"]["onnx"]["latency"]["1_thread"]["p50_ms"] == new["baseline/onnx"]  # each model's manifest agrees
+    assert [row["sha256"] for row in after["variants"] if row["id"] == "quantize/pte-int8"] == [row["sha256"] for row in before["variants"]
+                                                                                               if row["id"] == "quantize/pte-int8"]
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "tiny" / "variants")]) == 0, capsys.readouterr().out
+
+
 def test_report_renders_in_headless_chromium_with_its_plots(tiny_run, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from udacisense.deploy.select import Measurement, Selection, choose, format_selection, measure_variants, rank_variants, variant_row
 from udacisense.errors import UdaciSenseError
-from udacisense.export.bundle import build_bundle, bundle_files, package_versions, remove_bundle
+from udacisense.export.bundle import build_bundle, bundle_files, package_versions, remove_bundle, retime_bundle
 from udacisense.export.selector_code import write_selectors
 from udacisense.export.signing import MANIFEST_FILE
 from udacisense.io import atomic_write, write_json
@@ -126,11 +126,31 @@ def build_variant_bundle(
         "input": contract,  # shared by every model; each model's normalization (mean, std) is in "models"
         "golden": {"count": manifest["golden"]["count"], "atol": manifest["golden"]["atol"]},  # each model's golden.json is in its folder
         "models": models,
-        "variants": rank_variants(rows),
         "preference": "most accurate first (top-1 on the whole test split), then faster at 1 thread, then smaller",
         "versions": package_versions(),
-        "machine": machine_info(),  # where every latency above was measured, with its ISA flags
     }
+    return _write_ranked(output, manifest, rows, latency_runs)
+
+
+def retime_variant_bundle(output: Path, latency_runs: int = 200, log=print) -> dict[str, Any]:
+    """Time every variant of a version-2 bundle again, in fresh processes (e.g. on a quiet machine): each model's
+    manifest, the order of preference, the selectors, ``report.md`` and the file list are rewritten; nothing is
+    exported or validated again. Returns the new manifest (sign it again: its signature no longer holds)."""
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    rows = []
+    for name, model in manifest["models"].items():
+        log(f"re-timing variant model {name}")
+        bundle = retime_bundle(output / model["folder"], latency_runs)
+        model["latency"] = bundle["source"]["latency"]
+        rows += [variant_row(f"{name}/{kind}", kind, entry, model=name, folder=model["folder"]) for kind, entry in bundle["artifacts"].items()]
+    return _write_ranked(output, manifest, rows, latency_runs)
+
+
+def _write_ranked(output: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], latency_runs: int) -> dict[str, Any]:
+    """The top manifest with ``rows`` in order of preference and this machine, the app selectors, ``report.md`` (with
+    the selection at three budgets, measured here) and the list of every file's sha256."""
+    manifest = {key: value for key, value in manifest.items() if key != "files"} | {"variants": rank_variants(rows)}
+    manifest["machine"] = machine_info()  # where every latency above was measured, with its ISA flags
     write_json(output / MANIFEST_FILE, manifest)  # the selector reads it; rewritten below with the file list
     write_selectors(output, manifest)
     report = variants_report(manifest, selections_at_three_budgets(output, latency_runs=min(latency_runs, 50)))

@@ -31,9 +31,9 @@ from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
 from udacisense.errors import TrainingFailed
 from udacisense.export import get_format
-from udacisense.export.bundle import build_bundle, remove_bundle, sha256_of
+from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle, sha256_of
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
-from udacisense.export.variants import VariantSource, build_variant_bundle
+from udacisense.export.variants import VariantSource, build_variant_bundle, retime_variant_bundle
 from udacisense.health import judge_training
 from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
@@ -147,12 +147,12 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             manifest = _export(recipe, checkpoint, artifacts, run_dir, export_hash, logger)
         if retime:
             logger.info("re-timing the baseline, every stage and every artifact")
-            baseline = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
+            baseline, manifest = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
         if manifest is not None:
             _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
         variants = None
         if recipe.export.variants:
-            variants = _export_variants(recipe, journal, config_hash(export_hash, "variants"), run_dir, logger)
+            variants = _export_variants(recipe, journal, config_hash(export_hash, "variants"), run_dir, retime, logger)
         primary = recipe.export.formats[0] if manifest else None
         result = {
             "name": run_dir.name,
@@ -219,8 +219,9 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
     }
 
 
-def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, runs: int) -> dict[str, Any]:
-    """New latency (and memory) measurements for every record and artifact, written back in place."""
+def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, runs: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """New latency (and memory) measurements for every record and artifact, written back in place; returns the
+    baseline's record and the deploy bundle's manifest."""
     baseline, *stages = journal.records
     shape = tuple(baseline["input"]["shape"])
     eager = bench_artifact("checkpoint", Path(baseline["checkpoint"]), shape, runs=runs)
@@ -235,14 +236,7 @@ def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, ru
         if record["artifacts"]:  # fp32 stages record no memory when first measured either
             record["metrics"]["memory"] = timing["memory"]
     journal.save()
-    if manifest is None:
-        return baseline
-    manifest["source"]["latency"] = bench_artifact("checkpoint", Path(manifest["source"]["checkpoint"]), shape, runs=runs)["latency"]
-    for kind, entry in manifest["artifacts"].items():
-        if "validation" in entry:
-            entry |= bench_artifact(kind, run_dir / "deploy" / entry["file"], shape, runs=runs)
-    write_json(run_dir / "deploy" / "manifest.json", manifest)
-    return baseline
+    return baseline, retime_bundle(run_dir / "deploy", runs) if manifest is not None else None
 
 
 def dataset_for_recipe(data: DataConfig, contract: dict[str, Any]) -> ImageDataset:
@@ -347,14 +341,17 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     return manifest
 
 
-def _export_variants(recipe: Recipe, journal: Journal, variants_hash: str, run_dir: Path, logger) -> dict[str, Any]:
+def _export_variants(recipe: Recipe, journal: Journal, variants_hash: str, run_dir: Path, retime: bool, logger) -> dict[str, Any]:
     """``variants/``: the models of ``export.variants`` and the final model in every export format, one bundle (reused
-    when nothing before it changed); the final model's int8 artifacts are taken as its stage built them."""
+    when nothing before it changed, and then timed again with ``retime``); the final model's int8 artifacts are taken
+    as its stage built them."""
     from udacisense.deploy.validate import Tolerances
 
     output, marker = run_dir / "variants", run_dir / "variants.hash"
     if marker.is_file() and marker.read_text() == variants_hash and (output / "manifest.json").is_file():
-        logger.info("variants: finished earlier, reused")
+        logger.info("variants: finished earlier, reused" + ("; re-timing every variant" if retime else ""))
+        if retime:
+            retime_variant_bundle(output, recipe.export.latency_runs, log=logger.info)
     else:
         marker.unlink(missing_ok=True)
         records = {record["id"]: record for record in journal.records}
