@@ -93,7 +93,8 @@ def _layer_sensitivity(model: nn.Module, params: PruneChannels, context: StageCo
     batches = context.dataset.validation_batches(params.sensitivity_images)
     importance = "l2" if params.importance == "taylor" else params.importance  # taylor needs gradients: ranked by l2 here
     settings = (params.sensitivity_ratios, importance, params.round_to, params.protect)
-    key = config_hash(tensors_digest(model.state_dict().values()), tensors_digest(tensor for batch in batches for tensor in batch), settings)
+    weights = model.state_dict()
+    key = config_hash(list(weights), tensors_digest(weights.values()), tensors_digest(tensor for batch in batches for tensor in batch), settings)
     cached = context.cache_dir / f"sensitivity-{key}.json" if context.cache_dir is not None else None
     if cached is not None and cached.is_file():
         context.logger.info(f"channel-pruning sensitivity of this model on these images: measured before, reused from {cached}")
