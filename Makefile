@@ -60,10 +60,11 @@ demo: install data
 	@echo "Open runs/quickstart/report.html in a browser (self-contained); the bundle is in runs/quickstart/deploy/"
 
 # Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
-# file each at a time (module fixtures are shared within a file), one intra-op thread each (tests/conftest.py).
+# file each at a time (module fixtures are shared within a file), longest files first, one intra-op thread each
+# (tests/conftest.py).
 test: install data browser postgres jdk
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # Full-length baselines (hours on 2 CPU cores; minutes on a GPU).
 benchmark-baseline: install data
