@@ -83,7 +83,10 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(default=True, description="bf16 autocast on CUDA; ignored on CPU")
-    channels_last: bool = Field(default=True, description="channels-last memory format on CUDA; ignored on CPU")
+    channels_last: bool = Field(
+        default=True,
+        description="train in the channels-last memory format (oneDNN's depthwise convolutions on x86 CPUs train MobileNetV3 about 2x faster)",
+    )
     compile: bool = Field(
         default=False,
         description="torch.compile the training step's model (CUDA graphs on CUDA): small models on a GPU are bound by kernel launches",

@@ -142,7 +142,7 @@ def fit(
     use_cuda = device.type == "cuda"
     if use_cuda and ranks.size > 1:
         device = torch.device("cuda", ranks.local_rank)
-    memory_format = torch.channels_last if use_cuda and config.channels_last else torch.preserve_format
+    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
     model.to(device=device, memory_format=memory_format)
     restore_batchnorm = distributed.sync_batchnorm(model, device) if config.sync_batchnorm else (lambda: None)
     # DDP and the compiled module share the model's parameters; checkpoints and the EMA keep using ``model`` itself.

@@ -9,8 +9,9 @@ state dict never carries ``weight_orig``/``weight_mask`` and loads into the plai
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
@@ -57,21 +58,39 @@ def prune_unstructured(model: nn.Module, sparsity: float, scope: str = "global",
     """
     if not 0.0 <= sparsity < 1.0:
         raise UdaciSenseError(f"sparsity must be in [0, 1), got {sparsity}")
-    layers = prunable_layers(model, exclude)
-    if scope == "global":
-        torch_prune.global_unstructured(
-            [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=sparsity
-        )
-    elif scope == "layer":
-        for module in layers.values():
-            torch_prune.l1_unstructured(module, "weight", amount=sparsity)
-    else:
+    if scope not in ("global", "layer"):
         raise UdaciSenseError(f"unknown pruning scope '{scope}'; choose 'global' or 'layer'")
+    layers = prunable_layers(model, exclude)
     masks = {}
-    for name, module in layers.items():
-        masks[name] = module.weight_mask.detach().clone().bool()
-        torch_prune.remove(module, "weight")
+    with _contiguous_weights(layers.values()):
+        if scope == "global":
+            torch_prune.global_unstructured(
+                [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=sparsity
+            )
+        else:
+            for module in layers.values():
+                torch_prune.l1_unstructured(module, "weight", amount=sparsity)
+        for name, module in layers.items():
+            masks[name] = module.weight_mask.detach().clone().bool()
+            torch_prune.remove(module, "weight")
     return masks
+
+
+@contextmanager
+def _contiguous_weights(layers: Iterable[nn.Module]) -> Iterator[None]:
+    """torch.nn.utils.prune flattens weights with ``view(-1)``, which a channels-last weight refuses (``fit`` trains in
+    channels-last, and gradual pruning prunes between its epochs): prune contiguous weights, then give each one its
+    memory format back."""
+    layers = list(layers)
+    channels_last = [module for module in layers if module.weight.dim() == 4 and not module.weight.is_contiguous()
+                     and module.weight.is_contiguous(memory_format=torch.channels_last)]
+    for module in layers:
+        module.weight.data = module.weight.data.contiguous()
+    try:
+        yield
+    finally:
+        for module in channels_last:
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
