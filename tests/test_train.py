@@ -1,10 +1,12 @@
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from udacisense import UdaciSenseError
 from udacisense.checkpoint import check_input_shape, load_checkpoint, load_model, save_checkpoint
@@ -217,3 +219,28 @@ def test_a_full_disk_stops_with_one_line_naming_the_file_and_the_last_checkpoint
         save_checkpoint(checkpoint, model, saved["model"], saved["input"])
     assert checkpoint.read_bytes() == before
     assert not [path for path in (tmp_path / "x").iterdir() if path.name.endswith(".tmp")]
+
+
+class ViewFlattenNet(nn.Module):
+    """A user's CNN that flattens with ``view``, which channels-last feature maps refuse."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, stride=2)
+        self.fc = nn.Linear(4 * 13 * 13, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_cannot_run_channels_last_trains_in_the_default_format(tmp_path, caplog):
+    dataset = get_dataset(SYNTHETIC)
+    model = ViewFlattenNet()
+    with pytest.raises(RuntimeError, match="view size is not compatible"):  # the failure the fallback exists for
+        model.to(memory_format=torch.channels_last)(torch.zeros(2, 1, 28, 28).contiguous(memory_format=torch.channels_last))
+    model.to(memory_format=torch.contiguous_format)
+    with caplog.at_level(logging.INFO, logger="udacisense"):
+        history = fit(model, dataset, TrainConfig(epochs=1, batch_size=32, lr=0.05), tmp_path, {"name": "view"}, logger=logging.getLogger("udacisense"))
+    assert len(history) == 1 and "does not run in channels-last" in caplog.text
+    assert all(parameter.is_contiguous() for parameter in model.parameters())

@@ -12,6 +12,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -142,8 +143,9 @@ def fit(
     use_cuda = device.type == "cuda"
     if use_cuda and ranks.size > 1:
         device = torch.device("cuda", ranks.local_rank)
-    memory_format = torch.channels_last if config.channels_last else torch.preserve_format
-    model.to(device=device, memory_format=memory_format)
+    model.to(device=device)
+    memory_format = _training_memory_format(model, config, dataset.input_shape, device, logger)
+    model.to(memory_format=memory_format)
     restore_batchnorm = distributed.sync_batchnorm(model, device) if config.sync_batchnorm else (lambda: None)
     # DDP and the compiled module share the model's parameters; checkpoints and the EMA keep using ``model`` itself.
     # dynamic=False: the last, smaller batch gets its own graph instead of a shape-generic (slower) one.
@@ -269,6 +271,29 @@ def fit(
     model.to("cpu", memory_format=torch.contiguous_format)
     _judge(history, dataset, default_loss, checkpoint_dir)
     return history
+
+
+def _training_memory_format(model: nn.Module, config: TrainConfig, input_shape: tuple[int, ...], device: torch.device,
+                            logger: logging.Logger) -> torch.memory_format:
+    """Channels-last when the config asks for it and the model runs in it. A model that flattens its feature maps with
+    ``view`` (not ``flatten`` or ``reshape``) cannot take channels-last activations: it trains in the default format.
+    The probe runs on a copy: a forward pass updates BatchNorm statistics and quantization observers."""
+    if not config.channels_last:
+        return torch.preserve_format
+    copy = deepcopy(model)
+
+    def probe(memory_format: torch.memory_format) -> None:
+        copy.to(memory_format=memory_format)
+        with torch.no_grad():
+            copy(torch.zeros(2, *input_shape, device=device).contiguous(memory_format=memory_format))
+
+    try:
+        probe(torch.channels_last)
+        return torch.channels_last
+    except RuntimeError as error:
+        probe(torch.contiguous_format)  # a model that fails in the default format too is broken either way: its error says why
+        logger.info(f"training in the default memory format: this model does not run in channels-last ({str(error).splitlines()[0]})")
+        return torch.contiguous_format
 
 
 def _peak_lr(model: nn.Module, dataset: ImageDataset, config: TrainConfig, augment: Sequence[str], loss_function: LossFunction,
