@@ -13,7 +13,7 @@ import yaml
 
 from conftest import write_user_model_file
 from faults import computed, first_difference, kill_and_resume, timed
-from udacisense.runs import CLOCK, work_clock
+from udacisense.runs import CLOCK, WorkClock
 
 
 def small_pipeline(folder: Path) -> Path:
@@ -57,8 +57,8 @@ def test_random_kills_then_resume_leave_exactly_what_an_uninterrupted_run_leaves
 
 def test_the_work_clock_of_a_killed_job_goes_on_from_its_last_tick_when_resumed(tmp_path):
     """A job split by a SIGKILL reports the time of both invocations (up to the killed one's last tick), not the last alone."""
-    worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from udacisense.runs import work_clock\n"
-                               "with work_clock(sys.argv[1], tick_seconds=0.1):\n    time.sleep(60)", str(tmp_path)])
+    worker = subprocess.Popen([sys.executable, "-c", "import sys, time; from udacisense.runs import WorkClock\n"
+                               "with WorkClock(sys.argv[1], tick_seconds=0.1):\n    time.sleep(60)", str(tmp_path)])
     deadline = time.time() + 60
     while not (tmp_path / CLOCK).is_file() or float((tmp_path / CLOCK).read_text()) < 1.0:
         assert time.time() < deadline and worker.poll() is None, "the clock never ticked past 1 s"
@@ -66,7 +66,7 @@ def test_the_work_clock_of_a_killed_job_goes_on_from_its_last_tick_when_resumed(
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed = float((tmp_path / CLOCK).read_text())
-    with work_clock(tmp_path) as seconds:
+    with WorkClock(tmp_path) as seconds:
         assert killed <= seconds() < killed + 1.0
         time.sleep(0.2)
     assert float((tmp_path / CLOCK).read_text()) >= killed + 0.2

@@ -19,7 +19,7 @@ from udacisense.io import atomic_write
 
 FILE_ONLY = {"file_only": True}
 RESULT = "result.json"  # every number of a finished pipeline run (read by reports and compare)
-CLOCK = ".seconds"  # a job's work time so far, beside its work (see work_clock)
+CLOCK = ".seconds"  # a job's work time so far, beside its work (see WorkClock)
 
 
 def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False) -> Path:
@@ -62,39 +62,39 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 class WorkClock:
     """Seconds of work on the job in a folder, over every invocation that worked on it: ``<folder>/.seconds`` holds
     the time so far, so a job killed and resumed, or split across sessions, reports what it cost in all (its lost
-    work included), not only its last invocation. Calling the clock reads it; ``save()`` records it."""
+    work included), not only its last invocation. The clock runs inside ``with``, where it is saved every
+    ``tick_seconds`` (a kill loses at most that) and at the end; calling it reads it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tick_seconds: float = 30.0) -> None:
         self.path = Path(folder) / CLOCK
+        self.tick_seconds = tick_seconds
         self.before = float(self.path.read_text()) if self.path.is_file() else 0.0
-        self.started = time.perf_counter()
+        self.started: float | None = None
+        self._stopped = threading.Event()
 
     def __call__(self) -> float:
-        return self.before + time.perf_counter() - self.started
+        return self.before + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def save(self) -> None:
         with contextlib.suppress(OSError, UdaciSenseError):  # a full disk fails the job itself, not its bookkeeping
             atomic_write(self.path, lambda handle: handle.write(f"{self():.3f}".encode()))
 
+    def __enter__(self) -> "WorkClock":
+        self.started = time.perf_counter()
+        self._stopped.clear()
+        self._ticker = threading.Thread(target=self._tick, name=f"work clock {self.path}", daemon=True)
+        self._ticker.start()
+        return self
 
-@contextlib.contextmanager
-def work_clock(folder: Path, tick_seconds: float = 30.0) -> Iterator[WorkClock]:
-    """A :class:`WorkClock` for the block, saved every ``tick_seconds`` (a kill loses at most that) and at its end."""
-    clock = WorkClock(folder)
-    stopped = threading.Event()
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._ticker.join()
+        self.save()
+        self.before, self.started = self(), None
 
-    def tick() -> None:
-        while not stopped.wait(tick_seconds):
-            clock.save()
-
-    ticker = threading.Thread(target=tick, name=f"work clock {clock.path}", daemon=True)
-    ticker.start()
-    try:
-        yield clock
-    finally:
-        stopped.set()
-        ticker.join()
-        clock.save()
+    def _tick(self) -> None:
+        while not self._stopped.wait(self.tick_seconds):
+            self.save()
 
 
 def save_config(run_dir: Path, config: dict) -> Path:

@@ -9,6 +9,8 @@ from typing import Any, Callable
 from udacisense.errors import UdaciSenseError
 from udacisense.io import parse_yaml
 
+STATUS_FILE = "UDACISENSE_STATUS_FILE"  # under --nproc: where rank 0 leaves the exit status of a user error for the launcher
+
 
 def add_command(commands, name: str, help_text: str, example: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     """A subcommand whose --help ends with ``example``."""
@@ -135,6 +137,3 @@ def launch_under_torchrun(argv: list[str], processes: int) -> int:
             return 1
         finally:
             os.environ.pop(STATUS_FILE, None)
-
-
-STATUS_FILE = "UDACISENSE_STATUS_FILE"

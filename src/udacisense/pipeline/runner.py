@@ -40,7 +40,7 @@ from udacisense.measure import measure_artifact, model_metrics, p50, source_logi
 from udacisense.pipeline.recipe import Pipeline, Recipe, Targets
 from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
-from udacisense.runs import FILE_ONLY, RESULT, get_logger, prepare_run_dir, run_dir_lock, work_clock
+from udacisense.runs import FILE_ONLY, RESULT, WorkClock, get_logger, prepare_run_dir, run_dir_lock
 from udacisense.stages import StageContext, get_stage
 from udacisense.train import resolve_device
 
@@ -203,7 +203,7 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
     stage = get_stage(planned.kind)
     # runs_dir/.cache: measurements that depend only on their inputs, shared by the runs (and a search's trials) there
     context = StageContext(dataset, recipe.data, model_spec, contract, folder, baseline_checkpoint, logger, resume, cache_dir=folder.parents[2] / CACHE)
-    with work_clock(folder) as seconds:
+    with WorkClock(folder) as seconds:
         output = stage.run(model, planned.params, context)
         save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
         metrics = distributed.main_only(lambda: stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]),
@@ -258,7 +258,7 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
         folder.mkdir(parents=True, exist_ok=True)
     else:
         _prepare_stage_folder(folder, stage_hash, resume)
-    with work_clock(folder) as seconds:
+    with WorkClock(folder) as seconds:
         if recipe.baseline.checkpoint is None:
             config = RunConfig(name=folder.name, runs_dir=folder.parent, data=recipe.data,
                                model=ModelConfig(name=recipe.baseline.model, kwargs=recipe.baseline.model_kwargs), train=recipe.baseline.train)

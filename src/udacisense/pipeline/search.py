@@ -40,7 +40,7 @@ from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import JOURNAL, run_pipeline
 from udacisense.pipeline.search_spec import SearchSpec
-from udacisense.runs import WorkClock, get_logger, prepare_run_dir, work_clock
+from udacisense.runs import WorkClock, get_logger, prepare_run_dir
 
 ARTIFACT = "pte-int8"
 HEARTBEAT_SECONDS = 30
@@ -171,7 +171,7 @@ class Search:
         }
         if resume and spec.storage is None:
             self._retry_unfinished()
-        self.elapsed = WorkClock(self.folder)  # the budget's clock (run() keeps it ticking)
+        self.elapsed = WorkClock(self.folder)  # the budget's clock: it runs while run() does
 
     def _storage(self, resume: bool) -> optuna.storages.BaseStorage:
         url = self.spec.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
@@ -209,7 +209,7 @@ class Search:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
         # The budget counts this worker's time over every invocation (a resumed search goes on from the time spent,
         # including the trial a kill interrupted), so a search split across sessions costs what one run would.
-        with work_clock(self.folder) as self.elapsed:
+        with self.elapsed:
             self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min ({self.elapsed() / 60:.1f} used), "
                      f"constraints: {self._constraints_text()}")
             while True:
@@ -441,10 +441,11 @@ def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candida
         return None, f"{count} trials finished (--trials {spec.trials})"
 
     def expected(fidelity: str) -> float:
-        proxy = candidate and next((t for t in finished["proxy"] if t.number == candidate.user_attrs.get("proxy_trial")), None)
-        if fidelity == "full" and proxy and "seconds" in proxy.user_attrs:
-            scale = {"prune": spec.full_epochs / spec.proxy_epochs, "quantize": spec.qat_epochs[1] / spec.qat_epochs[0]}
-            return proxy.user_attrs["seconds"] + sum(seconds * (scale[stage] - 1) for stage, seconds in proxy.user_attrs.get("train_seconds", {}).items())
+        if fidelity == "full":
+            proxy = next((t for t in finished["proxy"] if t.number == candidate.user_attrs.get("proxy_trial")), None)
+            if proxy is not None and "seconds" in proxy.user_attrs:
+                scale = {"prune": spec.full_epochs / spec.proxy_epochs, "quantize": spec.qat_epochs[1] / spec.qat_epochs[0]}
+                return proxy.user_attrs["seconds"] + sum(seconds * (scale[stage] - 1) for stage, seconds in proxy.user_attrs.get("train_seconds", {}).items())
         durations = [t.user_attrs["seconds"] for t in finished[fidelity] if "seconds" in t.user_attrs]
         return sum(durations) / len(durations) if durations else 0.0
 
