@@ -168,8 +168,8 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
     args = parser.parse_args()
     chosen = [] if args.render else [name for name in args.only.split(",") if name]
+    baseline = str(args.baseline.resolve())
     for name in chosen:
-        results = load_results("pipeline")
         if name in RECIPES:
             result = run_recipe(name, args.baseline, args.runs_dir, args.threads, args.retime)
             row = {"run": result["run"], "targets": result["targets"], "primary": result["primary"]}
@@ -179,7 +179,9 @@ def main() -> None:
             sys.exit(f"unknown part '{name}'; choose from seed, mobile, peer")
         results = load_results("pipeline")  # a parallel invocation may have added rows meanwhile
         results["machine"] = machine()
-        results.setdefault("rows", {})[name] = row
+        # every row compares with one baseline: rows measured from another one are dropped, not mixed in
+        results["rows"] = {key: old for key, old in results.get("rows", {}).items() if old.get("baseline") == baseline}
+        results["rows"][name] = row | {"baseline": baseline}
         save_results("pipeline", results)
     text = render(load_results("pipeline"))
     replace_doc_section("pipeline", text)

@@ -12,8 +12,8 @@ import yaml
 
 from conftest import FAST_SEARCH
 from udacisense.cli import main
-from udacisense.pipeline.search import next_trial, pareto_front, promotion_candidates
-from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.pipeline.search import next_trial, pareto_front, promotion_candidates, size_feasible_space
+from udacisense.pipeline.search_spec import SearchSpace, SearchSpec
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,27 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
     capsys.readouterr()
     assert main(["search", "--show", "small", "--runs-dir", str(runs)]) == 0
     assert point["summary"] in capsys.readouterr().out
+
+
+def test_a_size_limit_leaves_out_only_configurations_that_cannot_fit(small_search, tiny_baseline):
+    """The space narrows to parameter shares whose int8 weights fit in the limit; the bound holds for every real trial:
+    with its own measured size as the limit, the share it kept is still inside the range."""
+    from udacisense.checkpoint import load_model
+
+    model = load_model(tiny_baseline)[0]
+    total = sum(parameter.numel() for parameter in model.parameters())
+    space, note = size_feasible_space(SearchSpace(), 0.3 * total / 1e6, model)
+    assert space.prune == (True,) and space.params[0] == 0.1 and 0.3 < space.params[1] < 0.35 and "always prunes" in note
+    assert size_feasible_space(SearchSpace(), 4 * total / 1e6, model) == (SearchSpace(), "")  # an fp32 copy fits: nothing to leave out
+    assert size_feasible_space(SearchSpace(), 0.05 * total / 1e6, model)[0].params[0] < 0.1  # below the range: a range below the bound
+
+    runs, _ = small_search
+    trials = [json.loads(path.read_text()) for path in (runs / "small" / "search" / "trials").glob("*/result.json")]
+    assert trials
+    for trial in trials:
+        kept = next(stage["info"]["parameters"]["after"] for stage in trial["stages"] if stage["id"] == "prune") / total
+        limit = trial["deploy"]["artifacts"]["pte-int8"]["bytes"] / 1e6
+        assert kept <= size_feasible_space(SearchSpace(), limit, model)[0].params[1]
 
 
 def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True,

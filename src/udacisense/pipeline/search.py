@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -39,7 +40,7 @@ from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import JOURNAL, run_pipeline
-from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.pipeline.search_spec import SearchSpace, SearchSpec
 from udacisense.runs import WorkClock, get_logger, prepare_run_dir
 
 ARTIFACT = "pte-int8"
@@ -207,6 +208,8 @@ class Search:
         """Trials until the budget or the trial count is spent; returns what ``pareto.json`` holds."""
         if self.base["baseline"].get("checkpoint") is None:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
+        if self.spec.max_size_mb is not None:
+            self._fit_space_to_size(Path(self.base["baseline"]["checkpoint"]))
         # The budget counts this worker's time over every invocation (a resumed search goes on from the time spent,
         # including the trial a kill interrupted), so a search split across sessions costs what one run would.
         with self.elapsed:
@@ -342,6 +345,15 @@ class Search:
         result = run_pipeline(validate_recipe(raw), self.folder, resume=(self.folder / "baseline").is_dir(), name="baseline")
         return Path(result["baseline"]["checkpoint"]).resolve()
 
+    def _fit_space_to_size(self, checkpoint: Path) -> None:
+        """Leave out of the space what cannot meet the size limit, so that no trial is spent on it (see :func:`size_feasible_space`)."""
+        from udacisense.checkpoint import load_model
+
+        space, note = size_feasible_space(self.spec.space, self.spec.max_size_mb, load_model(checkpoint)[0])
+        if note:
+            self.spec = self.spec.model_copy(update={"space": space})
+            self.log(note)
+
     def _violations(self, measured: dict[str, Any]) -> dict[str, float]:
         """By how much each constraint is missed (optuna's convention: a value <= 0 is met)."""
         spec = self.spec
@@ -453,6 +465,31 @@ def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candida
         if elapsed + expected(fidelity) <= spec.budget:
             return fidelity, ""
     return None, f"budget spent ({elapsed / 60:.1f} of {spec.budget / 60:.1f} min; a trial takes about {expected('proxy') / 60:.1f} min)"
+
+
+def size_feasible_space(space: SearchSpace, max_size_mb: float, model: torch.nn.Module) -> tuple[SearchSpace, str]:
+    """The part of ``space`` whose int8 artifact can be at most ``max_size_mb``, and a line saying what was left out.
+
+    An int8 artifact stores at least one byte per kept convolution or linear weight, and the planner's parameter share
+    also counts the other parameters (biases, BatchNorm, which int8 export folds or widens), so a plan keeping a share
+    ``f`` of the ``P`` parameters is at least ``f * P - others`` bytes. Shares above ``(limit + others) / P`` cannot
+    fit: they are cut from the range, and when the unpruned model cannot fit, "no pruning" is never drawn. A bound, not
+    an estimate: nothing that could fit is left out.
+    """
+    weights = sum(module.weight.numel() for module in model.modules() if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)))
+    total = sum(parameter.numel() for parameter in model.parameters())
+    highest = (max_size_mb * 1e6 + total - weights) / total
+    changes: dict[str, Any] = {}
+    if highest < 1.0 and set(space.prune) == {True, False}:
+        changes["prune"] = (True,)
+    if highest < space.params[1]:
+        changes["params"] = (min(space.params[0], highest / 2), highest)
+    if not changes:
+        return space, ""
+    narrowed = space.model_copy(update=changes)
+    return narrowed, (f"at most {100 * highest:.1f}% of the {total:,} parameters can fit in {max_size_mb:g} MB at int8 (a byte per weight): "
+                      f"the search draws parameter shares in [{narrowed.params[0]:.3f}, {narrowed.params[1]:.3f}]"
+                      f"{' and always prunes' if 'prune' in changes else ''}")
 
 
 def feasible(constraints: dict[str, float]) -> bool:
