@@ -21,7 +21,7 @@ import torch
 
 # Not bit-exact by nature: timings and the environment are measured; a .pt file's sha256 changes with every save
 # (torch.save writes a random serialization id into the archive), so checkpoints are compared by their tensors.
-NOT_BIT_EXACT = {"seconds", "images_per_second", "latency_ms", "eager_latency", "latency", "memory", "export_seconds", "created", "machine",
+NOT_BIT_EXACT = {"seconds", "wall_seconds", "images_per_second", "latency_ms", "eager_latency", "latency", "memory", "export_seconds", "created", "machine",
                  "seconds_this_invocation", "versions", "checkpoint_sha256"}
 
 

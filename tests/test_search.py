@@ -81,11 +81,12 @@ def test_a_size_limit_leaves_out_only_configurations_that_cannot_fit(small_searc
 
 
 def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True,
-                   seconds: float = 30.0) -> optuna.trial.FrozenTrial:
+                   seconds: float = 30.0, size_violation: float = -1.0) -> optuna.trial.FrozenTrial:
     """A finished proxy trial as optuna stores it, with its constraint values (<= 0: met)."""
     distributions = {"prune": optuna.distributions.CategoricalDistribution([True, False])}
     trial = optuna.trial.create_trial(params={"prune": prune}, distributions=distributions, values=[top1, latency, size],
-                                      system_attrs={"constraints:drop": drop_violation}, user_attrs={"seconds": seconds})
+                                      system_attrs={"constraints:drop": drop_violation, "constraints:size": size_violation},
+                                      user_attrs={"seconds": seconds})
     trial.number = number
     return trial
 
@@ -101,6 +102,9 @@ def test_promotion_takes_the_feasible_front_first_and_never_twice():
     assert [t.number for t in promotion_candidates(done, [], 3)] == [0, 1, 2]
     assert [t.number for t in promotion_candidates(done, [{"prune": True}], 3)] == []  # every pruned config has these params here
     assert [t.number for t in promotion_candidates(done[2:4], [], 2)] == [2, 3]  # infeasible ones come last, least violating first
+    # over the size limit: no fine-tune can shrink it, however close it is; a proxy short of the accuracy limit can still rise
+    too_big = finished_trial(5, 93.0, 0.1, 0.5, -1.0, size_violation=0.01)
+    assert [t.number for t in promotion_candidates([too_big, done[3]], [], 2)] == [3]
     points = [{"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done[:3]]
     assert pareto_front(points) == points[:2]
 

@@ -73,6 +73,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     resumed, resumed_history = _train(tmp_path / "resumed", resume=True)
     assert [row.epoch for row in resumed_history] == [1, 2]
+    assert all(row.wall_seconds > row.seconds > 0 for row in straight_history)  # the epoch with its validation, and its steps
     assert resumed_history[-1].train_loss == straight_history[-1].train_loss
     for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(expected, actual), name

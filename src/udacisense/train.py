@@ -51,8 +51,9 @@ class EpochResult:
     val_loss: float | None
     val_top1: float | None
     lr: float
-    seconds: float
+    seconds: float  # the training steps alone (images_per_second)
     images_per_second: float
+    wall_seconds: float = 0.0  # the whole epoch, its validation included: what one more epoch costs (0: not recorded)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -231,6 +232,7 @@ def fit(
             lr=optimizer.param_groups[0]["lr"],
             seconds=seconds,
             images_per_second=seen / seconds,
+            wall_seconds=time.perf_counter() - started,
         )
         history.append(result)
         distributed.broadcast_model(model)  # every rank saves, and goes on from, rank 0's BatchNorm statistics

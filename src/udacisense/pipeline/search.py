@@ -48,6 +48,7 @@ HEARTBEAT_SECONDS = 30
 STORAGE_ATTEMPTS = 5
 STUDY_NAMES = {"proxy": "proxy", "full": "full"}
 SUFFIX = {"accuracy": "most accurate", "latency": "fastest", "size": "smallest"}
+FIXED_BY_ARCHITECTURE = ("size", "latency")  # constraints a longer fine-tune cannot change
 
 
 def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: list[str] = ()) -> Pipeline:
@@ -325,7 +326,8 @@ class Search:
             "key": key,
             "isa": result["machine"].get("isa"),
             # what each stage spent training: a promoted candidate's time is estimated from it (see next_trial)
-            "train_seconds": {record["id"]: sum(row["seconds"] for row in record["info"].get("history", [])) for record in result["stages"]},
+            "train_seconds": {record["id"]: sum(row.get("wall_seconds") or row["seconds"] for row in record["info"].get("history", []))
+                              for record in result["stages"]},
         }
 
     def _share_baseline(self, folder: Path) -> None:
@@ -515,13 +517,16 @@ def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def promotion_candidates(done: list[FrozenTrial], promoted: list[dict[str, Any]], count: int) -> list[FrozenTrial]:
     """Up to ``count`` finished proxy trials to rerun at full fidelity: the feasible front first (most accurate first),
-    then other feasible trials, then the least-violating ones; never a configuration promoted before, nor one without a
-    fine-tune (static int8 of the unpruned model is already at full fidelity)."""
+    then other feasible trials, then those that miss only the accuracy drop, least first. Never a configuration promoted
+    before, nor one without a fine-tune (static int8 of the unpruned model is already at full fidelity), nor one over
+    the size or latency limit: the architecture fixes those, so a longer fine-tune cannot bring it within them, while
+    a proxy's accuracy is what the full fine-tune raises."""
     seen = {json.dumps(params, sort_keys=True) for params in promoted}
     points = {t.number: {"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done if feasible(t.constraints)}
     front = {number for number, point in points.items() if not any(dominates(other, point) for other in points.values())}
     ranked = sorted(done, key=lambda t: (t.number not in front, violation(t.constraints), -t.values[0]))
-    return [t for t in ranked if fine_tunes(t.params) and json.dumps(t.params, sort_keys=True) not in seen][:count]
+    return [t for t in ranked if fine_tunes(t.params) and json.dumps(t.params, sort_keys=True) not in seen
+            and all(t.constraints.get(key, 0.0) <= 0 for key in FIXED_BY_ARCHITECTURE)][:count]
 
 
 def _best(points: list[dict[str, Any]], objective: str) -> dict[str, Any]:
