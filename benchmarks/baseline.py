@@ -111,11 +111,17 @@ def render(results: dict) -> str:
             f"| {row['model']} | {recipe} | [{where}] | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
             f"{row['params'] / 1e6:.2f} M | "
             f"{row['size_bytes'] / 1e6:.2f} MB | {row['macs'] / 1e6:.1f} M | {latency[0]:.2f} ms | {latency[-1]:.2f} ms | "
-            f"{row['train_images_per_second']:.0f} | {row.get('train_minutes', row['wall_minutes']):.0f} min |"
+            f"{row['train_images_per_second']:.0f} | {_training_time(row)} |"
         )
     lines += ["", "Commands (each reproduces its checkpoint in runs/benchmarks/):", ""]
     lines += [f"    {row['command']}" for row in results["rows"].values()]
     return "\n".join(lines)
+
+
+def _training_time(row: dict) -> str:
+    """The sum of a run's epochs over every invocation; rows recorded before that was kept give their one invocation's
+    wall time, and say so."""
+    return f"{row['train_minutes']:.0f} min" if "train_minutes" in row else f"{row['wall_minutes']:.0f} min (wall)"
 
 
 def main() -> None:
