@@ -36,6 +36,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).
     # The environment variable reaches the subprocesses the tests start (commands, latency probes at 1 thread).
     os.environ["OMP_NUM_THREADS"] = "1"
+    # Latency at 1 thread only: an all-core probe beside the other worker times the neighbour (728 ms a run, not 3.6).
+    os.environ["UDACISENSE_LATENCY_THREADS"] = "1"
     torch.set_num_threads(1)
 
 

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn as nn
 
@@ -58,3 +59,20 @@ def test_peak_memory_grows_with_model_size():
     large = measure_peak_memory(nn.Sequential(nn.Flatten(), nn.Linear(784, 20000)), (1, 1, 28, 28))
     # the large model's weights alone are 784 * 20000 * 4 bytes = 62.7 MB
     assert large["model_bytes"] > small["model_bytes"] + 50e6
+
+
+def test_latency_thread_counts_come_from_the_environment_or_fail_in_one_line(monkeypatch):
+    from udacisense.deploy.bench import LATENCY_THREADS_VARIABLE, latency_threads, thread_counts
+    from udacisense.errors import UdaciSenseError
+
+    monkeypatch.setenv(LATENCY_THREADS_VARIABLE, "4, 1")
+    assert thread_counts() == [1, 4]
+    profile = profile_model(TinyNet(width=4), (1, 1, 28, 28), warmup=1, runs=3, memory=False)
+    assert set(profile["latency"]) == {"1_thread", "4_threads"}
+    with latency_threads(2):  # a caller's own choice wins
+        assert thread_counts() == [2]
+    for bad in ("all", "0", "1,,2"):
+        monkeypatch.setenv(LATENCY_THREADS_VARIABLE, bad)
+        with pytest.raises(UdaciSenseError, match="comma-separated") as caught:
+            thread_counts()
+        assert "\n" not in str(caught.value)

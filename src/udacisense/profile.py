@@ -132,10 +132,9 @@ def profile_model(
     total_macs, macs_per_module = count_macs(model, input_shape)
     timings = None
     if latency:
-        all_threads = os.cpu_count() or 1
-        timings = {"1_thread": measure_latency(model, input_shape, 1, warmup, runs)}
-        if all_threads > 1:
-            timings[f"{all_threads}_threads"] = measure_latency(model, input_shape, all_threads, warmup, runs)
+        from udacisense.deploy.bench import thread_counts, thread_label
+
+        timings = {thread_label(threads): measure_latency(model, input_shape, threads, warmup, runs) for threads in thread_counts()}
     return {
         "input_shape": list(input_shape),
         "parameters": count_parameters(model),

@@ -13,7 +13,8 @@ import dataclasses
 import functools
 import types
 import warnings
-from typing import Iterable, Literal
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
@@ -148,7 +149,45 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    return allow_train_eval(convert_pt2e(prepared))
+    with _fold_only_present_convolutions(prepared):
+        converted = convert_pt2e(prepared)
+    _drop_unused_buffers(converted)
+    return allow_train_eval(converted)
+
+
+@contextmanager
+def _fold_only_present_convolutions(graph: torch.fx.GraphModule) -> Iterator[None]:
+    """torchao folds BatchNorm into conv1d, conv2d, conv_transpose1d and conv_transpose2d in turn, and for each it
+    exports 24 pattern graphs with torch.export: about 20 s of every QAT conversion on 2 cores, whatever the model.
+    Skip the kinds of convolution the graph does not contain (a pattern without its convolution cannot match). Measured:
+    TinyNet 19.3 -> 4.5 s, MobileNetV3-Small (width 0.5) 24.3 -> 9.0 s, with the same nodes and bit-identical outputs."""
+    from torchao.quantization.pt2e import qat_utils
+
+    fold = getattr(qat_utils, "_fold_conv_bn_qat_helper", None)
+    if fold is None:  # another torchao: convert the slow way
+        yield
+        return
+    present = {getattr(node.target, "_opname", None) for node in graph.graph.nodes if node.op == "call_function"}
+
+    def fold_if_present(module: torch.fx.GraphModule, conv_fn, example_inputs, is_cuda: bool) -> torch.fx.GraphModule:
+        return fold(module, conv_fn, example_inputs, is_cuda) if conv_fn.__name__ in present else module
+
+    qat_utils._fold_conv_bn_qat_helper = fold_if_present
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = fold
+
+
+def _drop_unused_buffers(graph: torch.fx.GraphModule) -> None:
+    """Delete buffers no node reads. Converting folds BatchNorm into the convolutions but keeps its running statistics
+    as buffers, and ExecuTorch serializes every buffer as program state: 17.6 KB more in a pruned MobileNetV3-Small's
+    int8 ``.pte`` (0.371 instead of 0.348 MB) than the same model quantized statically."""
+    read = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in list(graph.named_buffers()):
+        if name not in read:
+            owner, _, attribute = name.rpartition(".")
+            delattr(graph.get_submodule(owner) if owner else graph, attribute)
 
 
 def freeze_qat(prepared: torch.fx.GraphModule, batchnorm: bool = False, observers: bool = False) -> None:
