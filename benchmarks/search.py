@@ -1,16 +1,16 @@
-"""Issue 14 benchmark: `udacisense search` against the hand-tuned recipes/mobile.yaml, from one baseline, on one machine.
+"""`udacisense search` against a hand-tuned recipe (mobile.yaml by default), from one baseline, in one run on one machine.
 
     python benchmarks/search.py --baseline runs/benchmarks/baseline_mobilenet_v3_small/best.pt [--budget-factor 2]
-                                [--runs-dir /work/bench-runs/search]
+                                [--recipe mobile] [--runs-dir runs/benchmarks/search]
 
-1. `udacisense run mobile` on the baseline (resumable), timed: its baseline measurement's and stages' seconds.
+1. `udacisense run RECIPE` on the baseline (resumable), timed: its baseline measurement's and stages' seconds.
 2. `udacisense search` on the same baseline, with a budget of --budget-factor x that time and, as constraints, the
-   question asked: no larger than mobile.yaml's int8 .pte, and an accuracy drop (validation split) within mobile.yaml's
+   question asked: no larger than the recipe's int8 .pte, and an accuracy drop (validation split) within the recipe's
    drop on the test split plus 0.25 pt (resumable with the same command). Latency is not a constraint: it is timed
    again below, alternately, because two timings minutes apart differ by more than the margins being compared.
-3. mobile.yaml's int8 .pte and every int8 .pte on the search's front are timed again here, alternately, in fresh
+3. The recipe's int8 .pte and every int8 .pte on the search's front are timed again here, alternately, in fresh
    processes (batch 1, 1 thread), so that the latencies compare; sizes are the files'; top-1 is each one's whole
-   test split (the search measures its front there at the end). A point dominates mobile.yaml when it is at least as
+   test split (the search measures its front there at the end). A point dominates the recipe when it is at least as
    good on all three and better on one.
 
 Results go to benchmarks/results/search.json and the "search" section of docs/benchmarks.md.
@@ -38,11 +38,12 @@ def udacisense(*arguments: str) -> int:
     return subprocess.run([sys.executable, "-m", "udacisense.cli", *arguments]).returncode
 
 
-def mobile_run(baseline: Path, runs_dir: Path, overrides: list[str]) -> dict:
-    resume = ["--resume"] if (runs_dir / "mobile").is_dir() else []
-    if udacisense("run", "mobile", "--set", f"baseline.checkpoint={baseline}", *overrides, "--runs-dir", str(runs_dir), *resume) != 0:
-        raise SystemExit("mobile.yaml failed; see its pipeline.log")
-    return json.loads((runs_dir / "mobile" / "result.json").read_text())
+def recipe_run(recipe: str, baseline: Path, runs_dir: Path, overrides: list[str]) -> dict:
+    resume = ["--resume"] if (runs_dir / recipe).is_dir() else []
+    if udacisense("run", recipe, "--set", f"baseline={json.dumps({'checkpoint': str(baseline)})}", *overrides, "--runs-dir", str(runs_dir),
+                  "--name", recipe, *resume) != 0:
+        raise SystemExit(f"{recipe}.yaml failed; see its pipeline.log")
+    return json.loads((runs_dir / recipe / "result.json").read_text())
 
 
 def retime(paths: dict[str, Path], shape: tuple[int, ...]) -> dict[str, float]:
@@ -57,13 +58,14 @@ def retime(paths: dict[str, Path], shape: tuple[int, ...]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, required=True, help="the fp32 MobileNetV3-Small checkpoint both start from")
-    parser.add_argument("--budget-factor", type=float, default=2.0, help="search budget as a multiple of mobile.yaml's time")
+    parser.add_argument("--recipe", default="mobile", help="the hand-tuned recipe the search is measured against (a shipped name)")
+    parser.add_argument("--budget-factor", type=float, default=2.0, help="search budget as a multiple of the recipe's time")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/benchmarks/search"))
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="a recipe override for both (data.*, threads), e.g. for a smoke run: --set data.train_subset=2000")
-    parser.add_argument("--mobile-set", action="append", default=[], metavar="KEY=VALUE", help="an override for mobile.yaml only (prune.*)")
+    parser.add_argument("--recipe-set", action="append", default=[], metavar="KEY=VALUE", help="an override for the recipe only (prune.*)")
     parser.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override for the search only, e.g. search.full_epochs=30 (the fine-tune length of mobile.yaml)")
+                        help="an override for the search only, e.g. search.full_epochs=30 (the fine-tune length of the recipe)")
     args = parser.parse_args()
     def as_flags(overrides: list[str]) -> list[str]:
         return [item for override in overrides for item in ("--set", override)]
@@ -71,42 +73,44 @@ def main() -> None:
     both = as_flags(args.overrides)
     baseline = args.baseline.resolve()
 
-    mobile = mobile_run(baseline, args.runs_dir, both + as_flags(args.mobile_set))
+    label = f"{args.recipe}.yaml"
+    hand = recipe_run(args.recipe, baseline, args.runs_dir, both + as_flags(args.recipe_set))
     # the steps' work clocks count every invocation (a run split across sessions); the last invocation's wall time also
     # holds the export, so a run in one piece is counted whole
-    mobile_seconds = max(sum(stage["seconds"] for stage in mobile["stages"]) + mobile["baseline"]["seconds"], mobile["seconds_this_invocation"])
-    artifact = mobile["deploy"]["artifacts"]["pte-int8"]
-    mobile_drop = mobile["baseline"]["metrics"]["test_top1"] - artifact["validation"]["top1"]
-    budget = args.budget_factor * mobile_seconds
+    hand_seconds = max(sum(stage["seconds"] for stage in hand["stages"]) + hand["baseline"]["seconds"], hand["seconds_this_invocation"])
+    artifact = hand["deploy"]["artifacts"]["pte-int8"]
+    hand_drop = hand["baseline"]["metrics"]["test_top1"] - artifact["validation"]["top1"]
+    budget = args.budget_factor * hand_seconds
     search_dir = args.runs_dir / "search"
     resume = ["--resume"] if search_dir.is_dir() else []
-    udacisense("search", "--checkpoint", str(baseline), "--budget", f"{budget:.0f}s", "--max-drop", f"{max(mobile_drop, 0.0) + 0.25:.2f}",
+    udacisense("search", "--checkpoint", str(baseline), "--budget", f"{budget:.0f}s", "--max-drop", f"{max(hand_drop, 0.0) + 0.25:.2f}",
                "--max-size-mb", f"{artifact['bytes'] / 1e6:.6f}", "--name", "search", "--runs-dir", str(args.runs_dir), *both, *as_flags(args.search_set), *resume)
     front = json.loads((search_dir / "search" / "pareto.json").read_text())["front"]
 
-    shape = tuple(mobile["baseline"]["input"]["shape"])
-    paths = {"mobile.yaml": args.runs_dir / "mobile" / "deploy" / artifact["file"]}
+    shape = tuple(hand["baseline"]["input"]["shape"])
+    paths = {label: args.runs_dir / args.recipe / "deploy" / artifact["file"]}
     for point in front:
         result = json.loads((search_dir / "search" / "trials" / point["key"] / "result.json").read_text())
         paths[point["trial"]] = search_dir / "search" / "trials" / point["key"] / "deploy" / result["deploy"]["artifacts"]["pte-int8"]["file"]
     latency = retime(paths, shape)
-    rows = [{"label": "mobile.yaml", "summary": "hand-tuned: prune to 30% MACs / 25% params, 30 distilled epochs, static int8",
-             "top1": artifact["validation"]["top1"], "latency_ms": latency["mobile.yaml"], "megabytes": paths["mobile.yaml"].stat().st_size / 1e6}]
+    rows = [{"label": label, "summary": "hand-tuned: " + "; ".join(stage["summary"] for stage in hand["stages"]),
+             "top1": artifact["validation"]["top1"], "latency_ms": latency[label], "megabytes": paths[label].stat().st_size / 1e6}]
     rows += [{"label": point["trial"], "summary": point["summary"], "top1": point.get("test_top1", float("nan")),
               "latency_ms": latency[point["trial"]], "megabytes": paths[point["trial"]].stat().st_size / 1e6} for point in front]
     for row in rows[1:]:
-        row["dominates_mobile"] = dominates(row, rows[0])
-    results = {"machine": machine(), "baseline": str(baseline), "mobile_seconds": mobile_seconds, "budget_seconds": budget, "rows": rows,
-               "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
-    save_results("search", results)
-    lines = ["## Search against mobile.yaml (issue 14)", "", f"`{results['command']}` on {describe_machine(results['machine'])}. "
-             f"mobile.yaml took {mobile_seconds / 60:.0f} min; the search's budget was {budget / 60:.0f} min. Latency: int8 `.pte`, "
+        row["dominates_recipe"] = dominates(row, rows[0])
+    results = {"machine": machine(), "recipe": args.recipe, "baseline": str(baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
+               "rows": rows, "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
+    name = "search" if args.recipe == "mobile" else f"search_{args.recipe}"  # one results file and doc section per recipe
+    save_results(name, results)
+    lines = [f"## Search against {label}", "", f"`{results['command']}` on {describe_machine(results['machine'])}. "
+             f"{label} took {hand_seconds / 60:.1f} min; the search's budget was {budget / 60:.1f} min. Latency: int8 `.pte`, "
              f"batch 1, 1 thread, median of {ROUNDS} alternating fresh-process rounds of 300 runs; top-1 on the whole test split.", "",
-             "| artifact | configuration | test top-1 | latency | size | dominates mobile.yaml |", "|---|---|---:|---:|---:|---|"]
+             f"| artifact | configuration | test top-1 | latency | size | dominates {label} |", "|---|---|---:|---:|---:|---|"]
     for row in rows:
         lines.append(f"| {row['label']} | {row['summary']} | {row['top1']:.2f}% | {row['latency_ms']:.3f} ms | {row['megabytes']:.3f} MB | "
-                     f"{'' if 'dominates_mobile' not in row else 'yes' if row['dominates_mobile'] else 'no'} |")
-    replace_doc_section("search", "\n".join(lines))
+                     f"{'' if 'dominates_recipe' not in row else 'yes' if row['dominates_recipe'] else 'no'} |")
+    replace_doc_section(name, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from udacisense.data import fashion_mnist
+from udacisense.health import chance_level
 from udacisense.upstream import hush_kernel_preference_notice
 
 # pytest-xdist's controller re-creates each warning a worker recorded, importing the module that defines its category:
@@ -26,11 +27,13 @@ hush_kernel_preference_notice()
 
 REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
 # `udacisense search` options of the search tests, small and fast: every trial prunes (so each has a fine-tune worth
-# promoting), proxy trials fine-tune 1 epoch on 2,000 images, latency is timed 10 times.
+# promoting), proxy trials fine-tune 1 epoch on 2,000 images, latency is timed 10 times. The tiny model's int8 copies
+# agree with their source on 96.6-97.6% of the images (measured), under the default 98% that fails a trial: the trials
+# are held to 90% here, since these tests are about the search, not the tolerance.
 FAST_SEARCH = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
                "--set", "search.stage_options={prune: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
                "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
-               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune=[true]"]
+               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune=[true]", "--set", "export.min_agreement=90"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).
@@ -39,6 +42,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Latency at 1 thread only: an all-core probe beside the other worker times the neighbour (728 ms a run, not 3.6).
     os.environ["UDACISENSE_LATENCY_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+def above_chance(labels: torch.Tensor, num_classes: int, margin_points: float) -> float:
+    """A top-1 threshold in percent: the chance level of a test's own ``labels`` (the share of their most frequent
+    class, what always answering it scores; 10% only for a balanced ten-class set) plus ``margin_points`` percentage
+    points. Each caller says why its margin: far above what luck gives on that many images, well below what it measured."""
+    return 100.0 * chance_level(labels, num_classes) + margin_points
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
@@ -133,17 +143,19 @@ def tiny_baseline(tmp_path_factory, real_fashion_mnist) -> Path:
     """A user's small CNN (TinyNet, width 32, from a file) trained 3 epochs on 4,000 real Fashion-MNIST images (~10 s),
     once per session: the baseline checkpoint of the command and stage tests, where the technique is the point, not the model."""
     from udacisense.config import DataConfig, RunConfig, TrainConfig
+    from udacisense.data import get_dataset
     from udacisense.train import train_run
 
+    data = DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05)
+
     def build(runs: Path) -> dict:
-        config = RunConfig(name="tiny", runs_dir=runs,
-                           data=DataConfig(root=real_fashion_mnist, train_subset=4000, test_subset=1000, val_fraction=0.05),
-                           model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
+        config = RunConfig(name="tiny", runs_dir=runs, data=data, model={"name": f"{write_user_model_file(runs)}:TinyNet", "kwargs": {"width": 32}},
                            train=TrainConfig(epochs=3, batch_size=64, lr=0.05, threads=1))
         return train_run(config)
 
     _, summary = built_once(tmp_path_factory, "tiny_baseline", build)
-    assert summary["test_top1"] > 50  # a real baseline, far from chance (10%)
+    # a real baseline: 62.8% measured on these 1,000 test images, whose chance level is 11.5%; luck reaches 16.6% (p = 1e-6)
+    assert summary["test_top1"] > above_chance(get_dataset(data).test.labels, 10, 38.5)
     return Path(summary["run"]) / "best.pt"
 
 
@@ -191,9 +203,10 @@ def user_model_file_module(tmp_path_factory) -> Path:
 # the end. With xdist's own order (most tests first; the two-test search files came last) the suite took 593 s, 83 s more
 # than half its summed work (1,020 s).
 FILE_SECONDS = {
-    "test_commands.py": 148, "test_search_resilience.py": 126, "test_export.py": 102, "test_distributed.py": 94, "test_pipeline.py": 85,
-    "test_search.py": 80, "test_quantize.py": 66, "test_training_health.py": 64, "test_faults.py": 62, "test_compress.py": 41,
-    "test_variants.py": 39, "test_train.py": 28, "test_stages.py": 19, "test_packaging.py": 17, "test_tracking.py": 16,
+    "test_loud_failures.py": 230, "test_search_resilience.py": 230, "test_commands.py": 148, "test_export.py": 102,
+    "test_distributed.py": 94, "test_pipeline.py": 85, "test_search.py": 80, "test_quantize.py": 66, "test_training_health.py": 64,
+    "test_faults.py": 62, "test_compress.py": 41, "test_variants.py": 39, "test_train.py": 28, "test_stages.py": 19,
+    "test_packaging.py": 17, "test_tracking.py": 16,
 }
 
 

@@ -44,11 +44,10 @@ def _env() -> dict[str, str]:
     return env | {"UDACISENSE_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
 
 
-def torchrun(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+def torchrun(*argv: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "udacisense.cli", *argv]
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 

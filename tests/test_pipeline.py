@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import above_chance
 from udacisense.checkpoint import load_checkpoint
 from udacisense.cli import main
+from udacisense.data import get_dataset
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import load_recipe, validate_recipe
 from udacisense.pipeline.runner import run_pipeline
@@ -33,7 +35,8 @@ def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
             {"stage": "prune_channels", "id": "prune", "ratio": 0.5, "fine_tune": {"epochs": 1, "batch_size": 64}, "distill": {"teacher": "self"}},
             {"stage": "quantize", "method": "static", "calibration_images": 64},
         ],
-        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20, "variants": ["baseline"]},
+        # a 3-epoch TinyNet's static int8 agrees about 97.4% with its fp32 model on these 1,000 images: under the default 98%
+        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20, "variants": ["baseline"], "min_agreement": 95},
     }
     return recipe | changes
 
@@ -123,7 +126,7 @@ def test_check_command_exits_2_with_the_error(tmp_path, capsys):
 
 
 def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
-    _, runs, result = tiny_run
+    recipe_path, runs, result = tiny_run
     run_dir = runs / "tiny"
     records = [json.loads(line) for line in (run_dir / "stages.jsonl").read_text().splitlines()]
     assert [record["stage"] for record in records] == ["baseline", "prune_channels", "quantize"]
@@ -131,7 +134,10 @@ def test_two_stage_recipe_runs_end_to_end_with_real_effects(tiny_run):
     for record in records[1:]:
         assert load_checkpoint(record["checkpoint"])["compression"]["stage"] == record["stage"]
     baseline, pruned, quantized = (record["metrics"] for record in records)
-    assert baseline["test_top1"] > 50  # TinyNet learns Fashion-MNIST in three epochs: the baseline is far from chance (10%)
+    # TinyNet learns Fashion-MNIST in three epochs: 62.8% measured on the run's own 1,000 test images, whose chance level is
+    # 11.5%; 40 points over it is far beyond luck (p = 1e-6 at 16.6%) and 11 points under the measurement
+    dataset = get_dataset(load_recipe(recipe_path).recipe.data)
+    assert baseline["test_top1"] > above_chance(dataset.test.labels, dataset.num_classes, 40)
     assert pruned["parameters"] < 0.4 * baseline["parameters"] and pruned["macs"] < 0.4 * baseline["macs"]
     assert quantized["runtime"] == "pte-int8" and quantized["agreement"] >= 95
     artifact = result["deploy"]["artifacts"]["pte-int8"]

@@ -36,7 +36,7 @@ def test_a_signed_bundle_verifies_with_its_public_key_and_holds_no_private_key(s
     code, out = verify(bundle, public, capsys)
     assert code == 0 and f"signature valid for {public}" in out
     code, out = verify(bundle, None, capsys)
-    assert code == 0 and "signed by key sha256" in out and "signature not checked" in out
+    assert code == 0 and "signed by key sha256" in out and "signature intact (only --key PUBLIC_KEY.pem proves who signed)" in out
     secret = private.read_bytes()
     assert b"PRIVATE KEY" in secret and (private.stat().st_mode & 0o077) == 0  # readable by its owner only
     for path in bundle.rglob("*"):
@@ -71,6 +71,7 @@ def test_another_keys_signature_or_no_signature_fails_with_the_key_and_old_bundl
     forged = tmp_path / "forged"
     shutil.copytree(bundle, forged)
     sign_bundle(forged, tmp_path / "other")
+    assert verify(forged, None, capsys)[0] == 0  # intact under the key it stores: without --key, who signed is not known
     code, out = verify(forged, public, capsys)
     assert code == 1 and "signed by another key" in out
     record = json.loads((forged / SIGNATURE_FILE).read_text())  # claim the release key's fingerprint: the signature still fails
@@ -126,3 +127,39 @@ def test_a_recipe_signs_its_bundle_and_a_rerun_without_the_key_leaves_it_unsigne
     assert "export: finished earlier, reused" in (tmp_path / "signed" / "pipeline.log").read_text()
     code, out = verify(tmp_path / "signed" / "deploy", None, capsys)
     assert code == 0 and "unsigned" in out
+
+
+def test_an_edited_signed_manifest_fails_without_a_key_and_the_selector_refuses_it(signed, tmp_path, capsys):
+    from udacisense.deploy.select import select_variant
+    from udacisense.errors import UdaciSenseError
+
+    bundle, _, public = signed
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["artifacts"]["onnx"]["validation"]["top1"] = 99.9
+    (edited / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for key in (None, public):
+        code, out = verify(edited, key, capsys)
+        assert code == 1 and "signature does not match manifest.json" in out, out
+        with pytest.raises(UdaciSenseError, match="refused, no variant used: signature does not match"):
+            select_variant(edited, 1e6, runs=3, public_key=key)
+
+
+def test_a_signature_file_from_before_keys_were_stored_checks_with_the_key_and_refuses_without(signed, tmp_path, capsys):
+    bundle, _, public = signed
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    record = json.loads((old / SIGNATURE_FILE).read_text())
+    assert "BEGIN PUBLIC KEY" in record.pop("public_key") and record["public_key_sha256"]
+    (old / SIGNATURE_FILE).write_text(json.dumps(record, indent=2))  # byte for byte what the signer wrote then
+    assert verify(old, public, capsys)[0] == 0
+    code, out = verify(old, None, capsys)
+    assert code == 1 and "pass --key PUBLIC_KEY.pem" in out, out
+    capsys.readouterr()
+    assert main(["select", str(old), "--latency-ms", "1e6", "--runs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refused" in err and "pass --key PUBLIC_KEY.pem" in err and "\n" not in err, err
+    capsys.readouterr()
+    assert main(["select", str(old), "--latency-ms", "1e6", "--runs", "3", "--key", str(public)]) == 0
+    assert "chosen: onnx" in capsys.readouterr().out

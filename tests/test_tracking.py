@@ -1,5 +1,8 @@
 """MLflow tracking: a training run and a pipeline run logged to the local store (SQLite in runs/mlflow), read back with
-MLflow's own client."""
+MLflow's own client.
+
+mlflow-skinny is a pinned dev dependency (pip install -e '.[dev]'): without it the tests that read the store fail, they
+never skip. It is imported where it is read, so that the test of a machine without MLflow runs either way."""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import above_chance
 from udacisense.cli import main
-
-mlflow = pytest.importorskip("mlflow", reason="mlflow-skinny is part of the dev install (pip install -e '.[dev]')")
+from udacisense.config import DataConfig
+from udacisense.data import get_dataset
 
 
 def _client(runs: Path):
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # a plain import: a missing dev dependency is a failure
 
     client = MlflowClient(f"sqlite:///{(runs / 'mlflow' / 'mlflow.db').resolve()}")
     experiment = client.get_experiment_by_name("udacisense")
@@ -57,7 +61,10 @@ def test_run_track_mlflow_logs_stage_metrics_fine_tune_epochs_and_the_report(tmp
     assert run.data.params["stages.prune.ratio"] == "0.5" and run.data.params["baseline.checkpoint"] == str(tiny_baseline)
     assert [metric.step for metric in client.get_metric_history(run.info.run_id, "prune/train_loss")] == [1, 2]
     assert run.data.metrics["prune/parameters"] < 0.5 * run.data.metrics["baseline/parameters"]
-    assert 10 < run.data.metrics["prune/test_top1"] <= 100
+    # the logged top-1 is a working model's: 60.2% measured (baseline 65.0%) on the run's own 500 test images, whose chance
+    # level is 13.0%; 30 points over it is far beyond luck (p = 1e-6 at 20.6%) and 17 points under the measurement
+    test = get_dataset(DataConfig(**recipe["data"])).test
+    assert above_chance(test.labels, 10, 30) < run.data.metrics["prune/test_top1"] <= 100
     names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert {"report.md", "report.html", "result.json", "recipe.yaml"} <= names
     report = Path(client.download_artifacts(run.info.run_id, "report.md", str(tmp_path / "downloaded")))

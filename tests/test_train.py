@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import above_chance
 from udacisense import UdaciSenseError
 from udacisense.checkpoint import check_input_shape, load_checkpoint, load_model, save_checkpoint
 from udacisense.cli import main
@@ -24,7 +25,10 @@ QUICK = TrainConfig(epochs=2, batch_size=16, lr=0.05, threads=1)  # enough steps
 def test_short_real_training_clearly_beats_chance(fashion_run):
     config, summary = fashion_run
     run_dir = config.runs_dir / config.name
-    assert summary["test_top1"] > 65.0  # chance is 10%
+    dataset = get_dataset(config.data)
+    # two epochs on 4,000 images measured 68.8% on these 2,000 test images, whose chance level is 10.95%; 54 points over it
+    # keeps the bar at 65%, 4 points under the measurement and far beyond luck (p = 1e-6 at 14.4%)
+    assert summary["test_top1"] > above_chance(dataset.test.labels, dataset.num_classes, 54)
     assert {"config.yaml", "train.log", "best.pt", "last.pt", "metrics.json", "eval.json"} <= {p.name for p in run_dir.iterdir()}
     assert "test top-1" in (run_dir / "train.log").read_text()
 

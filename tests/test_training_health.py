@@ -103,13 +103,14 @@ def test_training_on_shuffled_labels_fails_loudly_and_no_pipeline_takes_that_bas
     assert "TRAINING FAILED" in (tmp_path / "runs" / "trains_at_chance" / "report.html").read_text()
 
 
-def test_a_users_two_conv_cnn_with_default_settings_learns_the_digits_or_fails_loudly(tmp_path, capsys, stroke_digits):
+def test_a_users_two_conv_cnn_with_default_settings_learns_the_digits(tmp_path, capsys, stroke_digits):
+    """Issue 13: the user's two-convolution CNN, with nothing but the defaults, reaches at least 90% on the 1,400 stroke
+    digits (measured: 96.75% in 30 epochs, about 85 s on one thread)."""
     code, out, err = run_cli(capsys, "train", "--data", "imagefolder", "--data-root", str(stroke_digits), "--channels", "1", "--image-size", "28",
                              "--model", f"{TWO_CONV}:TwoConvNet", "--threads", "1", "--name", "digits", "--runs-dir", str(tmp_path))
-    if code == 0:
-        assert json.loads((tmp_path / "digits" / "metrics.json").read_text())["test_top1"] >= 90.0
-    else:
-        assert code == 1 and "TRAINING FAILED" in err and "--lr" in err
+    assert code == 0, err[-2000:]
+    metrics = json.loads((tmp_path / "digits" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["test_top1"] >= 90.0
 
 
 def test_lr_auto_runs_the_range_test_once_on_a_copy_and_a_resume_reuses_its_choice(tmp_path, monkeypatch, user_model_file):
@@ -147,14 +148,23 @@ def test_ema_weights_are_what_is_validated_saved_and_returned(tmp_path, user_mod
     dataset = get_dataset(SYNTHETIC)
     spec = {"name": f"{user_model_file}:TinyNet", "kwargs": {}}
     model = create_model(spec["name"])
-    fit(model, dataset, TrainConfig(epochs=2, batch_size=16, lr=0.05, threads=1, ema_decay=0.9), tmp_path, spec)
-    last = load_checkpoint(tmp_path / "last.pt")
-    raw, averaged = last["state_dict"], {key.removeprefix("module."): value for key, value in last["ema"].items() if key.startswith("module.")}
+    raw_by_epoch, averaged_by_epoch = {}, {}
+
+    def keep_both(result) -> None:  # last.pt after each epoch: the raw weights and their moving average
+        last = load_checkpoint(tmp_path / "last.pt")
+        raw_by_epoch[result.epoch] = last["state_dict"]
+        averaged_by_epoch[result.epoch] = {key.removeprefix("module."): value for key, value in last["ema"].items() if key.startswith("module.")}
+
+    fit(model, dataset, TrainConfig(epochs=2, batch_size=16, lr=0.05, threads=1, ema_decay=0.9), tmp_path, spec, on_epoch_end=keep_both)
+    assert sorted(averaged_by_epoch) == [1, 2]
+    raw, averaged = raw_by_epoch[2], averaged_by_epoch[2]
     assert any(not torch.equal(raw[name], averaged[name]) for name in raw if raw[name].is_floating_point())
     assert all(torch.equal(value, averaged[name]) for name, value in model.state_dict().items())
+    # best.pt holds the average of the epoch it was saved at (whichever validated best), never that epoch's raw weights
     best = load_checkpoint(tmp_path / "best.pt")
-    if best["epoch"] == 2:
-        assert all(torch.equal(value, averaged[name]) for name, value in best["state_dict"].items())
+    at_best_raw, at_best_averaged = raw_by_epoch[best["epoch"]], averaged_by_epoch[best["epoch"]]
+    assert all(torch.equal(value, at_best_averaged[name]) for name, value in best["state_dict"].items())
+    assert any(not torch.equal(value, at_best_raw[name]) for name, value in best["state_dict"].items() if value.is_floating_point())
 
 
 def test_ema_warms_up_so_that_a_short_run_is_not_judged_on_its_initial_weights():
@@ -216,7 +226,7 @@ def test_gradient_clipping_bounds_each_update(tmp_path, user_model_file):
         try:
             fit(model, dataset, config, tmp_path / str(clip), spec)
         except TrainingFailed:
-            pass  # a clipped model learns nothing and fails its training check: the point here is its weights
+            pass  # one epoch leaves both runs at chance (8.33% on 240 images, clipped or not): the point here is their weights
         return (model.classifier.weight - start).norm().item()
 
     steps = math.ceil(len(dataset.train) / 64)

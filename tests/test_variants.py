@@ -13,6 +13,9 @@ import pytest
 
 from conftest import write_user_model_file
 from udacisense.cli import main
+from udacisense.deploy.select import select_variant
+from udacisense.errors import UdaciSenseError
+from udacisense.export.signing import generate_key, sign_bundle
 
 
 def _train(runs: Path, data_root: Path, name: str, width: int) -> Path:
@@ -38,10 +41,30 @@ def variants(tmp_path_factory, real_fashion_mnist) -> Path:
     return output
 
 
-def select(bundle: Path, budget: float, capsys) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def signed_variants(variants, tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the variants bundle signed with a new key: (bundle, public key)."""
+    folder = tmp_path_factory.mktemp("signed-variants")
+    private, public = generate_key(folder / "release")
+    shutil.copytree(variants, folder / "bundle")
+    sign_bundle(folder / "bundle", private)
+    return folder / "bundle", public
+
+
+def select(bundle: Path, budget: float, capsys, *options: str, runs: int = 30) -> tuple[int, dict]:
     capsys.readouterr()
-    code = main(["select", str(bundle), "--latency-ms", repr(budget), "--runs", "30", "--json"])
+    code = main(["select", str(bundle), "--latency-ms", repr(budget), "--runs", str(runs), "--json", *options])
     return code, json.loads(capsys.readouterr().out)
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The one line on stderr of a command that must exit 2 without printing a selection."""
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1 and "Traceback" not in err, captured
+    return err
 
 
 def test_a_bundle_of_three_variants_verifies_with_every_number_measured(variants, capsys):
@@ -85,18 +108,73 @@ def test_select_takes_the_most_accurate_that_fits_then_the_fastest_then_fails_li
     assert all(re.search(re.escape(variant) + r" \d+\.\d{3} ms", listed) for variant in measured), listed
 
 
-def test_a_variant_whose_file_was_swapped_is_rejected_by_its_golden_check(variants, tmp_path, capsys):
+def test_a_changed_model_or_golden_file_is_rejected_by_its_sha256_before_it_runs(variants, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(variants, copy)
+    rows = json.loads((copy / "manifest.json").read_text())["variants"]
+    preferred, second, third = rows
+    with open(copy / preferred["file"], "ab") as handle:  # still loadable, and its outputs on the golden inputs unchanged
+        handle.write(b"\0" * 64)
+    with open(copy / second["golden"], "ab") as handle:  # still the same JSON: the golden check alone would pass it
+        handle.write(b" ")
+    selection = select_variant(copy, 1e6, runs=3)
+    assert selection.chosen is not None and selection.chosen.id == third["id"], selection.reasons
+    for row, name in ((preferred, preferred["file"]), (second, second["golden"])):
+        reason = selection.reasons[row["id"]]
+        assert reason.startswith(f"sha256 of {name} is ") and reason.endswith("(file changed after bundling)"), reason
+        measurement = next(m for m in selection.measurements if m.id == row["id"])
+        assert measurement.golden_drift is None and measurement.p50_ms is None  # never run
+
+
+def test_a_swapped_file_with_the_unsigned_manifest_rewritten_to_match_is_rejected_by_its_golden_check(variants, tmp_path, capsys):
     copy = tmp_path / "bundle"
     shutil.copytree(variants, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     preferred = manifest["variants"][0]
     other = next(row for row in manifest["variants"] if row["model"] != preferred["model"])
     shutil.copyfile(copy / other["file"], copy / preferred["file"])  # a loadable model, but not the one the manifest describes
-    code, selection = select(copy, 1e6, capsys)
+    preferred["sha256"] = manifest["files"][preferred["file"]] = other["sha256"]  # unsigned: nothing vouches for the hashes
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, selection = select(copy, 1e6, capsys, runs=3)
     assert code == 0 and selection["chosen"] != preferred["id"]
     assert selection["reasons"][preferred["id"]].startswith("golden check failed"), selection["reasons"]
     capsys.readouterr()
-    assert main(["verify", str(copy)]) == 1 and "sha256 differs" in capsys.readouterr().out
+    assert main(["verify", str(copy)]) == 1 and "golden outputs drift" in capsys.readouterr().out
+
+
+def test_a_signed_bundle_whose_manifest_was_edited_is_refused_as_a_whole(signed_variants, tmp_path, capsys):
+    bundle, public = signed_variants
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    last = manifest["variants"].pop()
+    manifest["variants"].insert(0, last | {"top1": 99.9, "preference": 1})  # the least accurate variant claims to be the best
+    (edited / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(UdaciSenseError, match="signature does not match manifest.json"):
+        select_variant(edited, 1e6, runs=3)
+    for key in ([], ["--key", str(public)]):
+        err = refused(["select", str(edited), "--latency-ms", "1e6", *key], capsys)
+        assert "refused, no variant used: signature does not match manifest.json" in err, err
+
+
+def test_select_with_a_key_refuses_an_unsigned_bundle_or_another_signer(signed_variants, variants, tmp_path, capsys):
+    bundle, public = signed_variants
+    err = refused(["select", str(variants), "--latency-ms", "1e6", "--key", str(public)], capsys)
+    assert "unsigned bundle: no manifest.sig" in err, err
+    other, _ = generate_key(tmp_path / "other")
+    resigned = tmp_path / "resigned"  # a valid signature, by a key that is not the release key
+    shutil.copytree(bundle, resigned)
+    sign_bundle(resigned, other)
+    err = refused(["select", str(resigned), "--latency-ms", "1e6", "--key", str(public)], capsys)
+    assert "signed by another key" in err, err
+
+
+def test_an_intact_signed_bundle_selects_with_and_without_its_key(signed_variants, capsys):
+    bundle, public = signed_variants
+    preferred = json.loads((bundle / "manifest.json").read_text())["variants"][0]["id"]
+    code, selection = select(bundle, 1e6, capsys, "--key", str(public), runs=3)
+    assert code == 0 and selection["chosen"] == preferred, selection
+    assert select_variant(bundle, 1e6, runs=3).chosen.id == preferred
 
 
 def test_a_single_model_bundle_is_read_as_one_variant_per_artifact(variants, capsys):

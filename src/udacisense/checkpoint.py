@@ -67,6 +67,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def training_data(checkpoint: str | Path) -> dict[str, Any]:
+    """The data options a ``udacisense train`` checkpoint was trained with (data set name, root and validation split),
+    read from the ``config.yaml`` beside it; empty for a checkpoint from elsewhere. Compressing on the same root and split
+    keeps its validation images out of every fine-tune."""
+    import yaml
+
+    trained_with = Path(checkpoint).parent / "config.yaml"
+    if not trained_with.is_file():
+        return {}
+    saved = (yaml.safe_load(trained_with.read_text()) or {}).get("data") or {}
+    return {key: saved[key] for key in ("name", "root", "val_fraction", "split_seed") if saved.get(key) is not None}
+
+
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint, in eval mode, and return it with the checkpoint payload."""
     from udacisense.models import create_model

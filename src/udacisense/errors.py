@@ -4,17 +4,34 @@
 class UdaciSenseError(Exception):
     """A problem with the user's input or environment (not a bug).
 
-    The CLI prints its message on one line and exits with ``exit_status`` (2); anything
+    The CLI prints its message on one line, after ``label``, and exits with ``exit_status`` (2); anything
     else that escapes is a bug and keeps its traceback.
     """
 
     exit_status = 2
+    label = "error"
 
 
 class TrainingFailed(UdaciSenseError):
     """A training job that ran but produced no usable model (diverged, or ended at chance): exit status 1."""
 
     exit_status = 1
+    label = "TRAINING FAILED"
+
+
+class CompressionFailed(TrainingFailed):
+    """A compression stage that ran but left no usable model: its model fell to chance, or the artifact it built
+    disagrees with the model it was converted from. Exit status 1."""
+
+    label = "COMPRESSION FAILED"
+
+
+class ValidationFailed(UdaciSenseError):
+    """A shipped artifact failed its check in its own runtime (agreement with its source, logit drift): the job
+    wrote everything (bundle, report) and says which artifact failed which check. Exit status 1."""
+
+    exit_status = 1
+    label = "VALIDATION FAILED"
 
 
 class StorageFull(UdaciSenseError):

@@ -1,4 +1,4 @@
-"""Atomic file writes (a crash mid-write never leaves a half-written result behind), and reading a user's YAML safely."""
+"""Atomic file writes (a crash mid-write never leaves a half-written result behind), file hashes, and reading a user's YAML safely."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def config_hash(*parts: Any) -> str:
     """A short, stable fingerprint of JSON-able configuration (stage results are reused while it holds)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> Path:

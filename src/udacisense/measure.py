@@ -99,9 +99,13 @@ def stage_metrics(
     dataset: ImageDataset,
     input_shape: tuple[int, ...],
     latency_runs: int,
+    source: nn.Module | None = None,
 ) -> dict[str, Any]:
     """A stage's model measured on the whole test split: the fp32 checkpoint in eager PyTorch or, when the stage
     built an artifact (e.g. int8), that artifact in its runtime. Latency always comes from a fresh process.
+
+    An artifact's ``agreement`` is with ``model`` (the fp32 model of the stage); when it was converted from another
+    model (``source``: QAT's fake-quantized graph), ``conversion_agreement`` and ``source_top1`` compare it with that.
     """
     if not artifacts:
         timing = bench_artifact("checkpoint", checkpoint, input_shape, runs=latency_runs)
@@ -109,9 +113,13 @@ def stage_metrics(
     kind, path = next(iter(artifacts.items()))
     images, labels = dataset.whole("test")
     artifact = measure_artifact(kind, path, input_shape, images, labels, source_logits(model, images), list(dataset.classes), latency_runs)
+    converted_from = {}
+    if source is not None:  # run once more against the converted model: seconds, and validate_artifact stays one-source
+        check = validate_artifact(load_runner(kind, path, threads=None), images, labels, source_logits(source, images), quantized=True)
+        converted_from = {"conversion_agreement": check["agreement"], "source_top1": check["source_top1"]}
     return {
         "test_top1": artifact["top1"], "per_class_accuracy": artifact["per_class_accuracy"],
-        "confusion_matrix": artifact["confusion_matrix"], "agreement": artifact["agreement"],
+        "confusion_matrix": artifact["confusion_matrix"], "agreement": artifact["agreement"], **converted_from,
         "parameters": sum(p.numel() for p in model.parameters()), "bytes": artifact["bytes"], "macs": count_macs(model, input_shape)[0],
         "latency_ms": artifact["latency_ms"], "memory": artifact["memory"], "runtime": kind, "file": artifact["file"],
     }

@@ -22,6 +22,21 @@ RESULT = "result.json"  # every number of a finished pipeline run (read by repor
 CLOCK = ".seconds"  # a job's work time so far, beside its work (see WorkClock)
 
 
+@contextlib.contextmanager
+def removed_if_refused(run_dir: Path, results: str) -> Iterator[None]:
+    """Remove ``run_dir``, created by this job, when a mistake in its input (exit status 2) stops it before ``results``
+    (a file in it) holds anything: the corrected command must not be refused for a folder that holds nothing."""
+    fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    try:
+        yield
+    except UdaciSenseError as error:
+        written = run_dir / results
+        if fresh and error.exit_status == 2 and not (written.is_file() and written.stat().st_size):
+            close_logger(run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def prepare_run_dir(runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Create ``runs_dir/name``; refuse to clobber an earlier run unless told to resume or overwrite."""
     run_dir = Path(runs_dir) / name
@@ -118,3 +133,11 @@ def get_logger(run_dir: Path, name: str = "udacisense") -> logging.Logger:
         logger.addHandler(file_handler)
         logger.addHandler(console)
     return logger
+
+
+def close_logger(run_dir: Path) -> None:
+    """Close the log files :func:`get_logger` opened in ``run_dir`` (before the folder is removed)."""
+    logger = logging.getLogger(f"udacisense.run.{run_dir.resolve()}")
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)

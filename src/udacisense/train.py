@@ -271,7 +271,7 @@ def fit(
     restore_batchnorm()
     distributed.broadcast_model(model)  # BatchNorm statistics are per rank on CPU: rank 0's model is the one saved and used
     model.to("cpu", memory_format=torch.contiguous_format)
-    _judge(history, dataset, default_loss, checkpoint_dir)
+    _judge(history, dataset, default_loss, checkpoint_dir, model)
     return history
 
 
@@ -315,15 +315,21 @@ def _peak_lr(model: nn.Module, dataset: ImageDataset, config: TrainConfig, augme
     return found.lr
 
 
-def _judge(history: list[EpochResult], dataset: ImageDataset, default_loss: bool, checkpoint_dir: Path) -> None:
-    """Write the training verdict into both checkpoints; raise :class:`TrainingFailed` when the model is unusable."""
+def _judge(history: list[EpochResult], dataset: ImageDataset, default_loss: bool, checkpoint_dir: Path, model: nn.Module) -> None:
+    """Write the training verdict into both checkpoints; raise :class:`TrainingFailed` when the model is unusable.
+
+    The verdict is always on held-out images in eval mode: the validation split's best epoch or, without one, the final
+    model on the test split. Train-mode running accuracy on augmented batches would pass a model whose eval mode has
+    collapsed (stale BatchNorm statistics)."""
     if not history:
         return
-    has_val = len(dataset.val) > 0
-    top1 = max(row.val_top1 for row in history) if has_val else history[-1].train_top1
     lowest_loss = min(row.train_loss for row in history) if default_loss else None
-    labels = (dataset.val if has_val else dataset.train).labels
-    verdict = judge_training(top1, labels, dataset.num_classes, "validation" if has_val else "training", lowest_loss)
+    if len(dataset.val) > 0:
+        split, top1, labels = "validation", max(row.val_top1 for row in history), dataset.val.labels
+    else:
+        split, labels = "test", dataset.test.labels
+        top1 = evaluate(model.eval(), dataset.loader("test", 512), dataset.classes)["top1"]
+    verdict = judge_training(top1, labels, dataset.num_classes, split, lowest_loss)
     for path in (checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"):
         payload = load_checkpoint(path)
         payload["training"] = verdict.as_dict()

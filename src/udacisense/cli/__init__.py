@@ -1,7 +1,7 @@
 """The ``udacisense`` command. Each module holds a group of commands, every parser beside its handler;
 handlers parse flags and call the library. User mistakes raise :class:`UdaciSenseError`, printed here
-as one line with exit status 2; a training job that produced no usable model raises :class:`TrainingFailed`
-(exit status 1).
+as one line with exit status 2; a job that produced no usable model (:class:`TrainingFailed`, :class:`CompressionFailed`)
+or an artifact that failed validation (:class:`ValidationFailed`) is one line after its banner, with exit status 1.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import NoReturn, Sequence
 
 from udacisense.cli import compress, deploy, pipeline, train
 from udacisense.cli.common import STATUS_FILE, launch_under_torchrun
-from udacisense.errors import TrainingFailed, UdaciSenseError
+from udacisense.errors import UdaciSenseError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,9 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UdaciSenseError as error:
         if int(os.environ.get("RANK", 0)) > 0:  # under torchrun every rank meets the same error: rank 0 says it
             return error.exit_status
-        label = "TRAINING FAILED" if isinstance(error, TrainingFailed) else "error"
         one_line = str(error).replace("\r", "\\r").replace("\n", "\\n")  # user input quoted in a message keeps it on one line
-        print(f"udacisense: {label}: {one_line}", file=sys.stderr)
+        print(f"udacisense: {error.label}: {one_line}", file=sys.stderr)
         if STATUS_FILE in os.environ:  # launched by --nproc: the launcher exits with this status too
             Path(os.environ[STATUS_FILE]).write_text(str(error.exit_status))
         return error.exit_status

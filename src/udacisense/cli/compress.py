@@ -107,6 +107,8 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
     augment_argument(parser)
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--formats", default="", help="also export and validate these formats into a bundle, e.g. pte-int8,onnx")
+    parser.add_argument("--min-agreement", type=float, help="validation: top-1 agreement (percent) of every artifact the command builds "
+                        "with the model it came from; below it the command fails (default 98)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -146,22 +148,25 @@ def _given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
 
 def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]:
     """Build the one-stage recipe for ``stage`` from the common flags, run it, and print what it measured."""
-    from udacisense.checkpoint import load_checkpoint
+    from udacisense.checkpoint import load_checkpoint, training_data
     from udacisense.export import parse_formats
     from udacisense.pipeline.recipe import validate_recipe
-    from udacisense.pipeline.runner import run_pipeline
+    from udacisense.pipeline.runner import require_validated_run, run_pipeline
     from udacisense.report import format_comparison, format_targets
 
     contract = load_checkpoint(args.source)["input"]
-    data = {"name": args.data or contract["dataset"], "root": args.data_root, "train_subset": args.train_subset,
-            "test_subset": args.test_subset, "augment": args.augment}
+    # on the data it was trained on, a checkpoint's own root and validation split apply (an ImageFolder needs no --data-root)
+    trained_on = training_data(args.source) if args.data in (None, contract["dataset"]) else {}
+    data = {**trained_on, "name": args.data or contract["dataset"], "train_subset": args.train_subset, "test_subset": args.test_subset,
+            "augment": args.augment, **({"root": args.data_root} if args.data_root is not None else {})}
     raw = {
         "name": args.name or f"{args.source.parent.name}_{args.command}",
         "description": f"udacisense {args.command} of {args.source}",
         "data": {key: value for key, value in data.items() if value is not None},
         "baseline": {"checkpoint": str(args.source)},
         "stages": [stage],
-        "export": {"formats": parse_formats(args.formats) if args.formats else [], "latency_runs": args.runs},
+        "export": {"formats": parse_formats(args.formats) if args.formats else [], "latency_runs": args.runs,
+                   **({"min_agreement": args.min_agreement} if args.min_agreement is not None else {})},
         **({"threads": args.threads} if args.threads else {}),
     }
     result = run_pipeline(validate_recipe(raw), args.runs_dir, resume=args.resume, overwrite=args.overwrite)
@@ -175,6 +180,7 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
         print("\n" + format_targets(result["targets"]))
     built = ", ".join(record["artifacts"].values())
     print(f"-> {record['checkpoint']}" + (f", {built}" if built else "") + f"  (report: {result['report']['html']})")
+    require_validated_run(result)
     return result
 
 

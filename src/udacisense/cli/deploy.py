@@ -24,9 +24,12 @@ BUNDLE_EXAMPLE = """example:
 SELECT_EXAMPLE = """example:
   udacisense select runs/variants --latency-ms 0.5
   udacisense select runs/variants --latency-ms 0.3 --memory-mb 4 --threads 2 --json
+  udacisense select runs/variants --latency-ms 0.5 --key keys/release.pub
 
-Every variant runs in a fresh process: its golden outputs are checked first (a changed file is rejected), then it is
-timed. Exit status 0 with a choice, 1 when no variant fits (the measured latencies are listed)."""
+A signed bundle's signature is checked first (a bad one refuses the whole bundle; --key also says who must have
+signed). Every file a variant uses must have the manifest's sha256 (a changed file is rejected, never run). Then each
+variant runs in a fresh process: its golden outputs are checked, then it is timed. Exit status 0 with a choice, 1 when
+no variant fits (the measured latencies are listed), 2 when the bundle is refused."""
 
 
 def add_commands(commands) -> None:
@@ -55,6 +58,8 @@ def add_commands(commands) -> None:
     select.add_argument("--threads", type=int, default=1, help="threads the app gives the model")
     select.add_argument("--runs", type=int, default=50, help="timed runs per variant (after 10 warm-up runs)")
     select.add_argument("--json", action="store_true", help="print the decision as JSON, for programs")
+    select.add_argument("--key", type=Path, metavar="PUBLIC_KEY",
+                        help="require a valid signature by this PEM public key (without it a signature is checked with the key it stores)")
 
     verify = add_command(commands, "verify", "re-check a bundle's signature, hashes and golden outputs",
                          "example:\n  udacisense verify runs/demo/deploy --key keys/release.pub", run_verify)
@@ -78,7 +83,7 @@ def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from udacisense.deploy.validate import Tolerances
+    from udacisense.deploy.validate import Tolerances, require_validated
     from udacisense.export import parse_formats
     from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle
     from udacisense.export.signing import sign_bundle
@@ -100,15 +105,13 @@ def run_export(args: argparse.Namespace) -> int:
         record = sign_bundle(output, args.sign)
         print(f"\nsigned {output}/manifest.sig ({record['algorithm']}, public key sha256 {record['public_key_sha256'][:16]}…)")
     problems = verify_bundle(output)
-    failed = [kind for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
     print(f"\nbundle {'verified' if not problems else 'NOT verified: ' + '; '.join(problems)} -> {output}/manifest.json")
-    if failed:
-        print(f"validation FAILED for: {', '.join(failed)}")
-    return 1 if problems or failed else 0
+    require_validated(manifest, f"bundle {output}")
+    return 1 if problems else 0
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    from udacisense.deploy.validate import Tolerances
+    from udacisense.deploy.validate import Tolerances, require_validated
     from udacisense.export import parse_formats
     from udacisense.export.signing import sign_bundle
     from udacisense.export.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
@@ -127,10 +130,8 @@ def run_bundle(args: argparse.Namespace) -> int:
         print(f"signed {args.output}/manifest.sig")
     print(f"bundle -> {args.output}/manifest.json; selectors in {args.output}/selector/; the selection on this machine in {args.output}/report.md")
     verified = run_verify(argparse.Namespace(bundle=args.output, key=None))
-    failed = [row["id"] for row in manifest["variants"] if row["validation_failures"]]
-    if failed:
-        print(f"validation FAILED for: {', '.join(failed)} (kept in the bundle; the selector never picks them)")
-    return 1 if verified or failed else 0
+    require_validated(manifest, f"kept in the bundle {args.output}; the selector never picks them")
+    return verified
 
 
 def run_select(args: argparse.Namespace) -> int:
@@ -140,7 +141,7 @@ def run_select(args: argparse.Namespace) -> int:
 
     if args.threads < 1 or args.runs < 1:
         raise UdaciSenseError("--threads and --runs must be at least 1")
-    selection = select_variant(args.bundle, args.latency_ms, args.memory_mb, threads=args.threads, runs=args.runs)
+    selection = select_variant(args.bundle, args.latency_ms, args.memory_mb, threads=args.threads, runs=args.runs, public_key=args.key)
     print(json.dumps(selection.to_json(), indent=2) if args.json else format_selection(selection))
     return 0 if selection.chosen is not None else 1
 

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from udacisense.cli.common import add_command, nproc_argument
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import UdaciSenseError, ValidationFailed
 
 RUN_EXAMPLE = """example:
   udacisense run quickstart                                # a shipped recipe, or a path: udacisense run my_recipe.yaml
   udacisense run mobile --set prune.fine_tune.epochs=10 --set targets.max_accuracy_drop=1.5
   udacisense run mobile --resume                           # continue after a crash; finished stages are reused
-  udacisense run mobile --strict                           # exit status 1 when a target is missed
+  udacisense run mobile --strict                           # exit status 1 when a target is missed (a failed validation always is)
   udacisense run quickstart --track mlflow                 # also log it to MLflow (runs/mlflow/mlflow.db)"""
 SEARCH_EXAMPLE = """examples:
   udacisense search --checkpoint runs/baseline/best.pt --budget 2h --max-drop 1.0 --name fmnist
@@ -29,7 +29,8 @@ def add_commands(commands) -> None:
     run = add_command(commands, "run", "run a recipe: baseline, compression stages, export, targets and report", RUN_EXAMPLE, run_recipe)
     _recipe_arguments(run)
     _run_folder_arguments(run, "the recipe's name", "continue runs/<name>/: reuse finished stages whose config is unchanged")
-    run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
+    run.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed (an artifact that fails "
+                     "validation always fails the run)")
     run.add_argument("--retime", action="store_true", help="with --resume: measure every latency again (e.g. on a quiet machine)")
     nproc_argument(run)
     run.add_argument("--track", choices=["mlflow"], help="log the run to MLflow (the recipe's tracking: section; store: "
@@ -80,7 +81,7 @@ def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_recipe(args: argparse.Namespace) -> int:
     from udacisense.pipeline.recipe import load_recipe
-    from udacisense.pipeline.runner import run_pipeline
+    from udacisense.pipeline.runner import require_validated_run, run_pipeline
     from udacisense.report import format_targets
 
     pipeline = load_recipe(args.recipe, args.overrides + ([f"tracking.backend={args.track}"] if args.track else []))
@@ -93,6 +94,7 @@ def run_recipe(args: argparse.Namespace) -> int:
         print(f"\ntargets, checked on {result['primary']} measured in its runtime on {result['baseline']['test_images']} test images:")
     print(format_targets(result["targets"]))
     print(f"\nreport: {result['report']['html']}  (also {result['report']['markdown']})")
+    require_validated_run(result)  # a shipped artifact that failed its check fails the run, --strict or not
     missed = [row["target"] for row in result["targets"] if not row["passed"]]
     return 1 if missed and args.strict else 0
 
@@ -139,7 +141,11 @@ def run_search(args: argparse.Namespace) -> int:
     name = args.name or (f"{pipeline.recipe.name}-search" if args.recipe else "search")
     result = Search(pipeline, spec, args.runs_dir, name, resume=args.resume, overwrite=args.overwrite).run()
     print(front_table(result))
-    print(f"\nreport: {args.runs_dir / name / 'search' / 'report.md'}; reproduce a point with: udacisense run <its recipe>")
+    report = args.runs_dir / name / "search" / "report.md"
+    print(f"\nreport: {report}; reproduce a point with: udacisense run <its recipe>")
+    failed = [f"front point {point['trial']}: {'; '.join(point['validation_failures'])}" for point in result["front"] if point.get("validation_failures")]
+    if failed:  # passed on the validation split in its trial, not on the test split: it must not ship unremarked
+        raise ValidationFailed(f"{'; '.join(failed)} (report: {report})")
     return 0 if result["feasible_found"] else 1
 
 

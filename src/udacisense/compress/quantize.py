@@ -28,6 +28,7 @@ hush_kernel_preference_notice()  # torchao's import-time notice (see upstream.py
 
 Observer = Literal["histogram", "minmax", "moving_average"]
 BACKENDS = ("xnnpack", "x86")
+TORCHAO_QAT_BATCHNORM_EPS = 1e-5  # the eps of torchao's QAT conv-BatchNorm patterns (see _move_batchnorm_eps_to_variance)
 
 
 class QuantizeConfig(StrictModel):
@@ -136,11 +137,11 @@ def prepare_qat(
 
     _check_layer_names(model, float_layers)
     model = copy.deepcopy(model)  # exported graphs share parameters with their source; training must not touch it
+    _move_batchnorm_eps_to_variance(model)
     batch = Dim("batch", min=2, max=65536)
     example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
     prepared = prepare_qat_pt2e(graph, make_quantizer(backend, qat=True, float_layers=float_layers))
-    _restore_batchnorm_eps(prepared, model)
     return allow_train_eval(prepared)
 
 
@@ -205,8 +206,8 @@ def allow_train_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Make ``graph.train()``/``graph.eval()`` switch BatchNorm and dropout by flipping their
     ``training`` arguments in place.
 
-    torchao's own switch rewrites BatchNorm with a pattern that resets eps to 1e-5; ours keeps the
-    model's eps (MobileNetV3 uses 1e-3), so the quantized graph computes what the float model did.
+    torchao's own switch (``move_exported_model_to_eval``) rewrites BatchNorm by pattern replacement; flipping the argument
+    keeps every node as prepared and touches nothing else.
     """
 
     def train(self, mode: bool = True):
@@ -229,16 +230,21 @@ def _set_graph_mode(graph: torch.fx.GraphModule, training: bool) -> None:
     graph.recompile()
 
 
-def _restore_batchnorm_eps(graph: torch.fx.GraphModule, model: nn.Module) -> None:
-    """prepare_qat_pt2e re-creates BatchNorm with eps=1e-5; put the model's own eps back."""
-    eps_values = {module.eps for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)}
-    if len(eps_values) > 1:
-        warnings.warn(f"BatchNorm layers use several eps values {sorted(eps_values)}; QAT keeps torchao's 1e-5")
-        return
-    for node in graph.graph.nodes:
-        if node.target is torch.ops.aten.batch_norm.default and eps_values:
-            node.update_arg(7, next(iter(eps_values)))
-    graph.recompile()
+def _move_batchnorm_eps_to_variance(model: nn.Module) -> None:
+    """Give every BatchNorm torchao's QAT eps (1e-5) and add the difference to its running variance instead.
+
+    torchao's QAT conv-BN patterns hard-code eps = 1e-5: training scales the weights by gamma / sqrt(var + 1e-5), and
+    conversion folds with 1e-5 whatever eps the layer had. MobileNetV3 uses 1e-3, so keeping the model's eps in the
+    fake-quantized graph made it compute something the converted file does not: wherever a channel's running variance is
+    small next to 1e-3 the two differ by up to sqrt(1e-3 / 1e-5) = 10x, and a MobileNetV3-Small trained briefly on a
+    small data set (many such channels) lost 30 points in conversion. ``var + eps`` is unchanged, so in eval mode every
+    layer computes exactly what it did, and training, fake quantization and conversion all use the same eps.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and module.running_var is not None:
+            with torch.no_grad():
+                module.running_var.add_(module.eps - TORCHAO_QAT_BATCHNORM_EPS)
+            module.eps = TORCHAO_QAT_BATCHNORM_EPS
 
 
 def _check_layer_names(model: nn.Module, names: Iterable[str]) -> None:

@@ -1,13 +1,27 @@
 """Pick the bundle variant that fits this machine's budget, the way an app does on a phone.
 
-Every candidate runs in a fresh process (the benchmark's probe server), as TFLite's Acceleration Service runs its
-candidates out of process: a crash in a runtime rejects that variant instead of ending the selection. The process
-first runs the variant on its golden inputs; a variant whose outputs differ from the manifest's (an altered or
-damaged file, a runtime that computes differently here) is rejected and never timed. The survivors are timed at
-batch 1, and the most accurate one whose measured p50 latency (and memory) fits the budget is chosen. Accuracy
-comes from the bundle (measured on the whole test split when it was made); latency and memory from this machine.
+Nothing from the bundle is used before it is checked, in this order:
 
-Single-model bundles (manifest version 1) are read as one variant per artifact.
+1. The signature. A signed bundle (``manifest.sig``) whose signature does not match its manifest is refused as a whole.
+   Without a key, the public key stored in ``manifest.sig`` checks it: that proves the manifest is unchanged since it
+   was signed, not who signed it. ``public_key`` (``select --key``) requires a signature by that key, which does. An
+   unsigned bundle's manifest is taken as written: its hashes catch files changed after bundling, not a manifest
+   rewritten along with them.
+2. The files. Before a variant is loaded, each file it uses (its model file and the golden file of its model) must
+   have the sha256 the manifest lists; one that differs rejects the variant unrun. The accuracy, validation results
+   and golden outputs read from the manifest therefore describe the files that are run.
+3. The manifest's verdicts. A variant that cannot run here, or that failed validation when bundled, is never chosen.
+4. The golden check. Every remaining variant runs in a fresh process (the benchmark's probe server), as TFLite's
+   Acceleration Service runs its candidates out of process: a crash in a runtime rejects that variant instead of
+   ending the selection. The process first runs the variant on its golden inputs; outputs that differ from the golden
+   file's (a runtime that computes differently here) reject it untimed.
+
+The survivors are timed at batch 1, and the most accurate one whose measured p50 latency (and memory) fits the budget
+is chosen. Accuracy comes from the bundle (measured on the whole test split when it was made); latency and memory from
+this machine.
+
+Single-model bundles (manifest version 1) are read as one variant per artifact. Those made before the manifest listed
+every file have no sha256 for their golden file: only their model files are compared.
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ from typing import Any
 from udacisense.deploy.bench import run_probe
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS
+from udacisense.export.signing import MANIFEST_FILE, check_signature
+from udacisense.io import sha256_of
 
 
 def variant_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,18 +118,54 @@ class Selection:
         }
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """A bundle's manifest, or one line saying how to make one."""
-    path = folder / "manifest.json"
+def read_manifest(folder: Path, public_key: Path | None = None) -> dict[str, Any]:
+    """A bundle's manifest once its signature holds (see :func:`~udacisense.export.signing.check_signature`: a signed
+    bundle's always, and with ``public_key`` one by that key is required), or one line saying what is wrong."""
+    path = folder / MANIFEST_FILE
     if not path.is_file():
         raise UdaciSenseError(f"{folder} is not a bundle (no manifest.json); make one with 'udacisense export' or 'udacisense bundle'")
-    return json.loads(path.read_text())
+    data = path.read_bytes()  # read once: the bytes whose signature is checked are the bytes used
+    problems = check_signature(folder, public_key, manifest=data)
+    if problems:
+        raise UdaciSenseError(f"bundle {folder} refused, no variant used: {problems[0]}; use an intact copy of the bundle")
+    try:
+        return json.loads(data)
+    except ValueError as error:
+        raise UdaciSenseError(f"{path} is not valid JSON ({error}); make the bundle again") from None
 
 
-def measure_variants(folder: Path, threads: int = 1, warmup: int = 10, runs: int = 50) -> list[Measurement]:
-    """Golden check, then latency and memory of every variant of the bundle in ``folder``, each in a fresh process."""
-    manifest = read_manifest(folder)
+def variant_file_problem(folder: Path, row: dict[str, Any], files: dict[str, str] | None, digests: dict[str, str]) -> str | None:
+    """Why a variant's files cannot be used (None: each lies in the bundle and has the sha256 the manifest gives it).
+
+    ``files`` is the manifest's sha256 of every file (None in bundles made before it was written); ``digests`` caches
+    the sha256 of files already read, as variants of one model share its golden file."""
+    if files is not None and files.get(row["file"], row["sha256"]) != row["sha256"]:
+        return f"the manifest gives {row['file']} two sha256 ({row['sha256'][:16]}… and {files[row['file']][:16]}…; a damaged or forged manifest)"
+    expected = {row["file"]: row["sha256"], row["golden"]: files.get(row["golden"]) if files is not None else None}
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.resolve().is_relative_to(folder.resolve()):
+            return f"{name} lies outside the bundle (a forged manifest?)"
+        if not path.is_file():
+            return f"{name} is missing"
+        if digest is None:
+            if files is not None:
+                return f"{name} has no sha256 in the manifest (added after bundling?)"
+            continue  # a bundle from before the manifest listed every file: its golden file has no sha256 to compare
+        if name not in digests:
+            digests[name] = sha256_of(path)
+        if digests[name] != digest:
+            return f"sha256 of {name} is {digests[name][:16]}…, the manifest says {digest[:16]}… (file changed after bundling)"
+    return None
+
+
+def measure_variants(folder: Path, threads: int = 1, warmup: int = 10, runs: int = 50, public_key: Path | None = None) -> list[Measurement]:
+    """Check the bundle in ``folder`` (its signature, then each variant's files against the manifest's sha256), then run
+    every variant that passed on its golden inputs and time it, each in a fresh process (see the module's docstring)."""
+    manifest = read_manifest(folder, public_key)
     shape = tuple(manifest["input"]["shape"])
+    files = manifest.get("files")
+    digests: dict[str, str] = {}
     goldens: dict[str, dict[str, Any]] = {}
     measurements = []
     for row in variant_rows(manifest):
@@ -125,25 +177,21 @@ def measure_variants(folder: Path, threads: int = 1, warmup: int = 10, runs: int
         if row["validation_failures"]:
             measurement.problem = f"failed validation when bundled: {'; '.join(row['validation_failures'])}"
             continue
-        path = folder / row["file"]
-        if not path.resolve().is_relative_to(folder.resolve()) or not (folder / row["golden"]).resolve().is_relative_to(folder.resolve()):
-            measurement.problem = f"{row['file']} lies outside the bundle (a forged manifest?)"
-            continue
-        if not path.is_file():
-            measurement.problem = f"{row['file']} is missing"
+        measurement.problem = variant_file_problem(folder, row, files, digests)
+        if measurement.problem:
             continue
         if row["golden"] not in goldens:
             goldens[row["golden"]] = json.loads((folder / row["golden"]).read_text())
         golden = goldens[row["golden"]]
         expected = {"inputs": golden["inputs"], "outputs": golden["outputs"][row["format"]], "atol": manifest["golden"]["atol"]}
         try:
-            probe = run_probe(row["format"], path, shape, threads, warmup=warmup, runs=runs, golden=expected)
+            probe = run_probe(row["format"], folder / row["file"], shape, threads, warmup=warmup, runs=runs, golden=expected)
         except UdaciSenseError as error:  # the runtime crashed or refused the file
             measurement.problem = str(error)
             continue
         measurement.golden_drift = probe["golden"]["max_drift"]
         if not probe["golden"]["passed"]:
-            measurement.problem = f"golden check failed: outputs differ by {measurement.golden_drift:.2e} > {expected['atol']:.0e} (altered or damaged file)"
+            measurement.problem = f"golden check failed: outputs differ by {measurement.golden_drift:.2e} > {expected['atol']:.0e}"
             continue
         measurement.p50_ms, measurement.p90_ms = probe["latency"]["p50_ms"], probe["latency"]["p90_ms"]
         measurement.memory_mb = probe["memory"]["model_bytes"] / 1e6
@@ -169,11 +217,15 @@ def choose(measurements: list[Measurement], latency_ms: float, memory_mb: float 
     return Selection(chosen, reasons, measurements, latency_ms, memory_mb, threads)
 
 
-def select_variant(folder: Path, latency_ms: float, memory_mb: float | None = None, threads: int = 1, runs: int = 50) -> Selection:
-    """Measure every variant of the bundle on this machine and choose one for the budget (see :func:`choose`)."""
+def select_variant(folder: Path, latency_ms: float, memory_mb: float | None = None, threads: int = 1, runs: int = 50,
+                   public_key: Path | None = None) -> Selection:
+    """Check and measure every variant of the bundle on this machine, then choose one for the budget (see :func:`choose`).
+
+    A signed bundle whose signature fails is refused as a whole (:class:`UdaciSenseError`); ``public_key`` requires a
+    signature by that key, the only proof of who signed (see the module's docstring)."""
     if not latency_ms > 0:
         raise UdaciSenseError(f"--latency-ms must be a positive number of milliseconds, not {latency_ms}")
-    return choose(measure_variants(folder, threads=threads, runs=runs), latency_ms, memory_mb, threads)
+    return choose(measure_variants(folder, threads=threads, runs=runs, public_key=public_key), latency_ms, memory_mb, threads)
 
 
 def format_selection(selection: Selection) -> str:

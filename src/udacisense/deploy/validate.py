@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from udacisense.deploy.runtime import Runner, run_batches
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import UdaciSenseError, ValidationFailed
 from udacisense.evaluate import metrics_from_confusion
 
 
@@ -64,3 +64,20 @@ def validate_artifact(
     if not quantized and result["max_abs_diff"] > tolerances.max_abs_diff_fp32:
         failures.append(f"max |logit diff| {result['max_abs_diff']:.2e} > {tolerances.max_abs_diff_fp32:.0e}")
     return result | {"passed": not failures, "failures": failures}
+
+
+def validation_failures(manifest: dict[str, Any]) -> list[str]:
+    """One line per artifact of a bundle's manifest that failed validation, naming it and the check it failed
+    (single-model bundles list ``artifacts``; variant bundles, ``variants``)."""
+    if "variants" in manifest:
+        return [f"variant {row['id']} ({row['file']}): {'; '.join(row['validation_failures'])}"
+                for row in manifest["variants"] if row.get("validation_failures")]
+    return [f"{kind} ({entry['file']}): {'; '.join(entry['validation']['failures'])}"
+            for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
+
+
+def require_validated(manifest: dict[str, Any], where: str) -> None:
+    """Raise :class:`ValidationFailed`, naming every artifact of the bundle that failed its check and ``where`` it is."""
+    failures = validation_failures(manifest)
+    if failures:
+        raise ValidationFailed(f"{'; '.join(failures)} ({where})")

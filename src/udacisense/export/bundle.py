@@ -7,7 +7,6 @@ PyTorch, and records everything in the manifest. Nothing in the manifest is type
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -26,7 +25,7 @@ from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS, get_format
 from udacisense.export.signing import MANIFEST_FILE, SIGNATURE_FILE, check_signature
-from udacisense.io import atomic_write, write_json
+from udacisense.io import atomic_write, sha256_of, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size
 
@@ -151,13 +150,14 @@ def bundle_files(folder: Path) -> dict[str, str]:
 
 
 def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
-    """Re-check the signature (with ``public_key``), every file's sha256 and every runnable artifact's golden outputs;
+    """Re-check the signature (see :func:`~udacisense.export.signing.check_signature`: a signed bundle's always, and with
+    ``public_key`` one by that key is required), every file's sha256 and every runnable artifact's golden outputs;
     returns the problems found. A bundle of variants (version 2) is checked model folder by model folder. Bundles made
     before the manifest listed every file are checked artifact by artifact."""
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise UdaciSenseError(f"{folder} has no manifest.json; create the bundle with 'udacisense export'")
-    problems = check_signature(folder, public_key) if public_key is not None else []
+    problems = check_signature(folder, public_key)
     try:
         manifest = json.loads(manifest_path.read_text())
         models = [folder / model["folder"] for model in manifest["models"].values()] if manifest.get("version", 1) >= 2 else [folder]
@@ -251,17 +251,6 @@ def format_table(manifest: dict[str, Any]) -> str:
             f"{eager_ms / one:>8.2f} {list(latency.values())[-1]['p50_ms']:>9.3f} {'PASS' if check['passed'] else 'FAIL':>6}"
         )
     return "\n".join(rows)
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def size_of(path: Path) -> int:

@@ -2,8 +2,13 @@
 
 Whoever can change a model file can also change a hash written beside it; they cannot make a signature that the
 app's public key accepts. The private key (Ed25519, or ECDSA P-256 from elsewhere, PEM) never enters the bundle:
-``manifest.sig`` holds the signature, the algorithm and the public key's fingerprint only. Keys and signatures come
-from ``cryptography`` (pyca); nothing here is hand-made cryptography.
+``manifest.sig`` holds the signature, the algorithm, and the signer's public key (PEM) with its fingerprint.
+
+The stored public key makes every signed bundle checkable without a key file: a manifest changed after signing fails.
+It does not say who signed: anyone can sign a forged manifest with a key of their own and store that key. Only a key
+the checker already trusts (``--key PUBLIC_KEY.pem``) proves the signer. Signature files written before the public key
+was stored still check with ``--key``. Keys and signatures come from ``cryptography`` (pyca); nothing here is hand-made
+cryptography.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def generate_key(path: Path) -> tuple[Path, Path]:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(private)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(_public_pem(key.public_key()))
     return path, public_path
 
 
@@ -53,34 +58,48 @@ def sign_bundle(folder: Path, key_path: Path) -> dict[str, Any]:
     return record
 
 
-def _record(public_key: Any, signature: bytes) -> dict[str, str]:
-    return {"algorithm": _algorithm(public_key), "signed": MANIFEST_FILE, "public_key_sha256": fingerprint(public_key),
-            "signature": base64.b64encode(signature).decode()}
+def _record(public_key: Any, signature: bytes, *, stores_key: bool = True) -> dict[str, str]:
+    """The signature file's fields; ``stores_key`` False rebuilds a record written before the public key was stored."""
+    record = {"algorithm": _algorithm(public_key), "signed": MANIFEST_FILE, "public_key_sha256": fingerprint(public_key)}
+    if stores_key:
+        record["public_key"] = _public_pem(public_key).decode()
+    return record | {"signature": base64.b64encode(signature).decode()}
 
 
 def _encode(record: dict[str, str]) -> bytes:
     return json.dumps(record, indent=2).encode()
 
 
-def check_signature(folder: Path, public_key_path: Path) -> list[str]:
-    """The problems with ``folder``'s signature under the public key at ``public_key_path`` (empty: it is valid)."""
+def check_signature(folder: Path, public_key_path: Path | None = None, manifest: bytes | None = None) -> list[str]:
+    """The problems with ``folder``'s signature (empty: it holds, or the bundle is unsigned and no key asks for one).
+
+    With ``public_key_path`` a signature by that key is required: this proves who signed. Without it a signed bundle is
+    checked with the public key stored in its ``manifest.sig``: this proves the manifest is unchanged since it was
+    signed, not who signed it. ``manifest``: the manifest's bytes, when the caller has read them already (so what it
+    goes on to use is what was checked)."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = _load_key(public_key_path, private=False)
+    pinned = _load_key(public_key_path, private=False) if public_key_path is not None else None
     path = folder / SIGNATURE_FILE
     if not path.is_file():
-        return [f"unsigned bundle: no {SIGNATURE_FILE}, but --key {public_key_path} asks for a signature"]
+        return [f"unsigned bundle: no {SIGNATURE_FILE}, but --key {public_key_path} asks for a signature"] if pinned is not None else []
     try:
-        record = json.loads(path.read_text())
+        written = path.read_bytes()
+        record = json.loads(written)
         signature = base64.b64decode(record["signature"], validate=True)
-    except (ValueError, KeyError, TypeError) as error:
+        stored = _stored_key(record)
+    except (ValueError, KeyError, TypeError, AttributeError, UdaciSenseError) as error:
         return [f"{SIGNATURE_FILE} is unreadable: {error}"]
-    if record.get("public_key_sha256") != fingerprint(key):
+    if pinned is not None and record.get("public_key_sha256") != fingerprint(pinned):
         return [f"signed by another key (sha256 {str(record.get('public_key_sha256'))[:16]}…), not by {public_key_path} "
-                f"(sha256 {fingerprint(key)[:16]}…)"]
-    data = (folder / MANIFEST_FILE).read_bytes()
+                f"(sha256 {fingerprint(pinned)[:16]}…)"]
+    key = pinned if pinned is not None else stored
+    if key is None:
+        return [f"{SIGNATURE_FILE} predates stored public keys, so it cannot be checked without one: pass --key PUBLIC_KEY.pem "
+                "(or sign the bundle again)"]
+    data = manifest if manifest is not None else (folder / MANIFEST_FILE).read_bytes()
     try:
         if _algorithm(key) == "ed25519":
             key.verify(signature, data)
@@ -88,13 +107,24 @@ def check_signature(folder: Path, public_key_path: Path) -> list[str]:
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         return [f"signature does not match {MANIFEST_FILE} (the manifest changed after signing)"]
-    if path.read_bytes() != _encode(_record(key, signature)):  # e.g. base64's spare bits or another field changed: not ours
+    if written != _encode(_record(key, signature, stores_key="public_key" in record)):  # base64's spare bits, another field: not ours
         return [f"{SIGNATURE_FILE} was altered after signing (it is not the file the signer wrote)"]
     return []
 
 
+def _stored_key(record: dict[str, Any]) -> Any:
+    """The public key a signature file stores, or None for one written before keys were stored."""
+    from cryptography.hazmat.primitives import serialization
+
+    if "public_key" not in record:
+        return None
+    key = serialization.load_pem_public_key(record["public_key"].encode())
+    _algorithm(key)  # only the algorithms this module signs with
+    return key
+
+
 def signature_note(folder: Path) -> str:
-    """How a bundle is signed, for ``verify`` without ``--key``."""
+    """How a bundle is signed, for ``verify`` without ``--key`` once :func:`check_signature` found no problem."""
     path = folder / SIGNATURE_FILE
     if not path.is_file():
         return "unsigned (sign it with 'udacisense export --sign KEY'; make a key with 'udacisense keygen KEY')"
@@ -102,7 +132,7 @@ def signature_note(folder: Path) -> str:
         key = json.loads(path.read_text()).get("public_key_sha256", "?")
     except ValueError:
         key = "?"
-    return f"signed by key sha256 {str(key)[:16]}…; signature not checked (pass --key PUBLIC_KEY.pem)"
+    return f"signed by key sha256 {str(key)[:16]}…; signature intact (only --key PUBLIC_KEY.pem proves who signed)"
 
 
 def fingerprint(public_key: Any) -> str:
@@ -110,6 +140,12 @@ def fingerprint(public_key: Any) -> str:
     from cryptography.hazmat.primitives import serialization
 
     return hashlib.sha256(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+
+def _public_pem(public_key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _algorithm(key: Any) -> str:

@@ -29,18 +29,19 @@ from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.config import DataConfig, TrackingConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
-from udacisense.errors import TrainingFailed
+from udacisense.deploy.validate import validation_failures
+from udacisense.errors import CompressionFailed, TrainingFailed, ValidationFailed
 from udacisense.export import get_format
-from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle, sha256_of
+from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
 from udacisense.export.variants import VariantSource, build_variant_bundle, retime_variant_bundle
 from udacisense.health import judge_training
-from udacisense.io import atomic_write, config_hash, write_json
+from udacisense.io import atomic_write, config_hash, sha256_of, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics
 from udacisense.pipeline.recipe import Pipeline, Recipe, Targets
 from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
-from udacisense.runs import FILE_ONLY, RESULT, WorkClock, get_logger, prepare_run_dir, run_dir_lock
+from udacisense.runs import FILE_ONLY, RESULT, WorkClock, get_logger, prepare_run_dir, removed_if_refused, run_dir_lock
 from udacisense.stages import StageContext, get_stage
 from udacisense.train import resolve_device
 
@@ -91,6 +92,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
     distributed.barrier()
     recipe = pipeline.recipe
     with run_dir_lock(Path(runs_dir) / (name or recipe.name)), ExitStack() as tracked_run:
+        tracked_run.enter_context(removed_if_refused(Path(runs_dir) / (name or recipe.name), JOURNAL))
         run_dir = prepare_run_dir(runs_dir, name or recipe.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "pipeline")
         if recipe.threads:
@@ -154,6 +156,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         if recipe.export.variants:
             variants = _export_variants(recipe, journal, config_hash(export_hash, "variants"), run_dir, retime, logger)
         primary = recipe.export.formats[0] if manifest else None
+        failures = _validation_failures(manifest, variants)
         result = {
             "name": run_dir.name,
             "run": str(run_dir),
@@ -165,6 +168,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             "variants": variants,
             "primary": primary,
             "targets": check_targets(recipe.targets, baseline, primary, manifest["artifacts"][primary]) if manifest else [],
+            "validation": {"passed": not failures, "failures": failures},
             "machine": machine_info(),
             "seconds_this_invocation": time.perf_counter() - started,
         }
@@ -174,6 +178,22 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
         tracking.log_metrics({f"target/{row['target']}": row["measured"] for row in result["targets"]})
         tracking.log_artifacts(*(run_dir / name for name in ("report.md", "report.html", RESULT, "recipe.yaml", "pipeline.log", "deploy", "variants")))
         return result
+
+
+def _validation_failures(manifest: dict[str, Any] | None, variants: dict[str, Any] | None) -> list[str]:
+    """Every shipped artifact (deploy bundle and variants) that failed its check in its runtime, one line each."""
+    failures = validation_failures(manifest) if manifest else []
+    if variants:
+        failures += validation_failures(json.loads((Path(variants["folder"]) / "manifest.json").read_text()))
+    return failures
+
+
+def require_validated_run(result: dict[str, Any]) -> None:
+    """Raise :class:`ValidationFailed` when a shipped artifact of a finished run failed validation (after its report)."""
+    failures = result.get("validation", {}).get("failures")
+    if failures:
+        report = result.get("report", {}).get("html", result["run"])
+        raise ValidationFailed(f"{'; '.join(failures)} (everything is written: {report})")
 
 
 def _track_record(record: dict[str, Any]) -> None:
@@ -187,12 +207,13 @@ def _track_record(record: dict[str, Any]) -> None:
 
 @contextmanager
 def _failure_reported(run_dir: Path, journal: Journal, step: str, logger) -> Iterator[None]:
-    """A failed training step (diverged, or a model at chance) stops the run with a report that says so."""
+    """A failed step (training diverged or ended at chance, a stage's model at chance, an artifact that disagrees with
+    its source) stops the run with a report that says so."""
     try:
         yield
     except TrainingFailed as failure:
-        logger.error(f"TRAINING FAILED in {step}: {failure}", extra=FILE_ONLY)
-        write_failure_report(run_dir, run_dir.name, step, str(failure), [record["id"] for record in journal.records])
+        logger.error(f"{failure.label} in {step}: {failure}", extra=FILE_ONLY)
+        write_failure_report(run_dir, run_dir.name, step, str(failure), [record["id"] for record in journal.records], label=failure.label)
         raise
 
 
@@ -207,8 +228,9 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
         output = stage.run(model, planned.params, context)
         save_checkpoint(folder / "model.pt", output.model, output.model_spec or model_spec, contract, compression=planned.config())
         metrics = distributed.main_only(lambda: stage_metrics(output.model, folder / "model.pt", output.artifacts, dataset, tuple(contract["shape"]),
-                                                              recipe.export.latency_runs))
+                                                              recipe.export.latency_runs, source=output.source))
         write_json(folder / "metrics.json", metrics)
+    judge_stage(f"stage {planned.index} ({planned.id})", metrics, dataset, recipe.export.min_agreement)
     info = _jsonable(output.info)
     return {
         "index": planned.index, "id": planned.id, "stage": planned.kind, "hash": stage_hash,
@@ -217,6 +239,25 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
         "summary": stage.describe(planned.params, info), "info": info,
         "metrics": {key: value for key, value in metrics.items() if key != "layers"},
     }
+
+
+def judge_stage(step: str, metrics: dict[str, Any], dataset: ImageDataset, min_agreement: float) -> None:
+    """Fail a stage whose model, as measured, is at chance (one-shot stages have no training check of their own), or
+    whose artifact disagrees with the model it was converted from by more than the recipe's ``export.min_agreement``."""
+    verdict = judge_training(metrics["test_top1"], dataset.test.labels, dataset.num_classes, "test")
+    if verdict.failed:
+        what = f"{metrics['runtime']} artifact {metrics['file']}" if metrics.get("file") else "model"
+        raise CompressionFailed(f"{step} left no usable {what}: {verdict.reason}")
+    if "conversion_agreement" in metrics:
+        agreement, source, source_top1 = metrics["conversion_agreement"], "the fake-quantized model it was converted from", metrics["source_top1"]
+    elif "agreement" in metrics:
+        agreement, source, source_top1 = metrics["agreement"], "the model it was converted from", None
+    else:
+        return
+    if agreement < min_agreement:
+        compared = f" (top-1 {metrics['test_top1']:.2f}% against {source_top1:.2f}%)" if source_top1 is not None else ""
+        raise CompressionFailed(f"{step}: {metrics['file']} agrees with {source} on {agreement:.2f}% of the test images{compared}, "
+                                f"below the recipe's tolerance export.min_agreement = {min_agreement:g}%")
 
 
 def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, runs: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -334,7 +375,7 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     manifest = build_bundle(
         checkpoint, output, list(spec.formats), calibration_images=spec.calibration_images, data_root=recipe.data.root,
         test_subset=recipe.data.test_subset, data_options=recipe.data.model_dump(include={"val_fraction", "split_seed", "evaluate_on"}),
-        tolerances=Tolerances(min_agreement=spec.min_agreement), latency_runs=spec.latency_runs,
+        tolerances=Tolerances(spec.min_agreement, spec.max_abs_diff), latency_runs=spec.latency_runs,
         prebuilt={kind: built for kind, built in artifacts.items() if kind in spec.formats}, log=logger.info,
     )
     marker.write_text(export_hash)
@@ -364,7 +405,7 @@ def _export_variants(recipe: Recipe, journal: Journal, variants_hash: str, run_d
         build_variant_bundle(sources, output, list(spec.formats), latency_runs=spec.latency_runs, log=logger.info,
                              calibration_images=spec.calibration_images, data_root=recipe.data.root, test_subset=recipe.data.test_subset,
                              data_options=recipe.data.model_dump(include={"val_fraction", "split_seed", "evaluate_on"}),
-                             tolerances=Tolerances(min_agreement=spec.min_agreement))
+                             tolerances=Tolerances(spec.min_agreement, spec.max_abs_diff))
         marker.write_text(variants_hash)
     _sign_or_unsign(output, recipe.export.sign, logger)
     return {"folder": str(output), "report": str(output / "report.md")}
@@ -398,6 +439,8 @@ def check_targets(targets: Targets, baseline: dict[str, Any], kind: str, artifac
     if targets.runtime_latency_reduction is not None and reference:
         rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {get_format(reference_kind).file_name} p50",
                             1 - latency / reference["latency_ms"]["1_thread"], targets.runtime_latency_reduction, at_least=True))
+    if not artifact["validation"]["passed"]:  # its numbers describe a file that does not compute what its model does
+        rows = [row | {"passed": False, "validation_failed": True} for row in rows]
     return rows
 
 

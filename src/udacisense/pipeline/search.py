@@ -6,23 +6,31 @@ whose configuration was run before (by this worker, another worker, or before a 
 
 Objectives, all measured: validation top-1 of the artifact in its runtime (the test split is read only for the
 final report of the front), its latency (batch 1, 1 thread, fresh process) and its file size. The accuracy drop,
-latency and size limits are constraints (optuna's ``constraints_func``), not weights. Optuna's pruners do not
-support multi-objective studies, so fidelity is handled here: trials first fine-tune for ``proxy_epochs``; every
-``promote_every`` proxy trials, the best proxy candidates not yet promoted are queued in a second study at
-``full_epochs`` (successive halving in two rungs). Either study is on SQLite in the run folder or on a shared
-``storage`` URL, where optuna's heartbeat fails the trials of a killed worker and a retry callback queues them
-again; a single worker's ``--resume`` retries its own unfinished trials at once.
+latency and size limits are constraints, not weights: each trial stores by how much it misses each limit, as a share
+of the limit, with ``trial.set_constraint``, and optuna's TPE sampler reads those values from every finished trial
+(a trial that misses one ranks below every feasible trial, so the sampler's model of "good" is the feasible region).
+Optuna's pruners do not support multi-objective studies, so fidelity is handled here: trials first fine-tune for
+``proxy_epochs``; once another ``promote_every`` proxy trials have finished, the best proxy candidates not yet
+promoted are queued in a second study at ``full_epochs`` (successive halving in two rungs). Either study is on SQLite
+in the run folder (which one process at a time may write) or on a shared ``storage`` URL, where optuna's heartbeat
+fails the trials of a killed worker and a retry callback queues them again; a single worker's ``--resume`` retries its
+own unfinished trials at once.
 
-After every trial, ``pareto.json``, ``pareto.png``, ``report.md``, one recipe per front point (``points/``) and
-the best-so-far recipe per objective (``best_*.yaml``) are rewritten, so a search that is stopped, runs out of
-budget or never meets its constraints still hands over the best points found.
+A trial fails alone: whatever it raises (a user error, a bug, an artifact that failed validation) marks that trial
+failed, with the reason in its ``error`` attribute and the log, and the search goes on. After every trial,
+``pareto.json``, ``pareto.png``, ``report.md``, one recipe per front point (``points/``) and the best-so-far recipe
+per objective (``best_*.yaml``) are rewritten, and when the search ends (budget, trial count, Ctrl-C or an error
+outside a trial) the front is measured on the test split first, so a search that is stopped, runs out of budget or
+never meets its constraints still hands over the best points found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -41,7 +49,7 @@ from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import JOURNAL, run_pipeline
 from udacisense.pipeline.search_spec import SearchSpace, SearchSpec
-from udacisense.runs import WorkClock, get_logger, prepare_run_dir
+from udacisense.runs import FILE_ONLY, WorkClock, get_logger, prepare_run_dir, run_dir_lock
 
 ARTIFACT = "pte-int8"
 HEARTBEAT_SECONDS = 30
@@ -49,12 +57,16 @@ STORAGE_ATTEMPTS = 5
 STUDY_NAMES = {"proxy": "proxy", "full": "full"}
 SUFFIX = {"accuracy": "most accurate", "latency": "fastest", "size": "smallest"}
 FIXED_BY_ARCHITECTURE = ("size", "latency")  # constraints a longer fine-tune cannot change
+# A limit of 0 points of accuracy drop has no scale to measure a miss against: a tenth of a point (about one image in a
+# thousand validation images) stands in for it, so a 0.1 pt drop then misses by as much as a 2 ms latency misses 1 ms.
+DROP_FLOOR = 0.1
+PROMOTION = "promotion_"  # the proxy study's user attrs promotion_1, promotion_2, ...: the promotions done so far
 
 
 def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: list[str] = ()) -> Pipeline:
     """The recipe whose data and baseline a search uses: a recipe file or name, a checkpoint alone, or both
     (the checkpoint replaces the recipe's baseline)."""
-    from udacisense.checkpoint import load_checkpoint
+    from udacisense.checkpoint import load_checkpoint, training_data
     from udacisense.pipeline.recipe import load_recipe
 
     if recipe is None and checkpoint is None:
@@ -64,11 +76,7 @@ def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: l
     overrides = list(overrides) + ([f"baseline={json.dumps({'checkpoint': str(checkpoint)})}"] if checkpoint is not None else [])
     if recipe is not None:
         return load_recipe(recipe, overrides)
-    data = {"name": load_checkpoint(checkpoint)["input"]["dataset"]}
-    trained_with = Path(checkpoint).parent / "config.yaml"  # beside a 'udacisense train' checkpoint: its validation split
-    if trained_with.is_file():
-        saved = (yaml.safe_load(trained_with.read_text()) or {}).get("data") or {}
-        data |= {key: saved[key] for key in ("name", "root", "val_fraction", "split_seed") if saved.get(key) is not None}
+    data = {"name": load_checkpoint(checkpoint)["input"]["dataset"]} | training_data(checkpoint)  # its root and validation split
     raw = {"name": "search", "data": data, "stages": []}
     for item in overrides:
         apply_override(raw, item)
@@ -127,7 +135,8 @@ def trial_recipe(base: dict[str, Any], params: dict[str, Any], spec: SearchSpec,
         "data": {**base.get("data", {}), "evaluate_on": "val"},
         "baseline": base["baseline"],
         "stages": stages,
-        "export": {"formats": [ARTIFACT], "latency_runs": spec.latency_runs, "calibration_images": spec.calibration_images, "references": False},
+        "export": {**base.get("export", {}), "formats": [ARTIFACT], "latency_runs": spec.latency_runs,
+                   "calibration_images": spec.calibration_images, "references": False},
         "targets": {"max_accuracy_drop": spec.max_drop},
     }
 
@@ -147,23 +156,38 @@ def describe_params(params: dict[str, Any]) -> str:
 
 
 class Search:
-    """One worker of a search in ``runs_dir/<name>/search/`` (several workers may share a ``storage``)."""
+    """One worker of a search in ``runs_dir/<name>/search/`` (several workers may share a ``storage``). With its study in
+    the folder's own SQLite file, it holds the run folder's lock from its creation until ``run`` ends (or ``close``)."""
 
     def __init__(self, base: Pipeline, spec: SearchSpec, runs_dir: Path, name: str, *, resume: bool = False, overwrite: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
         self.spec = spec
+        # One process writes a search in its own SQLite file (a second one would fail the first one's trials as
+        # "interrupted"); workers sharing a storage share the folder on purpose (run_trial locks each trial's folder).
+        self._lock = contextlib.ExitStack()
+        if spec.storage is None:
+            self._lock.enter_context(run_dir_lock(Path(runs_dir) / name))
+        try:
+            self._open(base, spec, runs_dir, name, resume, overwrite, log)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, base: Pipeline, spec: SearchSpec, runs_dir: Path, name: str, resume: bool, overwrite: bool,
+              log: Callable[[str], None] | None) -> None:
         self.run_dir = prepare_run_dir(runs_dir, name, resume=resume or spec.storage is not None, overwrite=overwrite)
         self.folder = self.run_dir / "search"
         self.folder.mkdir(exist_ok=True)
         self.logger = get_logger(self.run_dir, "search")
         self.log = log or self.logger.info
         self.base = base.recipe.model_dump(mode="json", exclude={"stages", "export", "targets", "search"}, exclude_defaults=True) | {"name": name}
+        # the recipe's own agreement tolerance, if it sets one, judges each trial's int8 artifact as it would any run's
+        if tolerance := base.recipe.export.model_dump(include={"min_agreement"}, exclude_defaults=True):
+            self.base["export"] = tolerance
         if base.recipe.baseline.checkpoint is not None:  # the trials' and points' recipes work from any folder
             self.base["baseline"] = {"checkpoint": str(base.recipe.baseline.checkpoint.resolve())}
         storage = self.storage = self._storage(resume)
-        # workers on one shared study must not draw the same random start points
-        seed = spec.seed if spec.storage is None else spec.seed + os.getpid()
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(spec.promote_every, 6))
+        sampler = proxy_sampler(spec)
         directions = ["maximize", "minimize", "minimize"]
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours, failures included
         self.studies = {
@@ -174,6 +198,10 @@ class Search:
         if resume and spec.storage is None:
             self._retry_unfinished()
         self.elapsed = WorkClock(self.folder)  # the budget's clock: it runs while run() does
+
+    def close(self) -> None:
+        """Release the run folder (``run`` does at its end) so that another process may resume the search."""
+        self._lock.close()
 
     def _storage(self, resume: bool) -> optuna.storages.BaseStorage:
         url = self.spec.storage or f"sqlite:///{(self.folder / 'study.db').resolve()}"
@@ -206,7 +234,14 @@ class Search:
     # --- the loop ---------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Trials until the budget or the trial count is spent; returns what ``pareto.json`` holds."""
+        """Trials until the budget or the trial count is spent; returns what ``pareto.json`` holds. Ctrl-C or an error
+        outside a trial ends the search too, with the final outputs written, and is then raised."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> dict[str, Any]:
         if self.base["baseline"].get("checkpoint") is None:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
         if self.spec.max_size_mb is not None:
@@ -216,18 +251,35 @@ class Search:
         with self.elapsed:
             self.log(f"search {self.run_dir.name}: budget {self.spec.budget / 60:.0f} min ({self.elapsed() / 60:.1f} used), "
                      f"constraints: {self._constraints_text()}")
-            while True:
-                if self._due_promotions():
-                    self._promote()
-                fidelity, reason = self._next_trial()
-                if fidelity is None:
-                    break
-                self._one_trial(fidelity)
+            try:
+                while True:
+                    while self._due_promotions():  # a loop: a resumed or shared study may be more than one promotion behind
+                        self._promote()
+                    fidelity, reason = self._next_trial()
+                    if fidelity is None:
+                        break
+                    self._one_trial(fidelity)
+            except BaseException as error:  # Ctrl-C or a bug outside a trial: hand over what was found, then stop as asked
+                self._hand_over(error)
+                raise
             front = self.write_outputs(final=True)
         self.log(f"search stopped: {reason}")
-        if not front["feasible_found"]:
+        if not front["trials"] and front["failed"]:
+            self.log(f"EVERY TRIAL FAILED ({len(front['failed'])}); the reasons are in {self.folder / 'report.md'}")
+        elif not front["feasible_found"]:
             self.log(f"NO TRIAL MET THE CONSTRAINTS ({self._constraints_text()}); the least-violating points are in {self.folder / 'pareto.json'}")
         return front
+
+    def _hand_over(self, error: BaseException) -> None:
+        """The final outputs of a search that ``error`` ends early (the error itself is the caller's to raise)."""
+        cause = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by an error outside a trial ({failure_reason(error)})"
+        try:
+            self.write_outputs(final=True)
+        except Exception as failed:  # the first error is the one to raise; this one is only said
+            self.log(f"search {cause}; the final outputs could not be written ({failure_reason(failed)})")
+            return
+        self.log(f"search {cause}: the front so far is in {self.folder / 'report.md'} ({self.folder / 'pareto.json'}, "
+                 f"{self.folder / 'points'}/); the same command with --resume goes on from here")
 
     def _finished(self) -> dict[str, list[FrozenTrial]]:
         """Per fidelity: measured trials and trials that failed on their own (not those of a killed worker, which run again)."""
@@ -241,25 +293,19 @@ class Search:
         return next_trial(self.spec, self._finished(), min(waiting, key=lambda t: t.number, default=None), self.elapsed())
 
     def _due_promotions(self) -> bool:
-        proxy = self.studies["proxy"].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return len(proxy) > 0 and len(proxy) % self.spec.promote_every == 0 and not self.studies["proxy"].user_attrs.get(f"promoted_at_{len(proxy)}")
+        return promotion_due(self.studies["proxy"], self.spec)
 
     def _promote(self) -> None:
         """Queue the best proxy candidates (the feasible front first, then the least violating) at full fidelity."""
-        proxy = self.studies["proxy"]
-        done = proxy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        proxy.set_user_attr(f"promoted_at_{len(done)}", True)
-        promoted = [t.params for t in self.studies["full"].get_trials(deepcopy=False)]
-        chosen = promotion_candidates(done, promoted, self.spec.promote)
-        for trial in chosen:
-            self.studies["full"].enqueue_trial(trial.params, user_attrs={"proxy_trial": trial.number}, skip_if_exists=True)
+        chosen = promote(self.studies, self.spec)
         if chosen:
             self.log(f"promoting proxy trials {', '.join(str(t.number) for t in chosen)} to {self.spec.full_epochs} fine-tune epochs")
 
     def _one_trial(self, fidelity: str) -> None:
         """One trial through ``study.optimize``, whose heartbeat lets other workers retry it if this process dies."""
         self._last: dict[str, Any] | None = None
-        self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(UdaciSenseError,))
+        # _objective has logged and recorded whatever failed; optuna marks the trial failed and the search goes on
+        self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(Exception,))
         self.elapsed.save()
         front = self.write_outputs()
         if self._last is None or "top1" not in self._last:
@@ -275,28 +321,40 @@ class Search:
     def _objective(self, trial: optuna.Trial, fidelity: str) -> tuple[float, float, float]:
         if fidelity == "full" and "proxy_trial" not in trial.user_attrs:
             raise optuna.TrialPruned("another worker took the queued candidate first")
-        params = sample_trial(trial, self.spec)
         label = f"{fidelity[0]}{trial.number}"
-        trial.set_user_attr("summary", describe_params(params))
-        self._last = {"trial": label, "summary": f"[{fidelity}] {describe_params(params)}"}
+        self._last = {"trial": label, "summary": f"[{fidelity}]"}
         started = time.perf_counter()
         try:
+            params = sample_trial(trial, self.spec)
+            trial.set_user_attr("summary", describe_params(params))
+            self._last["summary"] = f"[{fidelity}] {describe_params(params)}"
             recipe = trial_recipe(self.base, params, self.spec, fidelity)
             trial.set_user_attr("recipe", recipe)  # in the study: a worker on another machine can write this point's recipe
             measured = self.run_trial(recipe)
-        except UdaciSenseError as error:  # a trial that cannot train or export does not end the search (optuna catches it)
-            trial.set_user_attr("seconds", time.perf_counter() - started)
-            trial.set_user_attr("error", str(error))
-            self.log(f"trial {label} {self._last['summary']}: FAILED: {error}")
+            values = measured["top1"], measured["latency_ms"], measured["megabytes"]
+            if not all(math.isfinite(value) for value in values):  # optuna would fail it without a reason
+                raise UdaciSenseError(f"measured top-1 {values[0]}%, {values[1]} ms, {values[2]} MB: not finite numbers")
+            measured["seconds"] = time.perf_counter() - started
+            for key, value in measured.items():
+                trial.set_user_attr(key, value)
+            constraints = constraint_values(measured, self.spec)
+            for key, value in constraints.items():  # the TPE sampler reads these (see proxy_sampler)
+                trial.set_constraint(key, value)
+        except KeyboardInterrupt:
+            # optuna marks the trial failed; queued again, a --resume reruns it (its runner resumes from its last stage)
+            self.studies[fidelity].enqueue_trial(trial.params, user_attrs=trial.user_attrs)
             raise
-        measured["seconds"] = time.perf_counter() - started
-        for key, value in measured.items():
-            trial.set_user_attr(key, value)
-        for key, value in self._violations(measured).items():  # the samplers read these (feasible: every value <= 0)
-            trial.set_constraint(key, value)
-        measured["constraints"] = trial.constraints
+        except Exception as error:  # whatever goes wrong in one trial fails that trial alone (optuna catches it)
+            reason = failure_reason(error)
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("error", reason)
+            self.log(f"trial {label} {self._last['summary']}: FAILED: {reason}")
+            if not isinstance(error, UdaciSenseError):  # a bug or a library's failure: its traceback, in the log file only
+                self.logger.error(f"trial {label} failed", exc_info=error, extra=FILE_ONLY)
+            raise
+        measured["constraints"] = constraints
         self._last |= measured
-        return measured["top1"], measured["latency_ms"], measured["megabytes"]
+        return values
 
     def run_trial(self, recipe: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one trial recipe in ``trials/<hash>/`` and return its measured objectives."""
@@ -316,6 +374,8 @@ class Search:
                 with latency_threads(1):  # the objective; timing all cores too would cost a fresh process per artifact
                     result = run_pipeline(pipeline, folder.parent, resume=folder.is_dir(), name=key, report=False)
         artifact = result["deploy"]["artifacts"][ARTIFACT]
+        if not artifact["validation"]["passed"]:  # its numbers are not the model's: never a point, a failed trial
+            raise UdaciSenseError(f"{ARTIFACT} failed validation: {'; '.join(artifact['validation']['failures'])}")
         baseline_top1 = result["baseline"]["metrics"]["test_top1"]  # the validation split: the trial recipe says evaluate_on val
         return {
             "top1": artifact["validation"]["top1"],
@@ -356,13 +416,6 @@ class Search:
             self.spec = self.spec.model_copy(update={"space": space})
             self.log(note)
 
-    def _violations(self, measured: dict[str, Any]) -> dict[str, float]:
-        """By how much each constraint is missed (optuna's convention: a value <= 0 is met)."""
-        spec = self.spec
-        return {"drop": measured["drop"] - spec.max_drop,
-                "latency": measured["latency_ms"] - spec.max_latency_ms if spec.max_latency_ms else 0.0,
-                "size": measured["megabytes"] - spec.max_size_mb if spec.max_size_mb else 0.0}
-
     def _constraints_text(self) -> str:
         spec = self.spec
         parts = [f"drop <= {spec.max_drop:g} pt"]
@@ -382,7 +435,7 @@ class Search:
         result = {
             "name": self.run_dir.name, "spec": self.spec.model_dump(mode="json"), "constraints": self._constraints_text(),
             "elapsed_seconds": self.elapsed(), "feasible_found": bool(feasible), "trial_count": sum(map(len, self._finished().values())),
-            "trials": points, "front": front,
+            "trials": points, "front": front, "failed": self.failures(),
             "best": {objective: _best(feasible, objective) for objective in SUFFIX} if feasible else {},
         }
         if final and front:
@@ -413,13 +466,22 @@ class Search:
                 }
         return list(by_params.values())
 
+    def failures(self) -> list[dict[str, str]]:
+        """Every trial that failed on its own, with its one-line reason."""
+        return [{"trial": f"{fidelity[0]}{trial.number}", "summary": trial.user_attrs.get("summary", ""), "error": trial.user_attrs["error"]}
+                for fidelity, trials in self._finished().items() for trial in trials if trial.state == TrialState.FAIL]
+
     def _measure_on_test(self, front: list[dict[str, Any]]) -> None:
-        """The final report's numbers: each front artifact on the test split, which no trial has seen."""
+        """The final report's numbers: each front artifact on the test split, which no trial has seen, validated there
+        against its source model with the trials' tolerance (a failure is recorded in ``validation_failures``)."""
         from udacisense.checkpoint import load_model
         from udacisense.data import dataset_for_contract
         from udacisense.deploy.runtime import load_runner
-        from udacisense.deploy.validate import validate_artifact
+        from udacisense.deploy.validate import Tolerances, validate_artifact
         from udacisense.measure import source_logits
+        from udacisense.pipeline.recipe import ExportSpec
+
+        tolerances = Tolerances(ExportSpec.model_validate(self.base.get("export", {})).min_agreement)
 
         for point in front:
             folder = self.folder / "trials" / point["key"]
@@ -431,8 +493,11 @@ class Search:
             dataset = dataset_for_contract(payload["input"], root=self.base.get("data", {}).get("root"), **data)
             images, labels = dataset.whole("test")
             runner = load_runner(ARTIFACT, folder / "deploy" / result["deploy"]["artifacts"][ARTIFACT]["file"], threads=None)
-            validation = validate_artifact(runner, images, labels, source_logits(model, images), quantized=True)
+            validation = validate_artifact(runner, images, labels, source_logits(model, images), quantized=True, tolerances=tolerances)
             point["test_top1"] = validation["top1"]
+            point["test_agreement"] = validation["agreement"]
+            if validation["failures"]:
+                point["validation_failures"] = [f"{ARTIFACT} on the test split: {failure}" for failure in validation["failures"]]
 
     def _write_point_recipe(self, point: dict[str, Any], path: Path) -> str:
         """A recipe ``udacisense run`` reproduces: the trial's own, measured on the test split like any run."""
@@ -494,12 +559,44 @@ def size_feasible_space(space: SearchSpace, max_size_mb: float, model: torch.nn.
                       f"{' and always prunes' if 'prune' in changes else ''}")
 
 
+def proxy_sampler(spec: SearchSpec) -> optuna.samplers.TPESampler:
+    """The proxy study's sampler: multivariate TPE over the conditional space. It is constraint-aware through the
+    values each trial stores with ``trial.set_constraint`` (:func:`constraint_values`): optuna 5 reads
+    ``FrozenTrial.constraints`` of every finished trial and ranks a trial that misses a limit below every feasible one,
+    by its summed miss. (TPESampler's ``constraints_func`` is deprecated in optuna 5 for exactly this, and would store
+    the same values a second time, under other names, which ``FrozenTrial.constraints`` would then count twice.)"""
+    seed = spec.seed if spec.storage is None else spec.seed + os.getpid()  # workers sharing a study: not the same start points
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(spec.promote_every, 6))
+
+
+def constraint_values(measured: dict[str, Any], spec: SearchSpec) -> dict[str, float]:
+    """By how much each limit is missed, as a share of the limit (optuna's convention: a value <= 0 is met). Shares,
+    because a sum of misses ranks the points that miss (:func:`violation`, and optuna's sampler): points of accuracy,
+    milliseconds and megabytes added as they come would let whichever unit has the largest numbers decide."""
+    def miss(value: float, limit: float | None, floor: float = 0.0) -> float:
+        return 0.0 if limit is None else (value - limit) / max(limit, floor)
+
+    return {"drop": miss(measured["drop"], spec.max_drop, DROP_FLOOR), "latency": miss(measured["latency_ms"], spec.max_latency_ms),
+            "size": miss(measured["megabytes"], spec.max_size_mb)}
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a trial failed, on one line: a user error's message as it stands (it is written for users), anything else
+    as its type and message (a bug or a library's failure, whose traceback goes to the log file)."""
+    message = " ".join(str(error).split())
+    if isinstance(error, UdaciSenseError):
+        label = getattr(error, "label", "error")  # a banner such as COMPRESSION FAILED says which kind of failure
+        return message if label == "error" else f"{label}: {message}"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def feasible(constraints: dict[str, float]) -> bool:
     return all(value <= 0 for value in constraints.values())
 
 
 def violation(constraints: dict[str, float]) -> float:
-    """How far a trial is from meeting every constraint (0 when it meets them all)."""
+    """How far a trial is from meeting every constraint (0 when it meets them all): the sum of its misses, each a share
+    of its limit (see :func:`constraint_values`), so that no unit outweighs another."""
     return sum(max(0.0, value) for value in constraints.values())
 
 
@@ -527,6 +624,39 @@ def promotion_candidates(done: list[FrozenTrial], promoted: list[dict[str, Any]]
     ranked = sorted(done, key=lambda t: (t.number not in front, violation(t.constraints), -t.values[0]))
     return [t for t in ranked if fine_tunes(t.params) and json.dumps(t.params, sort_keys=True) not in seen
             and all(t.constraints.get(key, 0.0) <= 0 for key in FIXED_BY_ARCHITECTURE)][:count]
+
+
+def promotions_done(proxy: optuna.Study) -> int:
+    """How many promotions the study has had: one ``promotion_<n>`` user attr each (a search started before this
+    rule marked them ``promoted_at_<count>``)."""
+    return sum(key.startswith((PROMOTION, "promoted_at_")) for key in proxy.user_attrs)
+
+
+def promotion_due(proxy: optuna.Study, spec: SearchSpec) -> bool:
+    """Whether another promotion is due: once ``promote_every`` more proxy trials have finished than the promotions
+    so far account for. An inequality, not "a multiple of promote_every", because workers sharing a study may each
+    find the count already past the multiple (two trials finished at once) and would all skip it."""
+    complete = proxy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return len(complete) >= (promotions_done(proxy) + 1) * spec.promote_every
+
+
+def promote(studies: dict[str, optuna.Study], spec: SearchSpec) -> list[FrozenTrial]:
+    """Queue the next promotion's candidates (:func:`promotion_candidates`) in the full study and count it; returns
+    them (none when no promotion is due: another worker has just done it). Two workers doing the same promotion at
+    once count it once (both write the same ``promotion_<n>``) and queue a configuration once (``skip_if_exists``)."""
+    proxy, full = studies["proxy"], studies["full"]
+    number = promotions_done(proxy) + 1
+    done = proxy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < number * spec.promote_every:
+        return []
+    # a queued candidate has no params until it runs: it is known by the proxy trial it came from
+    queued = {t.user_attrs.get("proxy_trial") for t in full.get_trials(deepcopy=False)}
+    promoted = [t.params for t in full.get_trials(deepcopy=False)] + [t.params for t in done if t.number in queued]
+    chosen = promotion_candidates(done, promoted, spec.promote)
+    for trial in chosen:
+        full.enqueue_trial(trial.params, user_attrs={"proxy_trial": trial.number}, skip_if_exists=True)
+    proxy.set_user_attr(f"{PROMOTION}{number}", len(done))  # after queueing: a worker killed in between promotes again
+    return chosen
 
 
 def _best(points: list[dict[str, Any]], objective: str) -> dict[str, Any]:

@@ -31,18 +31,20 @@ def write_report(result: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     return {"markdown": markdown_path, "html": html_path}
 
 
-def write_failure_report(run_dir: Path, name: str, step: str, reason: str, finished: list[str]) -> dict[str, Path]:
-    """``report.md`` and ``report.html`` of a run stopped by a failed training step: a banner, the reason, and what
+def write_failure_report(run_dir: Path, name: str, step: str, reason: str, finished: list[str],
+                         label: str = "TRAINING FAILED") -> dict[str, Path]:
+    """``report.md`` and ``report.html`` of a run stopped by a failed step: a banner (``label``), the reason, and what
     finished before it (its checkpoints stay on disk; fix the cause, then ``--resume`` reuses them)."""
     from udacisense.report.html import write_html
 
-    lines = [f"# UdaciSense report: {name}", "", f"> **TRAINING FAILED** in {step}: {reason}", "",
-             "No model was shipped from this run: a model at chance, or one that diverged, is no starting point for compression.",
+    lines = [f"# UdaciSense report: {name}", "", f"> **{label}** in {step}: {reason}", "",
+             "No model was shipped from this run: a model at chance, one that diverged, or an artifact that does not compute what "
+             "its model does, is no starting point for what follows.",
              "", "Finished before the failure: " + (", ".join(finished) if finished else "nothing") + ".", ""]
     text = "\n".join(lines)
     markdown_path = run_dir / "report.md"
     atomic_write(markdown_path, lambda handle: handle.write(text.encode()))
-    html_path = write_html(text, run_dir, run_dir / "report.html", title=f"UdaciSense report: {name} (training failed)")
+    html_path = write_html(text, run_dir, run_dir / "report.html", title=f"UdaciSense report: {name} ({label.lower()})")
     return {"markdown": markdown_path, "html": html_path}
 
 
@@ -123,13 +125,23 @@ def signed_points(value: float) -> str:
     return f"{value:+.2f}" if abs(value) >= 0.005 else "0.00"
 
 
+def _validation_banner(result: dict[str, Any]) -> list[str]:
+    """The first thing a reader sees when a shipped artifact failed its check in its runtime."""
+    failures = result.get("validation", {}).get("failures")
+    if not failures:
+        return []
+    return [f"> **VALIDATION FAILED**: {'; '.join(failures)}. This artifact does not compute what its model does within the recipe's "
+            "tolerance (export: min_agreement); its numbers below are measured, but no target counts as met on it.", ""]
+
+
 def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
     if not targets:
         return ["No targets were checked: this run exported nothing (targets are checked on the first export format)."]
     lines = ["| target | goal | measured | result | how it is measured |", "|---|---:|---:|:---:|---|"]
     for row in targets:
         goal, measured = target_cells(row)
-        lines.append(f"| {row['target']} | {goal} | {measured} | {'pass' if row['passed'] else '**FAIL**'} | {row['definition']} |")
+        verdict = "**FAIL** (artifact failed validation)" if row.get("validation_failed") else "pass" if row["passed"] else "**FAIL**"
+        lines.append(f"| {row['target']} | {goal} | {measured} | {verdict} | {row['definition']} |")
     return lines
 
 
@@ -153,6 +165,7 @@ def render_markdown(result: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "## Executive summary",
         "",
+        *_validation_banner(result),
         f"The {'shipped artifact' if result['deploy'] else 'final model'} `{final['file']}` ({final['kind']}, {final['runtime']}) is "
         f"**{_mb(final['bytes'])}**, {metrics['bytes'] / final['bytes']:.1f}× smaller than the fp32 baseline ({_mb(metrics['bytes'])}); "
         f"it classifies an image in **{primary_ms:.3f} ms** on one thread, {eager_ms / primary_ms:.1f}× faster than the baseline in eager "

@@ -17,6 +17,8 @@ def front_table(result: dict[str, Any]) -> str:
              "|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for point in result["front"]:
         test = f"{point['test_top1']:.2f}%" if "test_top1" in point else "(at the end)"
+        if point.get("validation_failures"):
+            test += " **VALIDATION FAILED**: " + "; ".join(point["validation_failures"])
         lines.append(f"| {point['trial']} | {point['fidelity']} | {point['summary']} | {point['top1']:.2f}% | {point['drop']:.2f} | "
                      f"{point['latency_ms']:.3f} ms | {point['megabytes']:.3f} MB | {test} | {point.get('recipe', '')} |")
     return "\n".join(lines)
@@ -37,9 +39,12 @@ def write_search_report(result: dict[str, Any], folder: Path) -> dict[str, Path]
     best = [f"- {label}: trial {point['trial']} ({point['summary']}), `best_{objective}.yaml`"
             for objective, label in (("accuracy", "most accurate"), ("latency", "fastest"), ("size", "smallest"))
             if (point := result["best"].get(objective))]
+    failed = result.get("failed", [])  # absent from a pareto.json written before failures were listed
+    failures = [f"{len(failed)} failed trial{'s' if len(failed) > 1 else ''} (never on the front):", "",
+                *[f"- {row['trial']} ({row['summary'] or 'not sampled'}): {row['error']}" for row in failed], ""] if failed else []
     text = "\n".join([f"# Search: {result['name']}", "", f"Constraints: {result['constraints']}. Objectives: validation top-1 (max), "
                       "latency of the int8 `.pte` at batch 1 and 1 thread in ExecuTorch (min), its size (min); test top-1 is measured "
-                      "only for the front, at the end.", "", front_table(result), "", *best, "",
+                      "only for the front, at the end.", "", front_table(result), "", *best, "", *failures,
                       "![every trial](pareto.png)" if points else "(no finished trial yet)", ""])
     atomic_write(paths["markdown"], lambda handle: handle.write(text.encode()))
     return paths

@@ -4,6 +4,7 @@ dynamic), so nothing may follow it. See :mod:`udacisense.compress.quantize`."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -76,16 +77,17 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
     if params.max_drop is not None:
         info["mixed_precision"] = _plan_mixed_precision(model, config, params.max_drop, context)
         float_layers = tuple(info["mixed_precision"]["float_layers"])
+    source = None
     if config.method == "static":
         calibration = context.dataset.calibration_batches(config.calibration_images)
         graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, float_layers=float_layers,
                                      per_channel=config.per_channel)
     else:
-        graph, info["history"] = _quantization_aware_training(model, params, float_layers, context)
+        graph, source, info["history"] = _quantization_aware_training(model, params, float_layers, context)
     info["float_layers"] = list(float_layers)
     path = context.folder / "model_int8.pte"
     info["export"] = export_pte(graph, example, path)
-    return StageOutput(model, info, artifacts={"pte-int8": path})
+    return StageOutput(model, info, artifacts={"pte-int8": path}, source=source)
 
 
 def _plan_mixed_precision(model: nn.Module, config: QuantizeConfig, max_drop: float, context: StageContext) -> dict[str, Any]:
@@ -104,7 +106,8 @@ def _plan_mixed_precision(model: nn.Module, config: QuantizeConfig, max_drop: fl
 
 
 def _quantization_aware_training(model: nn.Module, params: Quantize, float_layers: tuple[str, ...], context: StageContext):
-    """Fine-tune with fake quantization (BatchNorm and observers frozen from the configured epochs), then convert."""
+    """Fine-tune with fake quantization (BatchNorm and observers frozen from the configured epochs), then convert.
+    Returns the int8 graph, the trained fake-quantized graph (what the int8 file must agree with) and the history."""
     from udacisense.compress.quantize import convert_qat, freeze_qat, prepare_qat
     from udacisense.train import fit
 
@@ -118,7 +121,9 @@ def _quantization_aware_training(model: nn.Module, params: Quantize, float_layer
 
     history = fit(prepared, context.dataset, train_config, Path(context.folder) / "qat", context.model_spec, logger=context.logger,
                   on_epoch_start=freeze, loss_function=teacher_loss(model, params.distill, train_config, context), resume=context.resume)
-    return convert_qat(prepared), [asdict(row) for row in history]
+    freeze_qat(prepared, batchnorm=True, observers=True)  # the ranges conversion uses; measuring must not move them
+    trained = copy.deepcopy(prepared)  # conversion rewrites the graph in place
+    return convert_qat(prepared), trained, [asdict(row) for row in history]
 
 
 

@@ -72,6 +72,9 @@ class StageOutput:
     info: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     model_spec: dict[str, Any] | None = None
+    # the model the artifact was converted from when it is not ``model`` (QAT: the fake-quantized graph); the runner
+    # fails the stage when the artifact disagrees with it beyond the recipe's tolerance
+    source: nn.Module | None = None
 
 
 Handler = Callable[[nn.Module, Any, StageContext], StageOutput]
