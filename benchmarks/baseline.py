@@ -2,7 +2,7 @@
 
     python benchmarks/baseline.py                                   # the defaults below
     python benchmarks/baseline.py --models mobilenet_v3_small:40 resnet18:30
-    python benchmarks/baseline.py --recipe strong --models mobilenet_v3_small:150 --runs-dir /work/bench-runs
+    python benchmarks/baseline.py --recipe strong --models mobilenet_v3_small:150 --runs-dir runs/benchmarks
 
 Each model trains in <runs-dir>/baseline_<model>[_<recipe>]/ (resumable: rerun the same command
 after an interruption; put long runs outside the work tree), results go to

@@ -1,7 +1,7 @@
 """Issue 17: the GPU code path, checked end to end: training with bf16 autocast and channels-last (and optionally
 torch.compile), QAT, and the int8 .pte export validated on the CPU runtime.
 
-    python benchmarks/gpu_check.py [--epochs 3] [--train-subset N] [--compile] [--runs-dir /tmp/gpu-check]
+    python benchmarks/gpu_check.py [--epochs 3] [--train-subset N] [--compile] [--runs-dir runs/gpu-check]
 
 On a machine without CUDA it runs the same steps on the CPU (autocast and channels-last are then off, as the
 training config documents) and says so. Prints the device, training throughput, top-1 after training, after QAT and of
