@@ -51,6 +51,15 @@ def above_chance(labels: torch.Tensor, num_classes: int, margin_points: float) -
     return 100.0 * chance_level(labels, num_classes) + margin_points
 
 
+def brute_force_front(points: list[dict]) -> set[str]:
+    """The trials no other point dominates, by definition: another point at least as accurate, as fast and as small,
+    and strictly better on one of the three."""
+    def beats(a: dict, b: dict) -> bool:
+        at_least = a["top1"] >= b["top1"] and a["latency_ms"] <= b["latency_ms"] and a["megabytes"] <= b["megabytes"]
+        return at_least and (a["top1"], a["latency_ms"], a["megabytes"]) != (b["top1"], b["latency_ms"], b["megabytes"])
+    return {point["trial"] for point in points if not any(beats(other, point) for other in points)}
+
+
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """Write ``array`` (uint8) as an IDX file: magic 0x0000 08 <ndim>, big-endian dims, raw bytes."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)

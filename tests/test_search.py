@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import FAST_SEARCH
+from conftest import FAST_SEARCH, brute_force_front
 from udacisense.cli import main
 from udacisense.pipeline.search import (
     constraint_values,
@@ -37,15 +37,6 @@ def small_search(tmp_path_factory, tiny_baseline):
     code = main(["search", "--checkpoint", str(tiny_baseline), "--budget", "2m", "--trials", "3", "--max-drop", "10", "--name", "small",
                  "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantization=[static]"])
     return runs, code
-
-
-def brute_force_front(points: list[dict]) -> set[str]:
-    """The trials no other point dominates, by definition: another point at least as accurate, as fast and as small,
-    and strictly better on one of the three."""
-    def beats(a: dict, b: dict) -> bool:
-        at_least = a["top1"] >= b["top1"] and a["latency_ms"] <= b["latency_ms"] and a["megabytes"] <= b["megabytes"]
-        return at_least and (a["top1"], a["latency_ms"], a["megabytes"]) != (b["top1"], b["latency_ms"], b["megabytes"])
-    return {point["trial"] for point in points if not any(beats(other, point) for other in points)}
 
 
 def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_search, capsys):

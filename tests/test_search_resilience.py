@@ -22,22 +22,13 @@ import optuna
 import pytest
 import yaml
 
-from conftest import FAST_SEARCH
+from conftest import FAST_SEARCH, brute_force_front
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.search import Search, search_base
 from udacisense.pipeline.search_spec import SearchSpec
 
 COMPLETE, FAIL, WAITING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING
-
-
-def brute_force_front(points: list[dict]) -> set[str]:
-    """The trials no other point dominates, by definition: another point at least as accurate, as fast and as small,
-    and strictly better on one of the three."""
-    def beats(a: dict, b: dict) -> bool:
-        at_least = a["top1"] >= b["top1"] and a["latency_ms"] <= b["latency_ms"] and a["megabytes"] <= b["megabytes"]
-        return at_least and (a["top1"], a["latency_ms"], a["megabytes"]) != (b["top1"], b["latency_ms"], b["megabytes"])
-    return {point["trial"] for point in points if not any(beats(other, point) for other in points)}
 
 
 def search_command(tiny_baseline: Path, runs: Path, name: str, trials: int) -> list[str]:

@@ -83,7 +83,7 @@ def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from udacisense.deploy.validate import Tolerances, require_validated
+    from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
     from udacisense.export import parse_formats
     from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle
     from udacisense.export.signing import sign_bundle
@@ -106,12 +106,12 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"\nsigned {output}/manifest.sig ({record['algorithm']}, public key sha256 {record['public_key_sha256'][:16]}…)")
     problems = verify_bundle(output)
     print(f"\nbundle {'verified' if not problems else 'NOT verified: ' + '; '.join(problems)} -> {output}/manifest.json")
-    require_validated(manifest, f"bundle {output}")
+    require_validated(validation_failures(manifest), f"bundle {output}")
     return 1 if problems else 0
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    from udacisense.deploy.validate import Tolerances, require_validated
+    from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
     from udacisense.export import parse_formats
     from udacisense.export.signing import sign_bundle
     from udacisense.export.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
@@ -130,7 +130,7 @@ def run_bundle(args: argparse.Namespace) -> int:
         print(f"signed {args.output}/manifest.sig")
     print(f"bundle -> {args.output}/manifest.json; selectors in {args.output}/selector/; the selection on this machine in {args.output}/report.md")
     verified = run_verify(argparse.Namespace(bundle=args.output, key=None))
-    require_validated(manifest, f"kept in the bundle {args.output}; the selector never picks them")
+    require_validated(validation_failures(manifest), f"kept in the bundle {args.output}; the selector never picks them")
     return verified
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from udacisense.cli.common import add_command, nproc_argument
-from udacisense.errors import UdaciSenseError, ValidationFailed
+from udacisense.errors import UdaciSenseError
 
 RUN_EXAMPLE = """example:
   udacisense run quickstart                                # a shipped recipe, or a path: udacisense run my_recipe.yaml
@@ -128,6 +128,7 @@ def run_recipes(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from udacisense.config import validate_config
+    from udacisense.deploy.validate import require_validated
     from udacisense.pipeline.search import Search, search_base, show_search
     from udacisense.pipeline.search_spec import SearchSpec
     from udacisense.report.search import front_table
@@ -144,8 +145,7 @@ def run_search(args: argparse.Namespace) -> int:
     report = args.runs_dir / name / "search" / "report.md"
     print(f"\nreport: {report}; reproduce a point with: udacisense run <its recipe>")
     failed = [f"front point {point['trial']}: {'; '.join(point['validation_failures'])}" for point in result["front"] if point.get("validation_failures")]
-    if failed:  # passed on the validation split in its trial, not on the test split: it must not ship unremarked
-        raise ValidationFailed(f"{'; '.join(failed)} (report: {report})")
+    require_validated(failed, f"report: {report}")  # passed on the validation split in its trial, not on the test split
     return 0 if result["feasible_found"] else 1
 
 

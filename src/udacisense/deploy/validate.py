@@ -76,8 +76,8 @@ def validation_failures(manifest: dict[str, Any]) -> list[str]:
             for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
 
 
-def require_validated(manifest: dict[str, Any], where: str) -> None:
-    """Raise :class:`ValidationFailed`, naming every artifact of the bundle that failed its check and ``where`` it is."""
-    failures = validation_failures(manifest)
+def require_validated(failures: list[str], where: str) -> None:
+    """Raise :class:`ValidationFailed` on one line naming every artifact that failed its check (``failures``, e.g. from
+    :func:`validation_failures`) and ``where`` it and everything else written are; nothing when the list is empty."""
     if failures:
         raise ValidationFailed(f"{'; '.join(failures)} ({where})")

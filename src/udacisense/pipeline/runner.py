@@ -29,8 +29,8 @@ from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.config import DataConfig, TrackingConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
-from udacisense.deploy.validate import validation_failures
-from udacisense.errors import CompressionFailed, TrainingFailed, ValidationFailed
+from udacisense.deploy.validate import require_validated, validation_failures
+from udacisense.errors import CompressionFailed, TrainingFailed
 from udacisense.export import get_format
 from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
@@ -190,10 +190,8 @@ def _validation_failures(manifest: dict[str, Any] | None, variants: dict[str, An
 
 def require_validated_run(result: dict[str, Any]) -> None:
     """Raise :class:`ValidationFailed` when a shipped artifact of a finished run failed validation (after its report)."""
-    failures = result.get("validation", {}).get("failures")
-    if failures:
-        report = result.get("report", {}).get("html", result["run"])
-        raise ValidationFailed(f"{'; '.join(failures)} (everything is written: {report})")
+    report = result.get("report", {}).get("html", result["run"])
+    require_validated(result.get("validation", {}).get("failures", []), f"everything is written: {report}")
 
 
 def _track_record(record: dict[str, Any]) -> None:
