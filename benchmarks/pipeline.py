@@ -50,7 +50,7 @@ def peer_row(baseline_run: Path) -> dict:
     import torch
 
     from udacisense.checkpoint import load_model
-    from udacisense.export import get_format
+    from udacisense.export import FORMATS
     from udacisense.measure import measure_artifact, source_logits
     from udacisense.pipeline.recipe import load_recipe
     from udacisense.pipeline.runner import dataset_for_recipe
@@ -62,7 +62,7 @@ def peer_row(baseline_run: Path) -> dict:
     shape = tuple(payload["input"]["shape"])
     folder = baseline_run.parent / "peer_onnx_int8"
     folder.mkdir(parents=True, exist_ok=True)
-    path, info = get_format("onnx-int8").export(model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
+    path, info = FORMATS.get("onnx-int8").export(model, torch.zeros(shape), folder, lambda: dataset.calibration_batches(256))
     images, labels = dataset.whole("test")
     return {"artifact": measure_artifact("onnx-int8", path, shape, images, labels, source_logits(model, images)), "export": info,
             "baseline": result["baseline"]["metrics"]}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.compress.quantize import QuantizeConfig  # noqa: E402
 from udacisense.config import TrainConfig  # noqa: E402
-from udacisense.export import get_format  # noqa: E402
+from udacisense.export import FORMATS  # noqa: E402
 
 SOURCES = {
     "baseline": Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt"),
@@ -40,7 +40,7 @@ def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | 
     # files relative to the run folder, where remeasure_latency looks for them
     artifact = {"file": str(Path(record["artifacts"][metrics["runtime"]]).relative_to(result["run"])), "bytes": metrics["bytes"],
                 "top1": metrics["test_top1"], "agreement": metrics["agreement"], "latency_ms": metrics["latency_ms"], "memory": metrics["memory"]}
-    reference = baseline["references"][get_format(metrics["runtime"]).reference]
+    reference = baseline["references"][FORMATS.get(metrics["runtime"]).reference]
     fp32 = reference | {"file": str(Path("stages/00_baseline/reference") / reference["file"])}
     row = {"method": config.method, "source_top1": baseline["metrics"]["test_top1"], "fp32_artifact": fp32, "artifact": artifact,
            "top1_drop": baseline["metrics"]["test_top1"] - artifact["top1"], "size_vs_fp32_artifact": artifact["bytes"] / fp32["bytes"],

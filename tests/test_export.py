@@ -117,9 +117,9 @@ def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):
 
 def test_coreml_converts_and_is_marked_not_run(tmp_path):
     from conftest import TinyNet
-    from udacisense.export import get_format
+    from udacisense.export import FORMATS
 
-    path, info = get_format("coreml").export(TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, list)
+    path, info = FORMATS.get("coreml").export(TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, list)
     assert path.name == "model.mlpackage" and (path / "Manifest.json").is_file()
     assert any(p.stat().st_size > 1000 for p in path.rglob("*.bin"))  # the weights file
     assert info["status"].startswith("converted, not run")

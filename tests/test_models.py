@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from udacisense import UdaciSenseError
-from udacisense.models import create_model, list_models
+from udacisense.models import MODELS, create_model
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large", "resnet18"])
@@ -32,12 +32,12 @@ def test_batchnorm_momentum_is_not_torchvisions_stale_default():
     assert norms and all(m.momentum == 0.1 for m in norms)
 
 
-def test_unknown_model_lists_known_names():
-    with pytest.raises(UdaciSenseError) as error:
+def test_unknown_model_suggests_the_closest_or_lists_known_names():
+    with pytest.raises(UdaciSenseError, match="unknown model 'mobilenet_v3_smal' \\(did you mean 'mobilenet_v3_small'\\?"):
         create_model("mobilenet_v3_smal")
-    message = str(error.value)
-    assert "did you mean 'mobilenet_v3_small'" in message
-    assert all(name in message for name in list_models())
+    with pytest.raises(UdaciSenseError) as error:
+        create_model("xyz")
+    assert all(name in str(error.value) for name in MODELS.names()) and "path/to/file.py:callable" in str(error.value)
 
 
 def test_user_model_from_file(user_model_file):

@@ -71,7 +71,7 @@ def _error(raw: dict) -> str:
     "change, expected",
     [
         ({"stages": [{"stage": "prune_channels", "ratoi": 0.5}]}, "unknown key 'ratoi' (did you mean 'ratio'?)"),
-        ({"stages": [{"stage": "prune_chanels", "ratio": 0.5}]}, "not a stage (did you mean 'prune_channels'?)"),
+        ({"stages": [{"stage": "prune_chanels", "ratio": 0.5}]}, "unknown stage 'prune_chanels' (did you mean 'prune_channels'?)"),
         ({"stagse": []}, "unknown key 'stagse' (did you mean 'stages'?)"),
         ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "fine_tune": {"epochs": "many"}}]}, "'fine_tune.epochs': Input should be a valid integer"),
         ({"stages": [{"stage": "prune_channels", "ratio": 1.5}]}, "'ratio': Input should be less than 1"),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
 
 from udacisense.errors import UdaciSenseError
+from udacisense.registry import did_you_mean
 
 
 class StrictModel(BaseModel):
@@ -142,9 +142,7 @@ def _describe(model_type: type[BaseModel], error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         known = _known_fields(model_type, error["loc"][:-1])
-        guess = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
-        hint = f" (did you mean '{guess[0]}'?)" if guess else f" (known: {', '.join(sorted(known))})"
-        return f"unknown key '{location}'{hint}"
+        return f"unknown key '{location}' ({did_you_mean(str(error['loc'][-1]), sorted(known))})"
     got = repr(error.get("input"))
     return f"'{location}': {error['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
 

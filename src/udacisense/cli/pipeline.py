@@ -115,14 +115,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_recipes(args: argparse.Namespace) -> int:
     from udacisense.pipeline.recipe import list_recipes
-    from udacisense.stages import list_stages
+    from udacisense.stages import STAGES
 
     print("recipes (udacisense run NAME):")
     for name, description in list_recipes():
         print(f"  {name:<12} {description}")
     print("stages:")
-    for name, summary in list_stages():
-        print(f"  {name:<19} {summary}")
+    for name, stage in STAGES.items():
+        print(f"  {name:<19} {stage.summary}")
     return 0
 
 

@@ -155,11 +155,13 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from udacisense.data import list_datasets
-    from udacisense.models import list_models
-    from udacisense.stages import list_stages
+    from udacisense.data import DATASETS
+    from udacisense.export import FORMATS
+    from udacisense.models import MODELS
+    from udacisense.stages import STAGES
 
-    print("models:    " + ", ".join(list_models()) + ", or path/to/file.py:callable")
-    print("data sets: " + ", ".join(list_datasets()))
-    print("stages:    " + ", ".join(name for name, _ in list_stages()))
+    print("models:    " + ", ".join(MODELS.names()) + ", or path/to/file.py:callable")
+    print("data sets: " + ", ".join(DATASETS.names()))
+    print("stages:    " + ", ".join(STAGES.names()))
+    print("formats:   " + ", ".join(FORMATS.names()))
     return 0

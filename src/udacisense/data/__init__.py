@@ -23,7 +23,7 @@ from udacisense.data.base import (
     convert_channels,
     resize,
 )
-from udacisense.errors import UdaciSenseError
+from udacisense.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -36,25 +36,18 @@ class DataSource:
 
 # Flips only where a mirrored image is still the same class: clothes and CIFAR's objects are; digits, letters and
 # a user's unknown classes may not be (a mirrored 2 is no 2), so an ImageFolder gets crops only unless asked.
-_SOURCES: dict[str, DataSource] = {
-    "fashion-mnist": DataSource(lambda config: fashion_mnist.load(config.root), ("crop", "flip")),
-    "cifar10": DataSource(lambda config: cifar10.load(config.root), ("crop", "flip")),
-    "imagefolder": DataSource(lambda config: imagefolder.load(config.root, config.image_size, config.channels), ("crop",)),
-    "synthetic": DataSource(lambda config: synthetic.load(image_size=config.image_size or 28, channels=config.channels or 1), ("crop",)),
-}
-
-
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`get_dataset`."""
-    return sorted(_SOURCES)
+DATASETS: Registry[DataSource] = Registry("data set")
+DATASETS.register("fashion-mnist", DataSource(lambda config: fashion_mnist.load(config.root), ("crop", "flip")))
+DATASETS.register("cifar10", DataSource(lambda config: cifar10.load(config.root), ("crop", "flip")))
+DATASETS.register("imagefolder", DataSource(lambda config: imagefolder.load(config.root, config.image_size, config.channels), ("crop",)))
+DATASETS.register("synthetic", DataSource(lambda config: synthetic.load(image_size=config.image_size or 28, channels=config.channels or 1), ("crop",)))
 
 
 def augmentation(config: DataConfig) -> tuple[str, ...]:
     """The training augmentation for ``config``: its own list, or its data set's default."""
     if config.augment is not None:
         return config.augment
-    source = _SOURCES.get(config.name)
-    return source.augment if source else ()
+    return DATASETS[config.name].augment if config.name in DATASETS else ()
 
 
 def get_dataset(config: DataConfig) -> ImageDataset:
@@ -64,10 +57,7 @@ def get_dataset(config: DataConfig) -> ImageDataset:
     the test set is left whole for final evaluation. Normalization statistics come from the
     training split only.
     """
-    source = _SOURCES.get(config.name)
-    if source is None:
-        raise UdaciSenseError(f"unknown data set '{config.name}'; known: {', '.join(list_datasets())}")
-    raw = source.load(config)
+    raw = DATASETS.get(config.name).load(config)
 
     def prepare(images: RawImages) -> RawImages:
         return RawImages(resize(convert_channels(images.images, config.channels), config.image_size), images.labels)
@@ -121,5 +111,5 @@ __all__ = [
     "Normalization",
     "RawImages",
     "get_dataset",
-    "list_datasets",
+    "DATASETS",
 ]

@@ -1,4 +1,4 @@
-"""Export formats, one registry: ``get_format(name).export(model, example, folder, calibration)``.
+"""Export formats, one registry: ``FORMATS.get(name).export(model, example, folder, calibration)``.
 
 Each :class:`ExportFormat` says everything the rest of the toolkit needs to know about a format:
 its file name, how to write it, which runtime runs it (None: it cannot run on this machine), the
@@ -7,7 +7,6 @@ fp32 format an int8 artifact is compared with, and whether exporting quantizes t
 
 from __future__ import annotations
 
-import difflib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from udacisense.errors import UdaciSenseError
+from udacisense.registry import Registry
 
 Calibration = Callable[[], list[torch.Tensor]]
 Exporter = Callable[[nn.Module, torch.Tensor, Path, Calibration], dict[str, Any]]
@@ -46,24 +46,12 @@ class ExportFormat:
         return path, self.exporter(model, example, path, calibration)
 
 
-FORMATS: dict[str, ExportFormat] = {}
+FORMATS: Registry[ExportFormat] = Registry("export format")
 
 
 def register_format(export_format: ExportFormat) -> ExportFormat:
-    """Add a format to the registry; a second format of the same name is a bug."""
-    if export_format.name in FORMATS:
-        raise ValueError(f"export format '{export_format.name}' is registered twice")
-    FORMATS[export_format.name] = export_format
-    return export_format
-
-
-def get_format(name: str) -> ExportFormat:
-    """The registered format ``name``; an unknown name suggests the closest one."""
-    if name not in FORMATS:
-        guess = difflib.get_close_matches(name, list(FORMATS), n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"choose from {', '.join(FORMATS)}"
-        raise UdaciSenseError(f"unknown export format '{name}' ({hint})")
-    return FORMATS[name]
+    """Add a format to the registry under its own name."""
+    return FORMATS.register(export_format.name, export_format)
 
 
 def parse_formats(text: str) -> list[str]:
@@ -72,7 +60,7 @@ def parse_formats(text: str) -> list[str]:
     if not names:
         raise UdaciSenseError(f"no export format given; choose from {', '.join(FORMATS)}")
     for name in names:
-        get_format(name)
+        FORMATS.get(name)
     return names
 
 

@@ -23,7 +23,7 @@ from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.runtime import load_runner, run_batches
 from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS, get_format
+from udacisense.export import FORMATS
 from udacisense.export.signing import MANIFEST_FILE, SIGNATURE_FILE, check_signature
 from udacisense.io import atomic_write, sha256_of, write_json
 from udacisense.measure import check_artifact, source_logits
@@ -72,7 +72,7 @@ def build_bundle(
     artifacts: dict[str, Any] = {}
     for kind in tqdm(formats, desc="export", disable=None):
         started = time.perf_counter()
-        export_format = get_format(kind)
+        export_format = FORMATS.get(kind)
         quantized = export_format.quantized or kind in prebuilt
         if kind in prebuilt:
             built, built_info = prebuilt[kind]

@@ -1,6 +1,6 @@
 """Model zoo: ``create_model("mobilenet_v3_small", num_classes=10, in_channels=1)``."""
 
 from udacisense.models import mobilenet, resnet  # noqa: F401  (registers the built-in models)
-from udacisense.models.registry import create_model, list_models, register_model
+from udacisense.models.registry import MODELS, create_model, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "create_model", "register_model"]

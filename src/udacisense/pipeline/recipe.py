@@ -5,7 +5,6 @@ not an hour of training.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,10 +16,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrackingConfig, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS, get_format
+from udacisense.export import FORMATS
 from udacisense.io import parse_yaml, read_yaml
 from udacisense.pipeline.search_spec import SearchSpec
-from udacisense.stages import StageParams, get_stage
+from udacisense.registry import did_you_mean
+from udacisense.stages import STAGES, StageParams
 
 # Shipped recipes are package data, so an installed wheel finds them as well as a source checkout.
 RECIPES = resources.files("udacisense") / "recipes"
@@ -165,7 +165,7 @@ def validate_recipe(raw: dict[str, Any], source: Path | None = None) -> Pipeline
         params = dict(item)
         kind = str(params.pop("stage"))
         stage_id = str(params.pop("id", kind))
-        stage = get_stage(kind, where=f"stage {index}")
+        stage = STAGES.get(kind, where=f"invalid recipe: stage {index}")
         if stage_id in seen:
             raise UdaciSenseError(f"invalid recipe: two stages are called '{stage_id}'; give one an 'id: ...' of its own")
         seen.add(stage_id)
@@ -227,7 +227,7 @@ def check_stage_order(pipeline: Pipeline) -> None:
     formats = pipeline.recipe.export.formats
     if final is not None and formats and final.params.builds_artifact() not in formats:
         built = final.params.builds_artifact()
-        raise UdaciSenseError(f"stage {final.index} ({final.kind}) produces '{built}' ({get_format(built).title}); add '{built}' to export.formats")
+        raise UdaciSenseError(f"stage {final.index} ({final.kind}) produces '{built}' ({FORMATS.get(built).title}); add '{built}' to export.formats")
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -243,9 +243,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     path = parts[1:] if in_stage else parts
     if target is raw and path[0] not in Recipe.model_fields:
         known = list(Recipe.model_fields) + list(stage_ids)
-        guess = difflib.get_close_matches(path[0], known, n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(known)}"
-        raise UdaciSenseError(f"--set '{assignment}': no recipe section or stage id '{path[0]}' ({hint})")
+        raise UdaciSenseError(f"--set '{assignment}': no recipe section or stage id '{path[0]}' ({did_you_mean(path[0], known)})")
     for part in path[:-1]:
         if not isinstance(target.get(part, {}), dict):
             raise UdaciSenseError(f"--set '{assignment}': '{part}' is not a section")

@@ -31,7 +31,7 @@ from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.validate import require_validated, validation_failures
 from udacisense.errors import CompressionFailed, TrainingFailed
-from udacisense.export import get_format
+from udacisense.export import FORMATS
 from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle
 from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
 from udacisense.export.variants import VariantSource, build_variant_bundle, retime_variant_bundle
@@ -42,7 +42,7 @@ from udacisense.pipeline.recipe import Pipeline, Recipe, Targets
 from udacisense.profile import machine_info
 from udacisense.report import write_failure_report, write_report
 from udacisense.runs import FILE_ONLY, RESULT, WorkClock, get_logger, prepare_run_dir, removed_if_refused, run_dir_lock
-from udacisense.stages import StageContext, get_stage
+from udacisense.stages import STAGES, StageContext
 from udacisense.train import resolve_device
 
 CACHE = ".cache"
@@ -219,7 +219,7 @@ def _run_stage(planned, model, model_spec: dict[str, Any], contract: dict[str, A
                stage_hash: str, baseline_checkpoint: Path, resume: bool, logger) -> dict[str, Any]:
     """Run one stage in ``folder``, save its checkpoint atomically, measure it; returns its journal record."""
     _prepare_stage_folder(folder, stage_hash, resume)
-    stage = get_stage(planned.kind)
+    stage = STAGES.get(planned.kind)
     # runs_dir/.cache: measurements that depend only on their inputs, shared by the runs (and a search's trials) there
     context = StageContext(dataset, recipe.data, model_spec, contract, folder, baseline_checkpoint, logger, resume, cache_dir=folder.parents[2] / CACHE)
     with WorkClock(folder) as seconds:
@@ -326,7 +326,7 @@ def _measure_baseline(pipeline: Pipeline, checkpoint: Path, folder: Path, stage_
     references = {}
     for kind in reference_formats(pipeline):
         logger.info(f"  exporting the baseline as fp32 {kind} for a same-runtime comparison")
-        path, _ = get_format(kind).export(model, torch.zeros(input_shape), folder / "reference", lambda: [])
+        path, _ = FORMATS.get(kind).export(model, torch.zeros(input_shape), folder / "reference", lambda: [])
         references[kind] = measure_artifact(kind, path, input_shape, images, labels, logits, latency_runs=recipe.export.latency_runs)
     metrics = {key: value for key, value in metrics.items() if key != "layers"} | {"eager_latency": eager["latency"], "memory": eager["memory"]}
     return {
@@ -343,7 +343,7 @@ def reference_formats(pipeline: Pipeline) -> list[str]:
         return []
     built = [stage.params.builds_artifact() for stage in pipeline.stages]
     kinds = [*pipeline.recipe.export.formats, *(kind for kind in built if kind)]
-    return sorted({get_format(kind).reference for kind in kinds if get_format(kind).reference})
+    return sorted({FORMATS.get(kind).reference for kind in kinds if FORMATS.get(kind).reference})
 
 
 def _prepare_stage_folder(folder: Path, stage_hash: str, resume: bool) -> None:
@@ -432,10 +432,10 @@ def check_targets(targets: Targets, baseline: dict[str, Any], kind: str, artifac
         _target("accuracy drop (pt)", f"baseline top-1 - {kind} top-1, whole test split",
                 metrics["test_top1"] - artifact["validation"]["top1"], targets.max_accuracy_drop, at_least=False),
     ]
-    reference_kind = get_format(kind).reference
+    reference_kind = FORMATS.get(kind).reference
     reference = baseline["references"].get(reference_kind or "")
     if targets.runtime_latency_reduction is not None and reference:
-        rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {get_format(reference_kind).file_name} p50",
+        rows.append(_target("runtime latency reduction", f"1 - {kind} p50 / fp32 baseline {FORMATS.get(reference_kind).file_name} p50",
                             1 - latency / reference["latency_ms"]["1_thread"], targets.runtime_latency_reduction, at_least=True))
     if not artifact["validation"]["passed"]:  # its numbers describe a file that does not compute what its model does
         rows = [row | {"passed": False, "validation_failed": True} for row in rows]

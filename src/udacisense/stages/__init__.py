@@ -11,12 +11,9 @@ from udacisense.stages.registry import (
     StageContext,
     StageOutput,
     StageParams,
-    get_stage,
-    list_stages,
     register_stage,
 )
 
 __all__ = [
-    "STAGES", "Stage", "StageContext", "StageOutput", "StageParams", "get_stage", "list_stages",
-    "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
+    "STAGES", "Stage", "StageContext", "StageOutput", "StageParams", "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
 ]

@@ -16,7 +16,6 @@ The validator reads what a parameter model declares about ordering (:class:`Stag
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from pydantic import Field, PositiveFloat, model_validator
 
 from udacisense.config import DataConfig, DistillConfig, StrictModel, TrainConfig
 from udacisense.data import ImageDataset, augmentation
-from udacisense.errors import UdaciSenseError
+from udacisense.registry import Registry
 
 
 class StageParams(StrictModel):
@@ -95,33 +94,19 @@ class Stage:
         return (self.run.__doc__ or "").strip().splitlines()[0]
 
 
-STAGES: dict[str, Stage] = {}
+STAGES: Registry[Stage] = Registry("stage")
 
 
 def register_stage(name: str, params: type[StageParams], describe: Describe):
     """Register ``handler(model, params, context) -> StageOutput`` as the stage ``name``; names and parameter types are unique."""
 
     def decorator(handler: Handler) -> Handler:
-        if name in STAGES or any(stage.params is params for stage in STAGES.values()):
-            raise ValueError(f"stage '{name}' (or its parameter model {params.__name__}) is registered twice")
-        STAGES[name] = Stage(name, params, handler, describe)
+        if any(stage.params is params for stage in STAGES.values()):
+            raise ValueError(f"the parameter model {params.__name__} of stage '{name}' is registered twice")
+        STAGES.register(name, Stage(name, params, handler, describe))
         return handler
 
     return decorator
-
-
-def get_stage(name: str, where: str = "stage") -> Stage:
-    """The registered stage ``name``; an unknown name suggests the closest known one."""
-    if name not in STAGES:
-        guess = difflib.get_close_matches(name, list(STAGES), n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known: {', '.join(sorted(STAGES))}"
-        raise UdaciSenseError(f"invalid recipe: {where} is '{name}', which is not a stage ({hint})")
-    return STAGES[name]
-
-
-def list_stages() -> list[tuple[str, str]]:
-    """(name, one-line summary) of every registered stage."""
-    return [(name, stage.summary) for name, stage in sorted(STAGES.items())]
 
 
 # --- what several stages share: fine-tuning after a compression step, optionally distilled ------
