@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import gzip
+import importlib.util
 import json
 import os
 import pickle
 import shutil
 import struct
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,10 +32,25 @@ REAL_FASHION_MNIST = Path(fashion_mnist.DEFAULT_ROOT)
 # promoting), proxy trials fine-tune 1 epoch on 2,000 images, latency is timed 10 times. The tiny model's int8 copies
 # agree with their source on 96.6-97.6% of the images (measured), under the default 98% that fails a trial: the trials
 # are held to 90% here, since these tests are about the search, not the tolerance.
+PLUGIN = Path(__file__).resolve().parent / "plugins" / "weight_clustering.py"
+
+
+def import_plugin():
+    """Import tests/plugins/weight_clustering.py as a user would import their own module (once per process)."""
+    if "weight_clustering_plugin" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("weight_clustering_plugin", PLUGIN)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["weight_clustering_plugin"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["weight_clustering_plugin"]
+
+
 FAST_SEARCH = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
-               "--set", "search.stage_options={prune: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
+               "--set", "search.stages=[prune_channels, quantize]", "--set", "search.space.quantize.max_drop=[false]",
+               "--set", "search.stage_options={prune_channels: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
                "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
-               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune=[true]", "--set", "export.min_agreement=90"]
+               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune_channels=[true]", "--set", "search.space.quantize=[true]",
+               "--set", "export.min_agreement=90"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).

@@ -23,10 +23,10 @@ from udacisense.pipeline.search import (
     promotion_due,
     promotions_done,
     proxy_sampler,
-    size_feasible_space,
     violation,
 )
-from udacisense.pipeline.search_spec import SearchSpace, SearchSpec
+from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.stages.prune_channels import parameter_shares
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def small_search(tmp_path_factory, tiny_baseline):
     and the promotion of one) so that the suite does not wait for the budget (the budget rule: test_search_stops...)."""
     runs = tmp_path_factory.mktemp("search")
     code = main(["search", "--checkpoint", str(tiny_baseline), "--budget", "2m", "--trials", "3", "--max-drop", "10", "--name", "small",
-                 "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantization=[static]"])
+                 "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantize.method=[static]"])
     return runs, code
 
 
@@ -58,8 +58,9 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
     trial = json.loads((folder / "trials" / result["front"][0]["key"] / "result.json").read_text())
     assert list(trial["deploy"]["artifacts"]["pte-int8"]["latency"]) == ["1_thread"]  # the objective alone: one fresh process
     study = optuna.load_study(study_name="small-proxy", storage=f"sqlite:///{folder / 'study.db'}")
-    proxy = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.params["prune"])
-    assert 0 < proxy.user_attrs["train_seconds"]["prune"] < proxy.user_attrs["seconds"]  # what a promotion's estimate scales
+    proxy = next(t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "prune_channels" in t.user_attrs["train_seconds"])
+    assert 0 < proxy.user_attrs["train_seconds"]["prune_channels"] < proxy.user_attrs["seconds"]
+    assert proxy.user_attrs["epoch_scale"] == {"prune_channels": 2.0}  # --proxy-epochs 1, --full-epochs 2  # what a promotion's estimate scales
 
     # a point's recipe reproduces its validation top-1 with 'udacisense run' (run on the validation split to compare)
     point = result["front"][0]
@@ -75,33 +76,33 @@ def test_search_writes_a_front_whose_points_are_recipes_that_reproduce(small_sea
 
 
 def test_a_size_limit_leaves_out_only_configurations_that_cannot_fit(small_search, tiny_baseline):
-    """The space narrows to parameter shares whose int8 weights fit in the limit; the bound holds for every real trial:
-    with its own measured size as the limit, the share it kept is still inside the range."""
+    """Channel pruning's space narrows to parameter shares whose int8 weights fit in the limit; the bound holds for every
+    real trial: with its own measured size as the limit, the share it kept is still inside the range."""
     from udacisense.checkpoint import load_model
 
     model = load_model(tiny_baseline)[0]
     total = sum(parameter.numel() for parameter in model.parameters())
-    space, note = size_feasible_space(SearchSpace(), 0.3 * total / 1e6, model)
-    assert space.prune == (True,) and space.params[0] == 0.1 and 0.3 < space.params[1] < 0.35 and "always prunes" in note
-    assert size_feasible_space(SearchSpace(), 4 * total / 1e6, model) == (SearchSpace(), "")  # an fp32 copy fits: nothing to leave out
-    assert size_feasible_space(SearchSpace(), 0.05 * total / 1e6, model)[0].params[0] < 0.1  # below the range: a range below the bound
+    low, high = parameter_shares(model, 0.3 * total / 1e6)
+    assert low == 0.1 and 0.3 < high < 0.35
+    assert parameter_shares(model, 4 * total / 1e6) == parameter_shares(model, None) == (0.1, 0.8)  # an fp32 copy fits: all of it
+    assert parameter_shares(model, 0.05 * total / 1e6)[0] < 0.1  # below the range: a range below the bound
 
     runs, _ = small_search
     trials = [json.loads(path.read_text()) for path in (runs / "small" / "search" / "trials").glob("*/result.json")]
     assert trials
     for trial in trials:
-        kept = next(stage["info"]["parameters"]["after"] for stage in trial["stages"] if stage["id"] == "prune") / total
+        kept = next(stage["info"]["parameters"]["after"] for stage in trial["stages"] if stage["id"] == "prune_channels") / total
         limit = trial["deploy"]["artifacts"]["pte-int8"]["bytes"] / 1e6
-        assert kept <= size_feasible_space(SearchSpace(), limit, model)[0].params[1]
+        assert kept <= parameter_shares(model, limit)[1]
 
 
 def finished_trial(number: int, top1: float, latency: float, size: float, drop_violation: float, prune: bool = True,
                    seconds: float = 30.0, size_violation: float = -1.0) -> optuna.trial.FrozenTrial:
     """A finished proxy trial as optuna stores it, with its constraint values (<= 0: met)."""
-    distributions = {"prune": optuna.distributions.CategoricalDistribution([True, False])}
-    trial = optuna.trial.create_trial(params={"prune": prune}, distributions=distributions, values=[top1, latency, size],
+    distributions = {"prune_channels": optuna.distributions.CategoricalDistribution([True, False])}
+    trial = optuna.trial.create_trial(params={"prune_channels": prune}, distributions=distributions, values=[top1, latency, size],
                                       system_attrs={"constraints:drop": drop_violation, "constraints:size": size_violation},
-                                      user_attrs={"seconds": seconds})
+                                      user_attrs={"seconds": seconds, "fine_tunes": prune})
     trial.number = number
     return trial
 
@@ -115,7 +116,7 @@ def test_promotion_takes_the_feasible_front_first_and_never_twice():
         finished_trial(4, 91.0, 2.0, 2.0, -1.0, prune=False),  # on the front, but no fine-tune: already at full fidelity
     ]
     assert [t.number for t in promotion_candidates(done, [], 3)] == [0, 1, 2]
-    assert [t.number for t in promotion_candidates(done, [{"prune": True}], 3)] == []  # every pruned config has these params here
+    assert [t.number for t in promotion_candidates(done, [{"prune_channels": True}], 3)] == []  # every pruned config has these params here
     assert [t.number for t in promotion_candidates(done[2:4], [], 2)] == [2, 3]  # infeasible ones come last, least violating first
     # over the size limit: no fine-tune can shrink it, however close it is; a proxy short of the accuracy limit can still rise
     too_big = finished_trial(5, 93.0, 0.1, 0.5, -1.0, size_violation=0.01)
@@ -182,7 +183,7 @@ def test_promotions_do_not_need_an_exact_count_and_two_workers_promote_as_often_
     def finish_proxy_trial(studies: dict[str, optuna.Study], index: int) -> None:
         studies["proxy"].add_trial(optuna.trial.create_trial(
             params={"prune": True, "macs": 0.1 + index / 20}, distributions=distributions, values=[80.0 + index, 2.0, 1.0],
-            system_attrs={"constraints:drop": -1.0, "constraints:latency": 0.0, "constraints:size": 0.0}))
+            system_attrs={"constraints:drop": -1.0, "constraints:latency": 0.0, "constraints:size": 0.0}, user_attrs={"fine_tunes": True}))
 
     def catch_up(studies: dict[str, optuna.Study]) -> None:  # what Search.run does before each trial
         while promotion_due(studies["proxy"], spec):
@@ -215,10 +216,11 @@ def test_search_runs_only_trials_whose_expected_time_fits_the_budget_or_the_tria
     """The stopping rule alone: a proxy trial is expected to take the mean of the finished ones; a promoted candidate,
     its own proxy trial's time with the fine-tunes scaled to the full epochs. A candidate that would overrun the budget
     gives way to a proxy trial that fits."""
-    spec = SearchSpec(budget="2m", proxy_epochs=1, full_epochs=4, qat_epochs=(1, 2))
+    spec = SearchSpec(budget="2m", proxy_epochs=1, full_epochs=4)
     proxies = [finished_trial(0, 90.0, 1.0, 1.0, -1.0, seconds=20.0), finished_trial(1, 90.0, 1.0, 1.0, -1.0, seconds=40.0),
                finished_trial(2, 90.0, 1.0, 1.0, -1.0, prune=False, seconds=1.0)]
     proxies[1].user_attrs["train_seconds"] = {"prune": 10.0, "quantize": 5.0}  # 40 s + 3 x 10 s + 1 x 5 s = 75 s at full fidelity
+    proxies[1].user_attrs["epoch_scale"] = {"prune": 4.0, "quantize": 2.0}  # what the trial recorded: 1 -> 4 and 1 -> 2 epochs
     candidate = optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, user_attrs={"proxy_trial": 1})
 
     def next_one(elapsed: float, waiting: bool = False, spec: SearchSpec = spec) -> tuple[str | None, str]:

@@ -33,7 +33,7 @@ COMPLETE, FAIL, WAITING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialSt
 
 def search_command(tiny_baseline: Path, runs: Path, name: str, trials: int) -> list[str]:
     return ["search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", str(trials), "--max-drop", "10", "--name", name,
-            "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantization=[static]"]
+            "--runs-dir", str(runs), *FAST_SEARCH, "--set", "search.space.quantize.method=[static]"]
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unm
     search ends with exit status 1, says so, and still writes the least-violating points."""
     command = [sys.executable, "-m", "udacisense.cli", "search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "2",
                "--max-latency-ms", "0.000001", "--name", "killed", "--runs-dir", str(tmp_path), *FAST_SEARCH,
-               "--set", "search.space.quantization=[static]"]
+               "--set", "search.space.quantize.method=[static]"]
     folder = tmp_path / "killed" / "search"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -99,7 +99,7 @@ def test_two_workers_on_one_postgresql_study_share_trials_without_duplicates(tmp
     """Two worker processes on one study in a real PostgreSQL server: each trial is run by one worker, and each worker's
     pareto.json holds the front of all trials (the union of both workers' work)."""
     command = [sys.executable, "-m", "udacisense.cli", "search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "2",
-               "--max-drop", "10", "--storage", postgres_url, "--name", "shared", *FAST_SEARCH, "--set", "search.space.quantization=[static]"]
+               "--max-drop", "10", "--storage", postgres_url, "--name", "shared", *FAST_SEARCH, "--set", "search.space.quantize.method=[static]"]
     workers = [subprocess.Popen(command + ["--runs-dir", str(tmp_path / f"worker{index}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True) for index in (0, 1)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
@@ -133,7 +133,7 @@ def test_any_exception_inside_a_trial_fails_that_trial_alone(tmp_path, tiny_base
         return real_run_trial(self, recipe)
 
     monkeypatch.setattr(Search, "run_trial", first_one_raises)
-    unpruned = ["--set", "search.space.prune=[false]"]  # the real trial: static int8 of the baseline itself, no fine-tune to wait for
+    unpruned = ["--set", "search.space.prune_channels=[false]"]  # the real trial: static int8 of the baseline itself, no fine-tune to wait for
     assert main(search_command(tiny_baseline, tmp_path, "flaky", trials=2) + unpruned) == 0
     folder = tmp_path / "flaky" / "search"
     result = json.loads((folder / "pareto.json").read_text())
@@ -243,7 +243,7 @@ def test_a_front_point_that_fails_validation_on_the_test_split_fails_the_command
         return result | {"passed": False, "failures": ["top-1 agreement 89.00% < 90.0%"]}
 
     monkeypatch.setattr(validate, "validate_artifact", failing_on_test)
-    unpruned = ["--set", "search.space.prune=[false]"]
+    unpruned = ["--set", "search.space.prune_channels=[false]"]
     assert main(search_command(tiny_baseline, tmp_path, "test_split", trials=1) + unpruned) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("udacisense: VALIDATION FAILED: front point p0: pte-int8 on the test split: top-1 agreement 89.00% < 90.0%")

@@ -4,16 +4,15 @@ and a layering that never points up."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from conftest import import_plugin
 from udacisense.checkpoint import load_model
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
@@ -22,17 +21,6 @@ from udacisense.pipeline.runner import run_pipeline
 from udacisense.stages import STAGES, StageOutput, StageParams, register_stage
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "udacisense"
-PLUGIN = Path(__file__).resolve().parent / "plugins" / "weight_clustering.py"
-
-
-def import_plugin():
-    """Import tests/plugins/weight_clustering.py as a user would import their own module (once per process)."""
-    if "weight_clustering_plugin" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("weight_clustering_plugin", PLUGIN)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["weight_clustering_plugin"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["weight_clustering_plugin"]
 
 
 def quick_recipe(name: str, checkpoint: Path, data_root: Path, stages: list[dict]) -> dict:
@@ -160,7 +148,7 @@ LAYERS = {  # a module may import its own layer and lower ones, never a higher o
     "udacisense.measure": 3,  # every reported number
     "udacisense.export.bundle": 4, "udacisense.export.variants": 4, "udacisense.report": 4, "udacisense.stages": 4,
     "udacisense.pipeline": 5,
-    "udacisense.cli": 6,
+    "udacisense.cli": 6, "udacisense.api": 6,  # the two ways in: commands and the Python API
 }
 
 

@@ -2,23 +2,31 @@
 
 Each Conv2d/Linear weight tensor is replaced by its nearest of ``clusters`` centroids found by k-means
 on that layer's weights, so the file compresses well (few distinct values) while the architecture
-stays the same. Nothing in udacisense is edited to add it: importing this module registers it.
+stays the same. Nothing in udacisense is edited to add it: importing this module registers it, and its search space
+makes it one more choice of ``udacisense search``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 from pydantic import Field
 
-from udacisense.stages import StageContext, StageOutput, StageParams, register_stage
+from udacisense.stages import SearchDraw, StageContext, StageOutput, StageParams, register_stage
 
 
 class WeightClustering(StageParams):
     clusters: int = Field(default=16, ge=2, le=256, description="distinct values per layer")
     iterations: int = Field(default=20, ge=1)
+
+    search_order: ClassVar[int | None] = 40  # after pruning, before quantization
+
+    @classmethod
+    def search_space(cls, space: SearchDraw) -> None:
+        """How many shared values each layer keeps."""
+        space.choice("clusters", (8, 32, 128))
 
 
 def cluster_weights(weight: torch.Tensor, clusters: int, iterations: int) -> torch.Tensor:

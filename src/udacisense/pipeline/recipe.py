@@ -231,9 +231,12 @@ def check_stage_order(pipeline: Pipeline) -> None:
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """``prune.ratio=0.4`` (a stage id), ``baseline.train.epochs=3`` or ``targets.max_accuracy_drop=1``."""
+    """``prune.ratio=0.4`` (a stage id), ``baseline.train.epochs=3`` or ``targets.max_accuracy_drop=1``. Under
+    ``search.space`` the rest of the key is one name, as the search names its dimensions: ``search.space.quantize.method``."""
     key, sep, text = assignment.partition("=")
     parts = [part for part in key.split(".") if part]
+    if parts[:2] == ["search", "space"] and len(parts) > 3:
+        parts = [*parts[:2], ".".join(parts[2:])]
     if not sep or not parts:
         raise UdaciSenseError(f"--set '{assignment}' must look like key=value, e.g. prune.ratio=0.4, baseline.train.epochs=3 or threads=1")
     value = parse_yaml(text, f"--set '{assignment}'") if text else None

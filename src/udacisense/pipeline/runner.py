@@ -14,6 +14,7 @@ stage run from the command line and from a recipe share every step and every num
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import ExitStack, contextmanager
@@ -47,6 +48,40 @@ from udacisense.train import resolve_device
 
 CACHE = ".cache"
 JOURNAL = "stages.jsonl"
+
+
+# --- the run folder's layout: only this module knows it; the search and the commands ask these functions ----------
+
+
+def stage_folder(run_dir: Path, index: int, stage_id: str) -> Path:
+    """Where stage ``index`` (0: the baseline) keeps its checkpoint and working files."""
+    return run_dir / "stages" / f"{index:02d}_{stage_id}"
+
+
+def deploy_folder(run_dir: Path) -> Path:
+    """The run's deploy bundle."""
+    return run_dir / "deploy"
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """What a finished run measured (its ``result.json``), or None when the run has not finished."""
+    path = run_dir / RESULT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def artifact_file(run_dir: Path, result: dict[str, Any], kind: str) -> Path:
+    """The file of the run's ``kind`` artifact in its deploy bundle."""
+    return deploy_folder(run_dir) / result["deploy"]["artifacts"][kind]["file"]
+
+
+def share_baseline(finished: Path, run_dir: Path) -> None:
+    """Start ``run_dir`` with the baseline stage (folder and journal record) of the finished run ``finished``, which had
+    the same data, baseline and reference formats: the run then reuses those measurements instead of repeating them.
+    Files are hard links: nothing is copied."""
+    run_dir.mkdir(parents=True)
+    shutil.copytree(stage_folder(finished, 0, "baseline"), stage_folder(run_dir, 0, "baseline"), copy_function=os.link)
+    first = (finished / JOURNAL).read_text().splitlines()[0]
+    atomic_write(run_dir / JOURNAL, lambda handle: handle.write((first + "\n").encode()))
 
 
 class Journal:
@@ -123,7 +158,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
 
         for planned in pipeline.stages:
             stage_hash = config_hash(stage_hash, planned.config())
-            folder = run_dir / "stages" / f"{planned.index:02d}_{planned.id}"
+            folder = stage_folder(run_dir, planned.index, planned.id)
             record = journal.reuse(planned.index, stage_hash)
             if record is None:
                 logger.info(f"[{planned.index}/{len(pipeline.stages)}] {planned.kind} ({planned.id})")
@@ -151,7 +186,7 @@ def run_pipeline(pipeline: Pipeline, runs_dir: Path = Path("runs"), *, resume: b
             logger.info("re-timing the baseline, every stage and every artifact")
             baseline, manifest = _retime(journal, manifest, run_dir, recipe.export.latency_runs)
         if manifest is not None:
-            _sign_or_unsign(run_dir / "deploy", recipe.export.sign, logger)
+            _sign_or_unsign(deploy_folder(run_dir), recipe.export.sign, logger)
         variants = None
         if recipe.export.variants:
             variants = _export_variants(recipe, journal, config_hash(export_hash, "variants"), run_dir, retime, logger)
@@ -266,7 +301,7 @@ def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, ru
     eager = bench_artifact("checkpoint", Path(baseline["checkpoint"]), shape, runs=runs)
     baseline["metrics"] |= {"eager_latency": eager["latency"], "latency_ms": p50(eager), "memory": eager["memory"]}
     for kind, reference in baseline["references"].items():
-        timing = bench_artifact(kind, run_dir / "stages" / "00_baseline" / "reference" / reference["file"], shape, runs=runs)
+        timing = bench_artifact(kind, stage_folder(run_dir, 0, "baseline") / "reference" / reference["file"], shape, runs=runs)
         reference |= {"latency_ms": p50(timing), "memory": timing["memory"]}
     for record in stages:
         kind, path = next(iter(record["artifacts"].items()), ("checkpoint", record["checkpoint"]))
@@ -275,7 +310,7 @@ def _retime(journal: Journal, manifest: dict[str, Any] | None, run_dir: Path, ru
         if record["artifacts"]:  # fp32 stages record no memory when first measured either
             record["metrics"]["memory"] = timing["memory"]
     journal.save()
-    return baseline, retime_bundle(run_dir / "deploy", runs) if manifest is not None else None
+    return baseline, retime_bundle(deploy_folder(run_dir), runs) if manifest is not None else None
 
 
 def dataset_for_recipe(data: DataConfig, contract: dict[str, Any]) -> ImageDataset:
@@ -291,7 +326,7 @@ def _run_baseline(pipeline: Pipeline, run_dir: Path, stage_hash: str, resume: bo
     from udacisense.train import train_run
 
     recipe = pipeline.recipe
-    folder = run_dir / "stages" / "00_baseline"
+    folder = stage_folder(run_dir, 0, "baseline")
     if recipe.baseline.checkpoint is not None:
         checkpoint = recipe.baseline.checkpoint
         folder.mkdir(parents=True, exist_ok=True)
@@ -359,7 +394,7 @@ def _export(recipe, checkpoint: Path, artifacts: dict[str, tuple[Path, dict[str,
     """The deploy bundle for the final model (reused when nothing before it changed)."""
     from udacisense.deploy.validate import Tolerances
 
-    output = run_dir / "deploy"
+    output = deploy_folder(run_dir)
     marker = run_dir / "deploy.hash"
     if marker.is_file() and marker.read_text() == export_hash and (output / "manifest.json").is_file():
         logger.info("export: finished earlier, reused")

@@ -1,8 +1,11 @@
 """``udacisense search``: a constrained, multi-objective, multi-fidelity search over compression recipes.
 
-Every trial is a recipe (prune_channels -> quantize, exported as an int8 ``.pte``) run by the same runner as
-``udacisense run``, in ``search/trials/<config hash>/``: a trial is reproducible from its recipe, and a trial
-whose configuration was run before (by this worker, another worker, or before a crash) reuses its folder.
+Every trial is a recipe drawn from the registered stages' own search spaces (a stage declares its space once, in its
+parameter model; see :class:`TrialDraw`), run by the same runner as ``udacisense run`` in ``search/trials/<config
+hash>/``: a trial is reproducible from its recipe, and a trial whose recipe was run before (by this worker, another
+worker, or before a crash) reuses its folder. The search names no stage: the first trials are an explicit design
+that spreads over the whole space (the hand recipe's own point, when the search starts from a recipe with stages,
+then scrambled Halton points), after which optuna's TPE sampler learns; a configuration is never drawn twice.
 
 Objectives, all measured: validation top-1 of the artifact in its runtime (the test split is read only for the
 final report of the front), its latency (batch 1, 1 thread, fresh process) and its file size. The accuracy drop,
@@ -32,11 +35,10 @@ import fcntl
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import optuna
 import torch
@@ -45,13 +47,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from udacisense.deploy.bench import latency_threads
 from udacisense.errors import UdaciSenseError
+from udacisense.export import FORMATS
 from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
-from udacisense.pipeline.runner import JOURNAL, run_pipeline
-from udacisense.pipeline.search_spec import SearchSpace, SearchSpec
+from udacisense.pipeline.runner import artifact_file, finished_result, run_pipeline, share_baseline
+from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.runs import FILE_ONLY, WorkClock, get_logger, prepare_run_dir, run_dir_lock
 
-ARTIFACT = "pte-int8"
+DEFAULT_ARTIFACT = "pte"  # what a trial whose last stage builds no artifact of its own ships
+HALTON_DIMENSIONS = 32  # more than any trial draws: a name past them reuses a coordinate
+EXPLORE_ATTEMPTS = 200  # design points tried for one configuration never drawn before
 HEARTBEAT_SECONDS = 30
 STORAGE_ATTEMPTS = 5
 STUDY_NAMES = {"proxy": "proxy", "full": "full"}
@@ -83,76 +88,205 @@ def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: l
     return validate_recipe(raw)
 
 
-def sample_trial(trial: optuna.Trial, spec: SearchSpec) -> dict[str, Any]:
-    """A trial's choices; inactive ones (no pruning: no budget) are not asked, so the sampler models them conditionally."""
-    space = spec.space
-    params: dict[str, Any] = {"prune": trial.suggest_categorical("prune", list(space.prune))}
-    if params["prune"]:
-        params["macs"] = trial.suggest_float("macs", *space.macs)
-        params["params"] = trial.suggest_float("params", *space.params)
-        params["importance"] = trial.suggest_categorical("importance", list(space.importance))
-    params["quantization"] = trial.suggest_categorical("quantization", list(space.quantization))
-    if params["quantization"] == "static":
-        params["observer"] = trial.suggest_categorical("observer", list(space.observer))
-        if space.mixed_precision:
-            params["mixed_precision"] = trial.suggest_categorical("mixed_precision", [None, *space.mixed_precision])
-    if params["prune"] or params["quantization"] == "qat":  # distillation needs a fine-tune
-        params["distill"] = trial.suggest_categorical("distill", list(space.distill))
-        if params["distill"]:
-            params["temperature"] = trial.suggest_categorical("temperature", list(space.temperature))
-    return params
+class RepeatedConfiguration(Exception):
+    """A draw that repeats an earlier trial's configuration: dropped, never run (see ``Search._never_twice``)."""
 
 
-def fine_tunes(params: dict[str, Any]) -> bool:
-    """Whether a configuration trains (pruning's fine-tune or QAT), i.e. whether its fidelity matters."""
-    return bool(params.get("prune")) or params.get("quantization") == "qat"
+class SpaceExhausted(Exception):
+    """Every configuration the space allows has been drawn."""
 
 
-def trial_recipe(base: dict[str, Any], params: dict[str, Any], spec: SearchSpec, fidelity: str) -> dict[str, Any]:
-    """The recipe a trial runs: the base recipe's data and baseline, measured on the validation split."""
-    epochs = spec.proxy_epochs if fidelity == "proxy" else spec.full_epochs
-    qat_epochs = spec.qat_epochs[0 if fidelity == "proxy" else 1]
-    teacher = {"teacher": "self", "temperature": params["temperature"]} if params.get("distill") else None
+Pick = Callable[[str, str, Sequence[Any]], Any]  # (name, kind: float/choice/present, [low, high] or the choices) -> value
+
+
+class TrialDraw:
+    """One trial's draw through the stages' own search spaces (the :class:`~udacisense.stages.registry.SearchDraw` a
+    stage sees): every value the space asks for comes from ``pick`` (optuna's trial, a point of the initial design, or
+    the hand recipe) unless the search's ``space:`` fixes it; what is drawn or set becomes the stage's parameters."""
+
+    def __init__(self, spec: SearchSpec, baseline: torch.nn.Module, fidelity: str, pick: Pick) -> None:
+        self.fine_tune_epochs = spec.proxy_epochs if fidelity == "proxy" else spec.full_epochs
+        self.lr = spec.lr
+        self.baseline = baseline
+        self.max_size_mb = spec.max_size_mb
+        self._overrides = spec.space
+        self._pick = pick
+        self._prefix = ""
+        self.params: dict[str, Any] = {}
+
+    def stage(self, name: str, draw_space: Callable[["TrialDraw"], None]) -> dict[str, Any]:
+        """The parameters ``draw_space`` draws for stage ``name``."""
+        self._prefix, self.params = f"{name}.", {}
+        draw_space(self)
+        self._prefix = ""
+        return self.params
+
+    def float(self, name: str, low: float, high: float) -> float:
+        full, override = self._override(name)
+        if override is not None and not isinstance(override, list):
+            value = float(override)
+        else:
+            if override is not None:
+                if len(override) != 2 or not all(isinstance(bound, (int, float)) for bound in override) or override[0] > override[1]:
+                    raise UdaciSenseError(f"search.space.{full} is a range: give [low, high], e.g. [{low}, {high}] (got {override})")
+                low, high = override
+            value = float(self._pick(full, "float", (low, high)))
+        self.set(name, value)
+        return value
+
+    def choice(self, name: str, options: Sequence[Any]) -> Any:
+        value = self._choose(name, "choice", options)
+        self.set(name, value)
+        return value
+
+    def present(self, name: str) -> bool:
+        return bool(self._choose(name, "present", (True, False)))
+
+    def set(self, name: str, value: Any) -> None:
+        *parents, leaf = name.split(".")
+        target = self.params
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+
+    def _override(self, name: str) -> tuple[str, Any]:
+        full = self._prefix + name
+        return full, self._overrides.get(full)
+
+    def _choose(self, name: str, kind: str, options: Sequence[Any]) -> Any:
+        full, override = self._override(name)
+        if override is None:
+            return self._pick(full, kind, tuple(options))
+        if not isinstance(override, list):
+            return override
+        if not override:
+            raise UdaciSenseError(f"search.space.{full} is an empty list; give at least one of {list(options)}")
+        return override[0] if len(override) == 1 else self._pick(full, kind, tuple(override))
+
+
+def searched_stages(spec: SearchSpec) -> list[Any]:
+    """The registered stages a trial may use, in the order a pipeline runs them (their ``search_order``)."""
+    from udacisense.stages import STAGES
+
+    names = spec.stages if spec.stages is not None else [name for name, stage in STAGES.items() if stage.params.search_order is not None]
+    stages = [STAGES.get(name, where="search.stages") for name in names]
+    for stage in stages:
+        if stage.params.search_order is None:
+            raise UdaciSenseError(f"search.stages names '{stage.name}', which declares no search space")
+    return sorted(stages, key=lambda stage: stage.params.search_order)
+
+
+def draw_pipeline(draw: TrialDraw, spec: SearchSpec) -> list[dict[str, Any]]:
+    """The stages of one trial: for every searched stage, whether it is used, then its parameters, with the search's
+    fixed settings (``stage_options``; the calibration size where the stage takes one)."""
     stages = []
-    if params["prune"]:
-        prune = {"stage": "prune_channels", "id": "prune", "budget": {"macs": round(params["macs"], 4), "params": round(params["params"], 4)},
-                 "importance": params["importance"], "fine_tune": {**spec.fine_tune, "epochs": epochs, "lr": spec.lr}}
-        stages.append(prune | ({"distill": teacher} if teacher else {}) | spec.stage_options.get("prune", {}))
-    quantize: dict[str, Any] = {"stage": "quantize", "id": "quantize", "method": params["quantization"], "calibration_images": spec.calibration_images}
-    if params["quantization"] == "static":
-        quantize["observer"] = params["observer"]
-        if params.get("mixed_precision") is not None:
-            quantize["max_drop"] = params["mixed_precision"]
-    else:
-        quantize["fine_tune"] = {**spec.fine_tune, "epochs": qat_epochs, "lr": spec.lr / 10}
-        if teacher:
-            quantize["distill"] = teacher
-    stages.append(quantize | spec.stage_options.get("quantize", {}))
+    for stage in searched_stages(spec):
+        if not draw.present(stage.name):
+            continue
+        params = draw.stage(stage.name, stage.params.search_space) | spec.stage_options.get(stage.name, {})
+        if "calibration_images" in stage.params.model_fields:
+            params.setdefault("calibration_images", spec.calibration_images)
+        stages.append({"stage": stage.name, "id": stage.name, **params})
+    return stages
+
+
+def trial_recipe(base: dict[str, Any], stages: list[dict[str, Any]], spec: SearchSpec, summary: str, fidelity: str) -> dict[str, Any]:
+    """The recipe a trial runs: the base recipe's data and baseline, measured on the validation split. Its artifact is
+    the one the last stage builds (an int8 ``.pte`` after quantize), else the fp32 ``.pte``."""
+    from udacisense.stages import STAGES
+
+    built = STAGES[stages[-1]["stage"]].params.model_validate(_without_ids(stages[-1])).builds_artifact() if stages else None
     return {
         "name": base["name"],
-        "description": f"{fidelity} trial of search '{base['name']}': {describe_params(params)}",
+        "description": f"{fidelity} trial of search '{base['name']}': {summary}",
         "threads": base.get("threads"),
         "data": {**base.get("data", {}), "evaluate_on": "val"},
         "baseline": base["baseline"],
         "stages": stages,
-        "export": {**base.get("export", {}), "formats": [ARTIFACT], "latency_runs": spec.latency_runs,
+        "export": {**base.get("export", {}), "formats": [built or DEFAULT_ARTIFACT], "latency_runs": spec.latency_runs,
                    "calibration_images": spec.calibration_images, "references": False},
         "targets": {"max_accuracy_drop": spec.max_drop},
     }
 
 
-def describe_params(params: dict[str, Any]) -> str:
-    """One short line: 'prune 31% MACs/24% params (taylor), qat int8, distilled T=4'."""
-    parts = [f"prune {100 * params['macs']:.0f}% MACs/{100 * params['params']:.0f}% params ({params['importance']})" if params["prune"] else "no pruning"]
-    quantized = f"{params['quantization']} int8"
-    if params.get("observer"):
-        quantized += f" ({params['observer']})"
-    if params.get("mixed_precision") is not None:
-        quantized += f", fp32 fallback within {params['mixed_precision']} pt"
-    parts.append(quantized)
-    if params.get("distill"):
-        parts.append(f"distilled T={params['temperature']:g}")
-    return ", ".join(parts)
+def _without_ids(stage: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in stage.items() if key not in ("stage", "id")}
+
+
+def describe_params(stages: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """One short line: the trial's stages with the values drawn for them, e.g.
+    'prune_channels (budget.macs 0.31, budget.params 0.24, importance taylor) + quantize (method qat)'."""
+    parts = []
+    for stage in (stage["stage"] for stage in stages):
+        values = [f"{name[len(stage) + 1:]} {_short(value)}" for name, value in params.items() if name.startswith(f"{stage}.") and value is not False]
+        parts.append(f"{stage} ({', '.join(values)})" if values else stage)
+    return " + ".join(parts) or "the baseline alone (fp32)"
+
+
+def _short(value: Any) -> str:
+    return "yes" if value is True else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def configuration_key(params: dict[str, Any]) -> str:
+    """What makes two draws the same configuration: their values, ranges read to three decimals."""
+    return json.dumps({name: round(value, 3) if isinstance(value, float) else value for name, value in params.items()}, sort_keys=True)
+
+
+def unit_pick(point: Sequence[float], dimensions: dict[str, int]) -> Pick:
+    """Values from a point of the unit cube: each name takes the next coordinate the first time it is asked, so the
+    first decisions (which stages) spread the most evenly."""
+    def pick(name: str, kind: str, options: Sequence[Any]) -> Any:
+        unit = point[dimensions.setdefault(name, len(dimensions)) % len(point)]
+        if kind == "float":
+            return options[0] + unit * (options[1] - options[0])
+        return options[min(int(unit * len(options)), len(options) - 1)]
+
+    return pick
+
+
+def recipe_pick(stages: list[dict[str, Any]]) -> Pick:
+    """Values from a hand-written recipe's own stages: its point in the space (a range's value clipped into the range;
+    a choice it does not make, the first option)."""
+    by_kind = {str(stage["stage"]): stage for stage in stages}
+
+    def value_at(name: str) -> Any:
+        kind, *path = name.split(".")
+        value: Any = by_kind.get(kind)
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    def pick(name: str, kind: str, options: Sequence[Any]) -> Any:
+        value = value_at(name)
+        if kind == "present":
+            return value is not None
+        if kind == "float":
+            return min(max(float(value), options[0]), options[1]) if isinstance(value, (int, float)) else (options[0] + options[1]) / 2
+        return next((option for option in options if option == value), options[0])
+
+    return pick
+
+
+def recorded(pick: Pick, into: dict[str, Any]) -> Pick:
+    """``pick``, keeping every value it gives in ``into`` by name (a design point to queue in the study)."""
+    def keep(name: str, kind: str, options: Sequence[Any]) -> Any:
+        into[name] = pick(name, kind, options)
+        return into[name]
+
+    return keep
+
+
+def optuna_pick(trial: optuna.Trial) -> Pick:
+    """Values from optuna's sampler (or from the point queued for this trial)."""
+    def pick(name: str, kind: str, options: Sequence[Any]) -> Any:
+        return trial.suggest_float(name, *options) if kind == "float" else trial.suggest_categorical(name, list(options))
+
+    return pick
+
+
+def fixed_pick(params: dict[str, Any]) -> Pick:
+    """Values a trial already drew (to read its configuration at another fidelity)."""
+    return lambda name, kind, options: params[name]
 
 
 class Search:
@@ -181,6 +315,8 @@ class Search:
         self.logger = get_logger(self.run_dir, "search")
         self.log = log or self.logger.info
         self.base = base.recipe.model_dump(mode="json", exclude={"stages", "export", "targets", "search"}, exclude_defaults=True) | {"name": name}
+        self.hand_stages = base.recipe.model_dump(mode="json")["stages"]  # the hand recipe's own point opens the design
+        self.exhausted = ""  # why no new configuration can be drawn, once that is so
         # the recipe's own agreement tolerance, if it sets one, judges each trial's int8 artifact as it would any run's
         if tolerance := base.recipe.export.model_dump(include={"min_agreement"}, exclude_defaults=True):
             self.base["export"] = tolerance
@@ -244,8 +380,10 @@ class Search:
     def _run(self) -> dict[str, Any]:
         if self.base["baseline"].get("checkpoint") is None:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
-        if self.spec.max_size_mb is not None:
-            self._fit_space_to_size(Path(self.base["baseline"]["checkpoint"]))
+        from udacisense.checkpoint import load_model
+
+        self.baseline = load_model(Path(self.base["baseline"]["checkpoint"]))[0]
+        self._queue_initial_design()
         # The budget counts this worker's time over every invocation (a resumed search goes on from the time spent,
         # including the trial a kill interrupted), so a search split across sessions costs what one run would.
         with self.elapsed:
@@ -256,6 +394,8 @@ class Search:
                     while self._due_promotions():  # a loop: a resumed or shared study may be more than one promotion behind
                         self._promote()
                     fidelity, reason = self._next_trial()
+                    if self.exhausted:
+                        fidelity, reason = None, self.exhausted
                     if fidelity is None:
                         break
                     self._one_trial(fidelity)
@@ -304,6 +444,8 @@ class Search:
     def _one_trial(self, fidelity: str) -> None:
         """One trial through ``study.optimize``, whose heartbeat lets other workers retry it if this process dies."""
         self._last: dict[str, Any] | None = None
+        if fidelity == "proxy":
+            self._queue_design_point()
         # _objective has logged and recorded whatever failed; optuna marks the trial failed and the search goes on
         self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(Exception,))
         self.elapsed.save()
@@ -324,11 +466,19 @@ class Search:
         label = f"{fidelity[0]}{trial.number}"
         self._last = {"trial": label, "summary": f"[{fidelity}]"}
         started = time.perf_counter()
+        stages = draw_pipeline(TrialDraw(self.spec, self.baseline, fidelity, optuna_pick(trial)), self.spec)
+        if fidelity == "proxy":
+            self._never_twice(trial)
         try:
-            params = sample_trial(trial, self.spec)
-            trial.set_user_attr("summary", describe_params(params))
-            self._last["summary"] = f"[{fidelity}] {describe_params(params)}"
-            recipe = trial_recipe(self.base, params, self.spec, fidelity)
+            summary = describe_params(stages, trial.params)
+            trial.set_user_attr("summary", summary)
+            self._last["summary"] = f"[{fidelity}] {summary}"
+            recipe = trial_recipe(self.base, stages, self.spec, summary, fidelity)
+            trial.set_user_attr("fine_tunes", any("fine_tune" in stage for stage in stages))
+            if fidelity == "proxy":  # how much longer each stage trains at full fidelity (the budget rule's estimate)
+                full = draw_pipeline(TrialDraw(self.spec, self.baseline, "full", fixed_pick(trial.params)), self.spec)
+                trial.set_user_attr("epoch_scale", {stage["id"]: again["fine_tune"]["epochs"] / stage["fine_tune"]["epochs"]
+                                                    for stage, again in zip(stages, full) if "fine_tune" in stage})
             trial.set_user_attr("recipe", recipe)  # in the study: a worker on another machine can write this point's recipe
             measured = self.run_trial(recipe)
             values = measured["top1"], measured["latency_ms"], measured["megabytes"]
@@ -356,6 +506,60 @@ class Search:
         self._last |= measured
         return values
 
+    def _never_twice(self, trial: optuna.Trial) -> None:
+        """A proxy configuration drawn before (by the sampler, or by another worker) is not run again: this draw is
+        dropped (failed without a reason, so it counts as no trial) and a new point of the design takes its place."""
+        key = configuration_key(trial.params)
+        states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+        earlier = next((t for t in self.studies["proxy"].get_trials(deepcopy=False, states=states)
+                        if t.number != trial.number and (t.state != TrialState.FAIL or "error" in t.user_attrs)
+                        and configuration_key(t.params) == key), None)
+        if earlier is None:
+            return
+        try:
+            self._queue(self._explore(1))
+        except SpaceExhausted as error:
+            self.exhausted = str(error)
+        raise RepeatedConfiguration(f"trial {trial.number} drew trial {earlier.number}'s configuration again")
+
+    def _queue_initial_design(self) -> None:
+        """Keep the first trials' configurations in the study, once (:func:`initial_design`): they spread over the whole
+        space before the sampler learns. Each is queued just before it runs (:meth:`_queue_design_point`), so that a
+        trial queued again after an interruption runs first."""
+        proxy = self.studies["proxy"]
+        if "design" in proxy.user_attrs:
+            return
+        points, used = initial_design(self.spec, self.baseline, self.hand_stages)
+        proxy.set_user_attr("halton_used", used)
+        proxy.set_user_attr("design", points)
+
+    def _queue_design_point(self) -> None:
+        """Queue the next configuration of the initial design, when no trial is waiting and one is left."""
+        proxy = self.studies["proxy"]
+        if proxy.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        design, done = proxy.user_attrs.get("design", []), proxy.user_attrs.get("design_queued", 0)
+        if done < len(design):
+            self._queue([design[done]])
+            proxy.set_user_attr("design_queued", done + 1)
+
+    def _explore(self, count: int) -> list[dict[str, Any]]:
+        """``count`` configurations that no trial of the study has drawn or queued and the initial design does not hold
+        (:func:`explore`, continued where the study's earlier draws left the sequence)."""
+        proxy = self.studies["proxy"]
+        seen = {configuration_key(t.params) for t in proxy.get_trials(deepcopy=False)}
+        seen |= {configuration_key(t.system_attrs.get("fixed_params", {})) for t in proxy.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        seen |= {configuration_key(point) for point in proxy.user_attrs.get("design", [])}
+        points, used = explore(self.spec, self.baseline, count, seen, proxy.user_attrs.get("halton_used", 0))
+        proxy.set_user_attr("halton_used", used)
+        if count and not points:
+            raise SpaceExhausted(f"no configuration of the space is left undrawn after {EXPLORE_ATTEMPTS} tries")
+        return points
+
+    def _queue(self, points: list[dict[str, Any]]) -> None:
+        for point in points:
+            self.studies["proxy"].enqueue_trial(point, skip_if_exists=True)
+
     def run_trial(self, recipe: dict[str, Any]) -> dict[str, Any]:
         """Run (or reuse) one trial recipe in ``trials/<hash>/`` and return its measured objectives."""
         key = config_hash({k: v for k, v in recipe.items() if k not in ("name", "description")})
@@ -364,18 +568,18 @@ class Search:
         # Two workers on one machine may draw the same configuration: the second waits, then reuses the result.
         with open(folder.parent / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if (folder / "result.json").is_file():
-                result = json.loads((folder / "result.json").read_text())
-            else:
+            result = finished_result(folder)
+            if result is None:
                 atomic_write(folder.parent / f"{key}.yaml", lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
                 pipeline = validate_recipe(copy.deepcopy(recipe) | {"name": key})
                 if not folder.is_dir():
                     self._share_baseline(folder)
                 with latency_threads(1):  # the objective; timing all cores too would cost a fresh process per artifact
                     result = run_pipeline(pipeline, folder.parent, resume=folder.is_dir(), name=key, report=False)
-        artifact = result["deploy"]["artifacts"][ARTIFACT]
+        kind = recipe["export"]["formats"][0]
+        artifact = result["deploy"]["artifacts"][kind]
         if not artifact["validation"]["passed"]:  # its numbers are not the model's: never a point, a failed trial
-            raise UdaciSenseError(f"{ARTIFACT} failed validation: {'; '.join(artifact['validation']['failures'])}")
+            raise UdaciSenseError(f"{kind} failed validation: {'; '.join(artifact['validation']['failures'])}")
         baseline_top1 = result["baseline"]["metrics"]["test_top1"]  # the validation split: the trial recipe says evaluate_on val
         return {
             "top1": artifact["validation"]["top1"],
@@ -384,6 +588,7 @@ class Search:
             "latency_ms": artifact["latency"]["1_thread"]["p50_ms"],
             "megabytes": artifact["bytes"] / 1e6,
             "key": key,
+            "format": kind,
             "isa": result["machine"].get("isa"),
             # what each stage spent training: a promoted candidate's time is estimated from it (see next_trial)
             "train_seconds": {record["id"]: sum(row.get("wall_seconds") or row["seconds"] for row in record["info"].get("history", []))
@@ -391,30 +596,17 @@ class Search:
         }
 
     def _share_baseline(self, folder: Path) -> None:
-        """Start a trial with a finished trial's baseline measurements (every trial has the same data, baseline and
-        reference format, so the same journal record): the runner reuses them instead of measuring the baseline again."""
-        done = next((path.parent for path in sorted((self.folder / "trials").glob("*/result.json"))), None)
-        if done is None:
-            return
-        folder.mkdir(parents=True)
-        shutil.copytree(done / "stages" / "00_baseline", folder / "stages" / "00_baseline", copy_function=os.link)
-        first = (done / JOURNAL).read_text().splitlines()[0]
-        atomic_write(folder / JOURNAL, lambda handle: handle.write((first + "\n").encode()))
+        """Start a trial with a finished trial's baseline measurements (every trial has the same data and baseline):
+        the runner reuses them instead of measuring the baseline again."""
+        done = next((path for path in sorted((self.folder / "trials").iterdir()) if path.is_dir() and finished_result(path)), None)
+        if done is not None:
+            share_baseline(done, folder)
 
     def _train_baseline(self) -> Path:
         """A recipe without a baseline checkpoint: train it once, in ``search/baseline/``, for every trial."""
         raw = self.base | {"name": "baseline", "stages": [], "export": {"formats": []}}
         result = run_pipeline(validate_recipe(raw), self.folder, resume=(self.folder / "baseline").is_dir(), name="baseline")
         return Path(result["baseline"]["checkpoint"]).resolve()
-
-    def _fit_space_to_size(self, checkpoint: Path) -> None:
-        """Leave out of the space what cannot meet the size limit, so that no trial is spent on it (see :func:`size_feasible_space`)."""
-        from udacisense.checkpoint import load_model
-
-        space, note = size_feasible_space(self.spec.space, self.spec.max_size_mb, load_model(checkpoint)[0])
-        if note:
-            self.spec = self.spec.model_copy(update={"space": space})
-            self.log(note)
 
     def _constraints_text(self) -> str:
         spec = self.spec
@@ -485,19 +677,21 @@ class Search:
 
         for point in front:
             folder = self.folder / "trials" / point["key"]
-            if not (folder / "result.json").is_file():
+            result = finished_result(folder)
+            if result is None:
                 continue  # run by a worker on another machine: its own final pass measures it
-            result = json.loads((folder / "result.json").read_text())
+            kind = point["trial_recipe"]["export"]["formats"][0]
             model, payload = load_model(Path(result["deploy"]["source"]["checkpoint"]))
             data = {key: value for key, value in self.base.get("data", {}).items() if key in ("val_fraction", "split_seed")}
             dataset = dataset_for_contract(payload["input"], root=self.base.get("data", {}).get("root"), **data)
             images, labels = dataset.whole("test")
-            runner = load_runner(ARTIFACT, folder / "deploy" / result["deploy"]["artifacts"][ARTIFACT]["file"], threads=None)
-            validation = validate_artifact(runner, images, labels, source_logits(model, images), quantized=True, tolerances=tolerances)
+            runner = load_runner(kind, artifact_file(folder, result, kind), threads=None)
+            validation = validate_artifact(runner, images, labels, source_logits(model, images), quantized=FORMATS[kind].quantized,
+                                           tolerances=tolerances)
             point["test_top1"] = validation["top1"]
             point["test_agreement"] = validation["agreement"]
             if validation["failures"]:
-                point["validation_failures"] = [f"{ARTIFACT} on the test split: {failure}" for failure in validation["failures"]]
+                point["validation_failures"] = [f"{kind} on the test split: {failure}" for failure in validation["failures"]]
 
     def _write_point_recipe(self, point: dict[str, Any], path: Path) -> str:
         """A recipe ``udacisense run`` reproduces: the trial's own, measured on the test split like any run."""
@@ -508,6 +702,40 @@ class Search:
         recipe["description"] = recipe["description"].replace(" trial of search", " point of search")
         atomic_write(path, lambda handle: handle.write(yaml.safe_dump(recipe, sort_keys=False).encode()))
         return str(path)
+
+
+def initial_design(spec: SearchSpec, baseline: torch.nn.Module, hand_stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The first ``initial_trials`` configurations of a search, as trial values by name: the hand recipe's own point
+    when there is one (so the search measures what it should beat), then points of a scrambled Halton sequence, all
+    different; and how many Halton points were read."""
+    points: list[dict[str, Any]] = []
+    if hand_stages:
+        point: dict[str, Any] = {}
+        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(recipe_pick(hand_stages), point)), spec)
+        points.append(point)
+    more, used = explore(spec, baseline, spec.initial_trials - len(points), {configuration_key(point) for point in points}, 0)
+    return points + more, used
+
+
+def explore(spec: SearchSpec, baseline: torch.nn.Module, count: int, seen: set[str], start: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``count`` configurations not in ``seen`` from the scrambled Halton sequence of the search's seed, read from
+    point ``start`` on; and where the reading stopped. Each point's first coordinates decide which stages are used,
+    so consecutive points differ there first. Fewer than ``count`` when the space has no more to give."""
+    from scipy.stats import qmc
+
+    sequence = qmc.Halton(d=HALTON_DIMENSIONS, scramble=True, seed=spec.seed)
+    sequence.fast_forward(start)
+    points: list[dict[str, Any]] = []
+    seen = set(seen)
+    used = start
+    while len(points) < count and used - start < EXPLORE_ATTEMPTS:
+        point: dict[str, Any] = {}
+        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(unit_pick(sequence.random(1)[0], {}), point)), spec)
+        used += 1
+        if configuration_key(point) not in seen:
+            seen.add(configuration_key(point))
+            points.append(point)
+    return points, used
 
 
 def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candidate: FrozenTrial | None, elapsed: float) -> tuple[str | None, str]:
@@ -523,8 +751,9 @@ def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candida
         if fidelity == "full":
             proxy = next((t for t in finished["proxy"] if t.number == candidate.user_attrs.get("proxy_trial")), None)
             if proxy is not None and "seconds" in proxy.user_attrs:
-                scale = {"prune": spec.full_epochs / spec.proxy_epochs, "quantize": spec.qat_epochs[1] / spec.qat_epochs[0]}
-                return proxy.user_attrs["seconds"] + sum(seconds * (scale[stage] - 1) for stage, seconds in proxy.user_attrs.get("train_seconds", {}).items())
+                scale = proxy.user_attrs.get("epoch_scale", {})
+                return proxy.user_attrs["seconds"] + sum(seconds * (scale.get(stage, 1.0) - 1)
+                                                         for stage, seconds in proxy.user_attrs.get("train_seconds", {}).items())
         durations = [t.user_attrs["seconds"] for t in finished[fidelity] if "seconds" in t.user_attrs]
         return sum(durations) / len(durations) if durations else 0.0
 
@@ -534,31 +763,6 @@ def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candida
     return None, f"budget spent ({elapsed / 60:.1f} of {spec.budget / 60:.1f} min; a trial takes about {expected('proxy') / 60:.1f} min)"
 
 
-def size_feasible_space(space: SearchSpace, max_size_mb: float, model: torch.nn.Module) -> tuple[SearchSpace, str]:
-    """The part of ``space`` whose int8 artifact can be at most ``max_size_mb``, and a line saying what was left out.
-
-    An int8 artifact stores at least one byte per kept convolution or linear weight, and the planner's parameter share
-    also counts the other parameters (biases, BatchNorm, which int8 export folds or widens), so a plan keeping a share
-    ``f`` of the ``P`` parameters is at least ``f * P - others`` bytes. Shares above ``(limit + others) / P`` cannot
-    fit: they are cut from the range, and when the unpruned model cannot fit, "no pruning" is never drawn. A bound, not
-    an estimate: nothing that could fit is left out.
-    """
-    weights = sum(module.weight.numel() for module in model.modules() if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)))
-    total = sum(parameter.numel() for parameter in model.parameters())
-    highest = (max_size_mb * 1e6 + total - weights) / total
-    changes: dict[str, Any] = {}
-    if highest < 1.0 and set(space.prune) == {True, False}:
-        changes["prune"] = (True,)
-    if highest < space.params[1]:
-        changes["params"] = (min(space.params[0], highest / 2), highest)
-    if not changes:
-        return space, ""
-    narrowed = space.model_copy(update=changes)
-    return narrowed, (f"at most {100 * highest:.1f}% of the {total:,} parameters can fit in {max_size_mb:g} MB at int8 (a byte per weight): "
-                      f"the search draws parameter shares in [{narrowed.params[0]:.3f}, {narrowed.params[1]:.3f}]"
-                      f"{' and always prunes' if 'prune' in changes else ''}")
-
-
 def proxy_sampler(spec: SearchSpec) -> optuna.samplers.TPESampler:
     """The proxy study's sampler: multivariate TPE over the conditional space. It is constraint-aware through the
     values each trial stores with ``trial.set_constraint`` (:func:`constraint_values`): optuna 5 reads
@@ -566,7 +770,11 @@ def proxy_sampler(spec: SearchSpec) -> optuna.samplers.TPESampler:
     by its summed miss. (TPESampler's ``constraints_func`` is deprecated in optuna 5 for exactly this, and would store
     the same values a second time, under other names, which ``FrozenTrial.constraints`` would then count twice.)"""
     seed = spec.seed if spec.storage is None else spec.seed + os.getpid()  # workers sharing a study: not the same start points
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(spec.promote_every, 6))
+    # group: the space is conditional (a stage's parameters exist only when it is used), and the queued initial design
+    # takes the place of TPE's own random start-up trials
+    with warnings.catch_warnings():  # "experimental" notices about optuna's own options: nothing for a user to do
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=spec.initial_trials)
 
 
 def constraint_values(measured: dict[str, Any], spec: SearchSpec) -> dict[str, float]:
@@ -622,7 +830,7 @@ def promotion_candidates(done: list[FrozenTrial], promoted: list[dict[str, Any]]
     points = {t.number: {"top1": t.values[0], "latency_ms": t.values[1], "megabytes": t.values[2]} for t in done if feasible(t.constraints)}
     front = {number for number, point in points.items() if not any(dominates(other, point) for other in points.values())}
     ranked = sorted(done, key=lambda t: (t.number not in front, violation(t.constraints), -t.values[0]))
-    return [t for t in ranked if fine_tunes(t.params) and json.dumps(t.params, sort_keys=True) not in seen
+    return [t for t in ranked if t.user_attrs.get("fine_tunes") and json.dumps(t.params, sort_keys=True) not in seen
             and all(t.constraints.get(key, 0.0) <= 0 for key in FIXED_BY_ARCHITECTURE)][:count]
 
 

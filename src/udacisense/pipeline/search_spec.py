@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from udacisense.compress.channels import Importance
-from udacisense.compress.quantize import Observer
 from udacisense.config import StrictModel
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
@@ -24,31 +22,22 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
-class SearchSpace(StrictModel):
-    """What a trial may choose. A range is [low, high]; a tuple of choices is searched among its items."""
-
-    prune: tuple[bool, ...] = Field(default=(True, False), description="whether to remove channels at all")
-    macs: tuple[float, float] = Field(default=(0.15, 0.8), description="share of the baseline's MACs the pruning plan keeps")
-    params: tuple[float, float] = Field(default=(0.1, 0.8), description="share of the baseline's parameters the pruning plan keeps")
-    importance: tuple[Importance, ...] = ("l2", "taylor")
-    quantization: tuple[Literal["static", "qat"], ...] = ("static", "qat")
-    observer: tuple[Observer, ...] = ("histogram", "minmax")
-    mixed_precision: tuple[float, ...] = Field(
-        default=(), description="static int8: choices of a validation drop (pt) within which sensitive layers stay fp32; empty: never"
-    )
-    distill: tuple[bool, ...] = (True, False)
-    temperature: tuple[float, ...] = (2.0, 4.0, 8.0)
-
-    @field_validator("macs", "params")
-    @classmethod
-    def _share_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1] <= 1:
-            raise ValueError(f"{list(value)} must be [low, high] with 0 < low <= high <= 1")
-        return value
+def flatten(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{quantize: {method: [static]}} -> {"quantize.method": ["static"]}: a search space's names are dotted paths."""
+    flat: dict[str, Any] = {}
+    for key, value in space.items():
+        name = f"{prefix}{key}"
+        flat |= flatten(value, f"{name}.") if isinstance(value, dict) else {name: value}
+    return flat
 
 
 class SearchSpec(StrictModel):
-    """A constrained multi-objective search: maximize validation top-1, minimize latency and size of the int8 ``.pte``."""
+    """A constrained multi-objective search: maximize validation top-1, minimize latency and size of a trial's artifact.
+
+    A trial is a pipeline drawn from the registered stages' own search spaces (:meth:`StageParams.search_space`):
+    whether each stage is used (named by the stage: ``prune_channels``), then its parameters (named by their dotted
+    path: ``prune_channels.budget.macs``, ``quantize.method``). ``space`` narrows any of them by name: a list of choices,
+    ``[low, high]`` for a range, or one value to fix it."""
 
     budget: float = Field(default=7200, gt=0, description="seconds of search (the command line also takes 90m or 2h); a resume counts on")
     trials: int | None = Field(default=None, gt=0, description="stop after this many trials (proxy and full together)")
@@ -57,24 +46,41 @@ class SearchSpec(StrictModel):
     max_size_mb: float | None = Field(default=None, gt=0, description="constraint: artifact file size, MB")
     proxy_epochs: int = Field(default=2, gt=0, description="fine-tune epochs of a first (proxy) trial")
     full_epochs: int = Field(default=10, gt=0, description="fine-tune epochs of a candidate promoted from the proxy front")
-    qat_epochs: tuple[int, int] = Field(default=(1, 2), description="quantization-aware training epochs at proxy and at full fidelity")
-    lr: float = Field(default=0.02, gt=0, description="fine-tune peak learning rate (QAT uses a tenth)")
+    lr: float = Field(default=0.02, gt=0, description="fine-tune peak learning rate (a stage may scale it: QAT uses a tenth)")
+    initial_trials: int = Field(default=6, gt=0, description="trials drawn first to spread over the whole space (the hand recipe's own "
+                                "point, when given, then a scrambled Halton design); the sampler learns from them")
     promote_every: int = Field(default=6, gt=0, description="proxy trials between promotions")
     promote: int = Field(default=2, gt=0, description="front candidates promoted to the full fine-tune each time")
     seed: int = 0
     storage: str | None = Field(default=None, description="optuna storage URL shared by several workers (postgresql://...); default: SQLite in the run folder")
     latency_runs: int = Field(default=100, gt=0, description="timed runs per latency measurement")
     calibration_images: int = Field(default=512, gt=0)
-    stage_options: dict[Literal["prune", "quantize"], dict[str, Any]] = Field(
-        default_factory=dict, description="fixed settings merged into every trial's stage, e.g. {prune: {sensitivity_images: 500}}"
+    stages: list[str] | None = Field(default=None, description="the stages a trial may use (default: every registered stage with a search space)")
+    stage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="fixed settings merged into a stage whenever a trial uses it, e.g. {prune_channels: {sensitivity_images: 500}}"
     )
     fine_tune: dict[str, Any] = Field(default_factory=dict, description="fixed fine-tune settings for every trial, e.g. {batch_size: 64}")
-    space: SearchSpace = Field(default_factory=SearchSpace)
+    space: dict[str, Any] = Field(default_factory=dict, description="narrowed dimensions by name, e.g. {quantize.method: [static], "
+                                  "prune_channels.budget.macs: [0.2, 0.5], factorize: [false]}")
 
     @field_validator("budget", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("space")
+    @classmethod
+    def _flat(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return flatten(value)
+
+    @model_validator(mode="after")
+    def _stage_names(self) -> "SearchSpec":
+        from udacisense.stages import STAGES
+
+        named = [*(self.stages or ()), *self.stage_options, *(name.split(".")[0] for name in self.space)]
+        for name in named:
+            STAGES.get(name, where="search options")
+        return self
 
     @model_validator(mode="after")
     def _fidelities(self) -> "SearchSpec":

@@ -7,6 +7,7 @@ calls :func:`register_stage` (a recipe or a test can import it from anywhere).
 from udacisense.stages import distill, factorize, prune_channels, prune_unstructured, quantize
 from udacisense.stages.registry import (
     STAGES,
+    SearchDraw,
     Stage,
     StageContext,
     StageOutput,
@@ -15,5 +16,5 @@ from udacisense.stages.registry import (
 )
 
 __all__ = [
-    "STAGES", "Stage", "StageContext", "StageOutput", "StageParams", "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
+    "STAGES", "SearchDraw", "Stage", "StageContext", "StageOutput", "StageParams", "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
 ]

@@ -4,16 +4,18 @@ generically (:mod:`udacisense.checkpoint`), so nothing here is needed to reload 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 
 from udacisense.compress.lowrank import LowRankConfig, factorize
 from udacisense.stages.registry import (
     FineTuned,
+    SearchDraw,
     StageContext,
     StageOutput,
     describe_fine_tune,
+    draw_fine_tune,
     fit_options,
     library_config,
     register_stage,
@@ -21,7 +23,13 @@ from udacisense.stages.registry import (
 
 
 class Factorize(LowRankConfig, FineTuned):
-    pass
+    search_order: ClassVar[int | None] = 20
+
+    @classmethod
+    def search_space(cls, space: SearchDraw) -> None:
+        """The spectral energy each factorized layer keeps, and a fine-tune."""
+        space.float("energy", 0.5, 0.95)
+        draw_fine_tune(space)
 
 
 def describe(params: Factorize, info: dict[str, Any]) -> str:

@@ -3,16 +3,18 @@ See :mod:`udacisense.compress.prune`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 
 from udacisense.compress.prune import UnstructuredPruneConfig, prune_and_fine_tune, prune_unstructured, weight_sparsity
 from udacisense.stages.registry import (
     FineTuned,
+    SearchDraw,
     StageContext,
     StageOutput,
     describe_fine_tune,
+    draw_fine_tune,
     fit_options,
     library_config,
     register_stage,
@@ -20,7 +22,14 @@ from udacisense.stages.registry import (
 
 
 class PruneUnstructured(UnstructuredPruneConfig, FineTuned):
-    pass
+    search_order: ClassVar[int | None] = 30
+
+    @classmethod
+    def search_space(cls, space: SearchDraw) -> None:
+        """A target sparsity reached gradually while fine-tuning."""
+        space.float("ratio", 0.3, 0.9)
+        space.set("schedule", "gradual")
+        draw_fine_tune(space)
 
 
 def describe(params: PruneUnstructured, info: dict[str, Any]) -> str:

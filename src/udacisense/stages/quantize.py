@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn as nn
 from pydantic import Field, model_validator
@@ -16,10 +16,12 @@ from udacisense.compress.quantize import QuantizeConfig
 from udacisense.errors import UdaciSenseError
 from udacisense.stages.registry import (
     FineTuneConfig,
+    SearchDraw,
     StageContext,
     StageOutput,
     StageParams,
     TeacherConfig,
+    draw_fine_tune,
     library_config,
     register_stage,
     teacher_loss,
@@ -32,6 +34,19 @@ class Quantize(QuantizeConfig, StageParams):
     max_drop: float | None = Field(default=None, ge=0, description="mixed precision: keep sensitive layers fp32 until the val drop is within this (pt)")
     fine_tune: FineTuneConfig | None = Field(default=None, description="quantization-aware training epochs (method qat)")
     distill: TeacherConfig | None = None
+
+    search_order: ClassVar[int | None] = 100  # it builds the artifact: last
+
+    @classmethod
+    def search_space(cls, space: SearchDraw) -> None:
+        """Static int8 (an activation observer; sensitive layers kept fp32 within a drop, or none) or quantization-aware
+        training (a short fine-tune at a tenth of the learning rate)."""
+        if space.choice("method", ("static", "qat")) == "static":
+            space.choice("observer", ("histogram", "minmax"))
+            if space.present("max_drop"):
+                space.choice("max_drop", (0.25, 0.5, 1.0))
+        else:
+            draw_fine_tune(space, lr_scale=0.1, epochs_scale=0.2)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Quantize":

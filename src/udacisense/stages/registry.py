@@ -19,7 +19,7 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,8 +30,34 @@ from udacisense.data import ImageDataset, augmentation
 from udacisense.registry import Registry
 
 
+class SearchDraw(Protocol):
+    """What a stage's :meth:`StageParams.search_space` draws one search trial's parameters from. Names are the
+    parameters' dotted paths in the stage (``budget.macs``, ``distill.temperature``); what is drawn or set becomes the
+    trial's stage, and the search's ``space:`` overrides narrow any range or list of choices by the same name."""
+
+    fine_tune_epochs: int  # this trial's fidelity: the epochs of a fine-tune after a cut
+    lr: float  # the search's fine-tune learning rate
+    baseline: nn.Module  # the model the search compresses (read only)
+    max_size_mb: float | None  # the search's size limit, if any
+
+    def float(self, name: str, low: float, high: float) -> float: ...
+    def choice(self, name: str, options: Sequence[Any]) -> Any: ...
+    def present(self, name: str) -> bool: ...
+    def set(self, name: str, value: Any) -> None: ...
+
+
 class StageParams(StrictModel):
-    """Base of every stage's parameters; the methods are what the recipe validator asks of a stage."""
+    """Base of every stage's parameters; the methods are what the recipe validator and the search ask of a stage."""
+
+    # Where the search places this stage in a trial's pipeline (lower first; an artifact-building stage last);
+    # None: the search never draws it.
+    search_order: ClassVar[int | None] = None
+
+    @classmethod
+    def search_space(cls, space: SearchDraw) -> None:
+        """Draw this stage's parameters for one search trial from ``space`` (called only when ``search_order`` is set).
+        Draw only valid combinations: a drawn stage that its own validator rejects fails the trial."""
+        raise NotImplementedError(f"{cls.__name__} sets search_order but draws no search space")
 
     def builds_artifact(self) -> str | None:
         """The export format this stage produces itself (e.g. an int8 ``.pte``): the model is final after it."""
@@ -180,3 +206,13 @@ def describe_fine_tune(params: FineTuned) -> str:
         return ""
     teacher = f", teacher {params.distill.teacher}" if params.distill else ""
     return f", {params.fine_tune.epochs} epochs fine-tuning{teacher}"
+
+
+def draw_fine_tune(space: SearchDraw, lr_scale: float = 1.0, epochs_scale: float = 1.0) -> None:
+    """A search trial's fine-tune after a cut (epochs from the trial's fidelity, scaled; the search's learning rate,
+    scaled) and whether it is distilled from the model before the stage, at which temperature."""
+    space.set("fine_tune.epochs", max(1, round(space.fine_tune_epochs * epochs_scale)))
+    space.set("fine_tune.lr", space.lr * lr_scale)
+    if space.present("distill"):
+        space.set("distill.teacher", "self")
+        space.choice("distill.temperature", (2.0, 4.0, 8.0))

@@ -1,0 +1,108 @@
+"""The search explores whatever is registered: stages declare their own spaces, the first trials spread over the whole
+space (the hand recipe's point first), no configuration is drawn twice, and a stage added from outside the package is
+drawn and run by a real search."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import yaml
+
+from conftest import FAST_SEARCH, TinyNet, import_plugin
+from udacisense.cli import main
+from udacisense.errors import UdaciSenseError
+from udacisense.pipeline.recipe import apply_override, load_recipe
+from udacisense.pipeline.search import TrialDraw, configuration_key, draw_pipeline, explore, initial_design, trial_recipe, unit_pick
+from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.stages import STAGES
+
+BASE = {"name": "t", "data": {"name": "synthetic"}, "baseline": {"checkpoint": "best.pt"}}
+
+
+def used(point: dict, stage: str) -> bool:
+    return point.get(stage) is True
+
+
+def test_the_first_trials_spread_over_every_registered_stage_and_are_all_different():
+    model = TinyNet(width=16)
+    searched = [name for name, stage in STAGES.items() if stage.params.search_order is not None]
+    assert {"prune_channels", "prune_unstructured", "factorize", "quantize"} <= set(searched)
+    for seed in range(8):
+        points, _ = initial_design(SearchSpec(seed=seed), model, [])
+        assert len(points) == 6 and len({configuration_key(point) for point in points}) == 6
+        assert any(used(point, "prune_channels") for point in points[:3]), f"seed {seed}: no pruned configuration among the first three"
+    designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), model, [])[0]]
+    for stage in searched:  # every stage is both used and left out, and its own choices vary
+        assert 0 < sum(used(point, stage) for point in designs) < len(designs)
+    assert {point["quantize.method"] for point in designs if used(point, "quantize")} == {"static", "qat"}
+    macs = [point["prune_channels.budget.macs"] for point in designs if used(point, "prune_channels")]
+    assert min(macs) < 0.35 and max(macs) > 0.6  # the range [0.15, 0.8] is covered, not one corner of it
+
+
+def test_the_hand_recipe_is_the_first_point_and_every_draw_is_a_valid_recipe():
+    model = TinyNet(width=16)
+    mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
+    builtin = ["prune_channels", "factorize", "prune_unstructured", "quantize"]  # a plugin another test registered is left out
+    points, _ = initial_design(SearchSpec(stages=builtin), model, mobile)
+    assert points[0] == {"prune_channels": True, "prune_channels.budget.macs": 0.3, "prune_channels.budget.params": 0.25,
+                         "prune_channels.importance": "l2", "prune_channels.distill": True, "prune_channels.distill.temperature": 4.0,
+                         "factorize": False, "prune_unstructured": False, "quantize": True, "quantize.method": "qat",
+                         "quantize.distill": True, "quantize.distill.temperature": 4.0}
+    spec = SearchSpec(stages=builtin)
+    for point in points + explore(spec, model, 40, set(), 100)[0]:
+        stages = draw_pipeline(TrialDraw(spec, model, "proxy", lambda name, kind, options: point[name]), spec)
+        for stage in stages:  # every stage's own validator accepts what its space drew
+            STAGES[stage["stage"]].params.model_validate({key: value for key, value in stage.items() if key not in ("stage", "id")})
+        recipe = trial_recipe(BASE, stages, spec, "", "proxy")
+        assert recipe["export"]["formats"] == (["pte-int8"] if used(point, "quantize") else ["pte"])
+        if used(point, "quantize"):
+            assert stages[-1]["stage"] == "quantize"  # the artifact-building stage runs last
+
+
+def test_the_search_options_narrow_the_space_by_name():
+    model = TinyNet(width=16)
+    spec = SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "factorize": [False],
+                             "prune_channels": {"budget.macs": [0.2, 0.3], "importance": "taylor"}})
+    points, _ = explore(spec, model, 12, set(), 0)
+    assert len(points) == 12
+    for point in points:  # a fixed value is not a dimension: the trial does not draw it, the pipeline has it
+        assert not {"quantize", "quantize.method", "factorize", "prune_channels.importance"} & set(point)
+        stages = {stage["stage"]: stage for stage in draw_pipeline(TrialDraw(spec, model, "proxy", lambda name, kind, options: point[name]), spec)}
+        assert stages["quantize"]["method"] == "static" and "factorize" not in stages
+        if used(point, "prune_channels"):
+            assert 0.2 <= stages["prune_channels"]["budget"]["macs"] <= 0.3 and stages["prune_channels"]["importance"] == "taylor"
+    assert any(used(point, "prune_channels") for point in points)
+
+    raw: dict = {"search": {}}
+    apply_override(raw, "search.space.quantize.method=[static]")  # under search.space the rest of the key is one name
+    assert raw == {"search": {"space": {"quantize.method": ["static"]}}}
+    with pytest.raises(UdaciSenseError, match=r"search.space.prune_channels.budget.macs is a range: give \[low, high\]"):
+        explore(SearchSpec(space={"prune_channels": [True], "prune_channels.budget.macs": [0.3]}), model, 1, set(), 0)
+    with pytest.raises(UdaciSenseError, match="unknown stage 'prune_chanels' \\(did you mean 'prune_channels'\\?"):
+        SearchSpec(space={"prune_chanels.ratio": [0.5]})
+
+
+def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_twice(tmp_path, tiny_baseline):
+    """The weight-clustering plugin (tests/plugins/) declares its own space; nothing under src/ names it."""
+    import_plugin()
+    command = ["search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "3", "--max-drop", "50", "--name", "plugin",
+               "--runs-dir", str(tmp_path), *FAST_SEARCH, "--set", "search.stages=[weight_clustering]"]
+    assert main(command) == 0
+    folder = tmp_path / "plugin" / "search"
+    study = optuna.load_study(study_name="plugin-proxy", storage=f"sqlite:///{folder / 'study.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3 and len({configuration_key(t.params) for t in done}) == 3  # the space has 4 configurations: no repeat
+    clustered = [t for t in done if t.params["weight_clustering"]]
+    assert clustered and {t.params["weight_clustering.clusters"] for t in clustered} <= {8, 32, 128}
+    for trial in clustered:
+        recipe = yaml.safe_load((folder / "trials" / f"{trial.user_attrs['key']}.yaml").read_text())
+        assert recipe["stages"] == [{"stage": "weight_clustering", "id": "weight_clustering", "clusters": trial.params["weight_clustering.clusters"]}]
+        result = json.loads((folder / "trials" / trial.user_attrs["key"] / "result.json").read_text())
+        assert result["stages"][0]["stage"] == "weight_clustering" and result["stages"][0]["info"]["layers"] > 0
+    spec = SearchSpec.model_validate(json.loads((folder / "pareto.json").read_text())["spec"])
+    from udacisense.checkpoint import load_model
+
+    design, _ = initial_design(spec, load_model(tiny_baseline)[0], [])
+    assert [t.params for t in sorted(done, key=lambda t: t.number)] == design[:3]  # the first trials are the design's points
