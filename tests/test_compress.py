@@ -250,8 +250,8 @@ def test_pruning_a_layer_that_cannot_be_pruned_is_a_clear_error(layer_ratios, me
 def test_bad_unstructured_options_are_clear_errors():
     with pytest.raises(UdaciSenseError, match="'ratio': Input should be less than 1"):
         validate_config(UnstructuredPruneConfig, {"ratio": 1.0}, where="unstructured pruning options")
-    with pytest.raises(UdaciSenseError, match="cannot exclude features.1"):
-        prune_unstructured(TinyNet(), 0.5, exclude=("features.1",))
+    with pytest.raises(UdaciSenseError, match="cannot protect features.1"):
+        prune_unstructured(TinyNet(), 0.5, protect=("features.1",))
 
 
 # --- sensitivity ----------------------------------------------------------------------------

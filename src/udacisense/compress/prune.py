@@ -39,37 +39,37 @@ class UnstructuredPruneConfig(StrictModel):
     protect: tuple[str, ...] = Field(default=(), description="layer names to leave dense")
 
 
-def prunable_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Module]:
-    """Conv2d and Linear layers by name, minus ``exclude``; a name that is not prunable is an error."""
+def prunable_layers(model: nn.Module, protect: tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers by name, minus ``protect``; a protected name that is not prunable is an error."""
     layers = {name: module for name, module in model.named_modules() if isinstance(module, PRUNABLE_TYPES)}
-    unknown = [name for name in exclude if name not in layers]
+    unknown = [name for name in protect if name not in layers]
     if unknown:
         raise UdaciSenseError(
-            f"cannot exclude {', '.join(unknown)}: not a Conv2d or Linear layer of this model; "
+            f"cannot protect {', '.join(unknown)}: not a Conv2d or Linear layer of this model; "
             f"prunable layers include {', '.join(list(layers)[:6])}, …"
         )
-    return {name: module for name, module in layers.items() if name not in exclude}
+    return {name: module for name, module in layers.items() if name not in protect}
 
 
-def prune_unstructured(model: nn.Module, sparsity: float, scope: str = "global", exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Zero the smallest-magnitude weights until ``sparsity`` of the prunable weights are zero; returns the masks.
+def prune_unstructured(model: nn.Module, ratio: float, scope: str = "global", protect: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Zero the smallest-magnitude weights until a share ``ratio`` of the prunable weights are zero; returns the masks.
 
-    Weights already zero rank lowest, so raising the sparsity step by step never revives one.
+    Weights already zero rank lowest, so raising the ratio step by step never revives one.
     """
-    if not 0.0 <= sparsity < 1.0:
-        raise UdaciSenseError(f"sparsity must be in [0, 1), got {sparsity}")
+    if not 0.0 <= ratio < 1.0:
+        raise UdaciSenseError(f"ratio must be in [0, 1), got {ratio}")
     if scope not in ("global", "layer"):
         raise UdaciSenseError(f"unknown pruning scope '{scope}'; choose 'global' or 'layer'")
-    layers = prunable_layers(model, exclude)
+    layers = prunable_layers(model, protect)
     masks = {}
     with _contiguous_weights(layers.values()):
         if scope == "global":
             torch_prune.global_unstructured(
-                [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=sparsity
+                [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=ratio
             )
         else:
             for module in layers.values():
-                torch_prune.l1_unstructured(module, "weight", amount=sparsity)
+                torch_prune.l1_unstructured(module, "weight", amount=ratio)
         for name, module in layers.items():
             masks[name] = module.weight_mask.detach().clone().bool()
             torch_prune.remove(module, "weight")
@@ -102,15 +102,16 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             weight.mul_(mask.to(weight.device, weight.dtype))
 
 
-def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_sparsity: float = 0.0) -> float:
-    """Zhu & Gupta (2017): sparsity rises fast at first, then slowly, reaching ``final_sparsity`` at ``total_steps``."""
+def cubic_sparsity(step: int, total_steps: int, ratio: float, initial_ratio: float = 0.0) -> float:
+    """Zhu & Gupta (2017): the sparsity at ``step`` rises fast at first, then slowly, from ``initial_ratio`` to ``ratio``
+    at ``total_steps``."""
     progress = min(max(step / total_steps, 0.0), 1.0)
-    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+    return ratio + (initial_ratio - ratio) * (1.0 - progress) ** 3
 
 
-def weight_sparsity(model: nn.Module, exclude: tuple[str, ...] = ()) -> float:
-    """Share of zeros among the prunable (Conv2d/Linear) weights."""
-    layers = prunable_layers(model, exclude).values()
+def weight_sparsity(model: nn.Module, protect: tuple[str, ...] = ()) -> float:
+    """Share of zeros among the prunable (Conv2d/Linear) weights, those in ``protect`` left out."""
+    layers = prunable_layers(model, protect).values()
     total = sum(module.weight.numel() for module in layers)
     zeros = sum(int((module.weight == 0).sum()) for module in layers)
     return zeros / max(total, 1)

@@ -80,7 +80,7 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
     source = None
     if config.method == "static":
         calibration = context.dataset.calibration_batches(config.calibration_images)
-        graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, float_layers=float_layers,
+        graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, protect=float_layers,
                                      per_channel=config.per_channel)
     else:
         graph, source, info["history"] = _quantization_aware_training(model, params, float_layers, context)
@@ -112,7 +112,7 @@ def _quantization_aware_training(model: nn.Module, params: Quantize, float_layer
     from udacisense.train import fit
 
     train_config = params.fine_tune
-    prepared = prepare_qat(model, context.example, float_layers=float_layers)
+    prepared = prepare_qat(model, context.example, protect=float_layers)
     never = train_config.epochs + 1
 
     def freeze(epoch: int) -> None:
