@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field, PositiveFloat, model_validator
 
-from udacisense.config import DataConfig, DistillConfig, StrictModel, TrainConfig
+from udacisense.config import DataConfig, DistillConfig, SoftTargetConfig, StrictModel, TrainConfig
 from udacisense.data import ImageDataset, augmentation
 from udacisense.registry import Registry
 
@@ -120,12 +120,10 @@ class FineTuneConfig(TrainConfig):
     schedule: Literal["cosine", "onecycle"] = "cosine"
 
 
-class TeacherConfig(StrictModel):
+class TeacherConfig(SoftTargetConfig):
     """Distillation while fine-tuning: ``self`` is the model before this stage, ``baseline`` the run's baseline."""
 
     teacher: Literal["self", "baseline"] | Path = "self"
-    temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.7, ge=0, le=1)
 
 
 class FineTuned(StageParams):
@@ -160,7 +158,7 @@ def teacher_loss(model: nn.Module, teacher: TeacherConfig | None, train_config: 
     else:
         path = context.baseline_checkpoint if teacher.teacher == "baseline" else Path(teacher.teacher)
         teacher_model = load_teacher(path, tuple(context.contract["shape"][1:]))
-    config = DistillConfig(temperature=teacher.temperature, alpha=teacher.alpha)
+    config = library_config(DistillConfig, teacher)
     return make_distillation_loss(teacher_model, config, train_config.label_smoothing, resolve_device(train_config.device))
 
 
