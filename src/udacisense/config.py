@@ -110,7 +110,8 @@ class SoftTargetConfig(StrictModel):
 
 
 class DistillConfig(SoftTargetConfig):
-    """Knowledge distillation while training: the soft targets, and whether the teacher's logits are remembered per image."""
+    """Knowledge distillation in :func:`udacisense.train.fine_tune`: the soft targets, and whether the teacher's logits
+    are remembered per image."""
 
     cache_teacher_logits: bool = Field(
         default=False, description="remember the teacher's logits per image; only valid when augmentation is off"

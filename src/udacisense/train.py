@@ -1,4 +1,5 @@
-"""Training: ``fit()`` for any classifier, plus ``train_run()`` that owns a whole run folder.
+"""Training: ``fit()`` for any classifier, ``fine_tune()`` (optionally distilled) that every compression stage calls,
+and ``train_run()`` that owns a whole run folder.
 
 ``fit`` is deterministic for a given seed on CPU and resumable: ``last.pt`` holds the model,
 optimizer, scheduler and every random-number state, so a run resumed after epoch k ends
@@ -27,8 +28,9 @@ from tqdm.auto import tqdm
 
 from udacisense import distributed, tracking
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
-from udacisense.config import EXECUTION_FIELDS, RunConfig, TrackingConfig, TrainConfig, validate_config
+from udacisense.config import EXECUTION_FIELDS, DistillConfig, RunConfig, TrackingConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
+from udacisense.distillation import make_distillation_loss
 from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
 from udacisense.health import HINT, judge_training
@@ -273,6 +275,42 @@ def fit(
     model.to("cpu", memory_format=torch.contiguous_format)
     _judge(history, dataset, default_loss, checkpoint_dir, model)
     return history
+
+
+def fine_tune(
+    model: nn.Module,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    folder: Path,
+    model_spec: dict[str, Any],
+    *,
+    teacher: nn.Module | None = None,
+    distillation: DistillConfig = DistillConfig(),
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_step_end: Callable[[], None] | None = None,
+    on_epoch_end: Callable[[EpochResult], None] | None = None,
+    logger: logging.Logger | None = None,
+    augment: Sequence[str] = (),
+    resume: bool = False,
+) -> list[EpochResult]:
+    """Train ``model`` after a compression step, in ``folder``: the one fine-tune every stage calls (a distilled student
+    too). Writes ``last.pt`` and ``best.pt`` there, and with ``resume`` continues from its ``last.pt``.
+
+    With a ``teacher`` (a copy of the model before the stage, the baseline, or any classifier of the same classes;
+    frozen here), the loss is Hinton's distillation loss at ``distillation``'s temperature and alpha; without one,
+    label-smoothed cross-entropy. The hooks are :func:`fit`'s: ``on_epoch_start(epoch)`` before each epoch (gradual
+    pruning raises sparsity there), ``on_step_end()`` after each optimizer step (pruning re-zeroes its weights there),
+    ``on_epoch_end(result)`` once the epoch's checkpoints are written.
+    """
+    loss_function = None
+    if teacher is not None:
+        if distillation.cache_teacher_logits and augment:
+            raise UdaciSenseError(
+                "cache_teacher_logits needs augmentation off (each augmented image is new); set data augment: none (--augment none) or turn caching off"
+            )
+        loss_function = make_distillation_loss(teacher, distillation, config.label_smoothing, resolve_device(config.device))
+    return fit(model, dataset, config, folder, model_spec, resume=resume, loss_function=loss_function, on_epoch_start=on_epoch_start,
+               on_step_end=on_step_end, on_epoch_end=on_epoch_end, logger=logger, augment=augment)
 
 
 def _training_memory_format(model: nn.Module, config: TrainConfig, input_shape: tuple[int, ...], device: torch.device,

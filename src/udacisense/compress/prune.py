@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 from pydantic import Field
 
-from udacisense.config import StrictModel, TrainConfig
-from udacisense.data import ImageDataset
+from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
-from udacisense.train import EpochResult, fit
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -117,25 +114,19 @@ def weight_sparsity(model: nn.Module, protect: tuple[str, ...] = ()) -> float:
     return zeros / max(total, 1)
 
 
-def prune_and_fine_tune(
-    model: nn.Module,
-    config: UnstructuredPruneConfig,
-    dataset: ImageDataset,
-    train_config: TrainConfig,
-    checkpoint_dir: Path,
-    model_spec: dict[str, Any],
-    *,
-    logger: logging.Logger | None = None,
-    **fit_options: Any,
-) -> list[EpochResult]:
-    """Prune to sparsity ``config.ratio`` (one-shot, or on a cubic schedule over the first two thirds of the
-    epochs) while fine-tuning; pruned weights stay zero through every optimizer step.
+def pruning_hooks(
+    model: nn.Module, config: UnstructuredPruneConfig, epochs: int, logger: logging.Logger | None = None
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """Pruning to ``config.ratio`` while ``model`` trains for ``epochs``: ``(raise_sparsity, keep_zeros)``, the
+    ``on_epoch_start`` and ``on_step_end`` hooks of :func:`udacisense.train.fine_tune`.
 
-    ``fit_options`` go to :func:`udacisense.train.fit` (e.g. a distillation ``loss_function``).
-    The model ends at exactly the requested sparsity, with its masks made permanent.
+    ``raise_sparsity(epoch)`` prunes at once (one-shot) or on a cubic schedule over the first two thirds of the epochs
+    (gradual); ``keep_zeros()`` re-zeroes the pruned weights after each optimizer step. Call ``keep_zeros()`` once more
+    after training (an average of the weights may have revived some): the model then ends at exactly the requested
+    sparsity, with its masks made permanent.
     """
     logger = logger or logging.getLogger("udacisense")
-    ramp_epochs = max(1, round(train_config.epochs * 2 / 3)) if config.schedule == "gradual" else 1
+    ramp_epochs = max(1, round(epochs * 2 / 3)) if config.schedule == "gradual" else 1
     masks: dict[str, torch.Tensor] = {}
 
     def raise_sparsity(epoch: int) -> None:
@@ -146,9 +137,4 @@ def prune_and_fine_tune(
         elif not masks:  # resumed after the ramp: the zeros on disk are the masks
             masks.update({name: module.weight != 0 for name, module in prunable_layers(model, config.protect).items()})
 
-    history = fit(
-        model, dataset, train_config, checkpoint_dir, model_spec,
-        on_epoch_start=raise_sparsity, on_step_end=lambda: apply_masks(model, masks), logger=logger, **fit_options,
-    )
-    apply_masks(model, masks)
-    return history
+    return raise_sparsity, lambda: apply_masks(model, masks)

@@ -1,6 +1,6 @@
 """Stage ``distill``: train a student on a teacher's soft targets (Hinton et al., 2015). The student is the
 current model, a fresh copy of its architecture (``scratch``) or another architecture (``{model: ...}``);
-the teacher is the baseline, a checkpoint, or a model trained inside the stage. See :mod:`udacisense.compress.distill`."""
+the teacher is the baseline, a checkpoint, or a model trained inside the stage. See :mod:`udacisense.distillation`."""
 
 from __future__ import annotations
 
@@ -61,10 +61,10 @@ def describe(params: Distill, info: dict[str, Any]) -> str:
 @register_stage("distill", Distill, describe)
 def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> StageOutput:
     """Knowledge distillation: train the student (current model, a fresh one, or another architecture) on a teacher's soft targets."""
-    from udacisense.compress.distill import distill, load_teacher
     from udacisense.config import ModelConfig, RunConfig
+    from udacisense.distillation import load_teacher
     from udacisense.models import create_model
-    from udacisense.train import seed_everything, train_run
+    from udacisense.train import fine_tune, seed_everything, train_run
 
     info: dict[str, Any] = {}
     if isinstance(params.teacher, TeacherModelSpec):
@@ -90,7 +90,7 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
         seed_everything(params.train.seed)  # a new student's initial weights are part of the reproducible run
     student = create_model(model_spec["name"], **model_spec["kwargs"]) if model_spec else model
     context.logger.info(f"distilling from {teacher_path} (T={params.temperature}, alpha={params.alpha})")
-    distill(student, teacher, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec,
-            library_config(DistillConfig, params),
-            augment=augmentation(context.data_config), logger=context.logger, resume=context.resume)
+    fine_tune(student, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec, teacher=teacher,
+              distillation=library_config(DistillConfig, params), logger=context.logger, augment=augmentation(context.data_config),
+              resume=context.resume)
     return StageOutput(student.eval(), info, model_spec=model_spec)
