@@ -126,8 +126,7 @@ def render(results: dict) -> str:
             _table_row("baseline (fp32)", "—", base, base, base_pte),
         ]
         pruned = [row for row in rows.values() if "after" in row]
-        pruned.sort(key=lambda row: ("sparsity" in row["config"], row["config"].get("ratio", row["config"].get("sparsity")),
-                                     row["fine_tune"]["epochs"]))
+        pruned.sort(key=lambda row: (_unstructured(row), row["config"]["ratio"], row["fine_tune"]["epochs"]))
         for row in pruned:
             lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
     channels50 = rows.get("channels50_30ep") or rows.get("channels50")
@@ -151,10 +150,15 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _unstructured(row: dict) -> bool:
+    """A prune_unstructured row (a channel-pruning config ranks channels by an importance)."""
+    return "importance" not in row["config"]
+
+
 def _label(row: dict) -> str:
     config = row["config"]
-    if "sparsity" in config:
-        return f"unstructured {100 * config['sparsity']:.0f}% ({config['scope']})"
+    if _unstructured(row):
+        return f"unstructured {100 * config['ratio']:.0f}% ({config['scope']})"
     return f"channels {100 * config['ratio']:.0f}% ({config['importance']}, {config['scope']})"
 
 
@@ -186,9 +190,9 @@ def main() -> None:
     experiments = {f"channels{round(100 * ratio)}": lambda ratio=ratio: prune_row(
         f"channels{round(100 * ratio)}", ChannelPruneConfig(ratio=ratio), args.structured_epochs, 0.05, threads) for ratio in STRUCTURED}
     experiments["channels50_30ep"] = lambda: prune_row("channels50_30ep", ChannelPruneConfig(ratio=0.5), 30, 0.05, threads)
-    experiments |= {f"unstructured{round(100 * sparsity)}": lambda sparsity=sparsity: prune_row(
-        f"unstructured{round(100 * sparsity)}", UnstructuredPruneConfig(sparsity=sparsity), args.unstructured_epochs, 0.01, threads)
-        for sparsity in UNSTRUCTURED}
+    experiments |= {f"unstructured{round(100 * ratio)}": lambda ratio=ratio: prune_row(
+        f"unstructured{round(100 * ratio)}", UnstructuredPruneConfig(ratio=ratio), args.unstructured_epochs, 0.01, threads)
+        for ratio in UNSTRUCTURED}
     experiments["kd_alone"] = lambda: kd_row("kd_alone", args.kd_epochs, None, threads)
     experiments["kd_from_baseline"] = lambda: kd_row("kd_from_baseline", args.kd_epochs, BASELINE, threads)
     chosen = [name for name in args.only.split(",") if name] or list(experiments)

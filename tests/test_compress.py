@@ -10,22 +10,23 @@ import torch.nn.functional as F
 
 from conftest import TinyNet
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.compress.channels import ChannelPruneConfig, prune_channels
-from udacisense.compress.distill import distill, distillation_loss, make_distillation_loss
+from udacisense.compress.channels import ChannelPruneConfig, prune_channels, pruning_steps
 from udacisense.compress.prune import (
     UnstructuredPruneConfig,
     cubic_sparsity,
     prunable_layers,
-    prune_and_fine_tune,
     prune_unstructured,
+    pruning_hooks,
     weight_sparsity,
 )
 from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
 from udacisense.config import DataConfig, DistillConfig, TrainConfig, validate_config
 from udacisense.data import dataset_for_contract, get_dataset
+from udacisense.distillation import distillation_loss, make_distillation_loss
 from udacisense.errors import UdaciSenseError
 from udacisense.models import create_model
 from udacisense.profile import count_macs, serialized_size
+from udacisense.train import fine_tune
 
 SPEC = {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 10, "in_channels": 1}}
 CONTRACT = {"shape": [1, 1, 28, 28]}
@@ -59,9 +60,9 @@ def test_distilled_student_moves_toward_its_frozen_teacher(fashion_run, tmp_path
     student = TinyNet(width=16)
     test_images = dataset.normalization.apply(dataset.test.images)
     kl_before = mean_kl(teacher, student, test_images)
-    distill(
-        student, teacher, dataset, TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=1), tmp_path,
-        {"name": "tiny"}, DistillConfig(temperature=2.0, alpha=0.9),
+    fine_tune(
+        student, dataset, TrainConfig(epochs=2, batch_size=64, lr=0.05, threads=1), tmp_path,
+        {"name": "tiny"}, teacher=teacher, distillation=DistillConfig(temperature=2.0, alpha=0.9),
     )
     kl_after = mean_kl(teacher, student.eval(), test_images)
     assert kl_after < 0.7 * kl_before
@@ -86,7 +87,8 @@ def test_cached_teacher_logits_equal_fresh_ones_are_reused_and_need_augmentation
     assert teacher_calls == [6, 6, 3]  # only the three unseen images reach the teacher
     dataset = get_dataset(DataConfig(name="synthetic", train_subset=32))
     with pytest.raises(UdaciSenseError, match="augmentation off"):
-        distill(TinyNet(), teacher, dataset, TrainConfig(epochs=1), tmp_path, {"name": "tiny"}, DistillConfig(cache_teacher_logits=True), augment=("crop",))
+        fine_tune(TinyNet(), dataset, TrainConfig(epochs=1), tmp_path, {"name": "tiny"}, teacher=teacher,
+                  distillation=DistillConfig(cache_teacher_logits=True), augment=("crop",))
 
 
 # --- unstructured pruning -------------------------------------------------------------------
@@ -119,11 +121,12 @@ def test_gradual_pruning_follows_the_cubic_schedule_and_keeps_zeros_through_fine
     model = TinyNet(width=16)
     dataset = get_dataset(DataConfig(name="synthetic", val_fraction=0.1))
     seen = []
-    config = UnstructuredPruneConfig(ratio=0.8, schedule="gradual")
-    prune_and_fine_tune(
-        model, config, dataset, TrainConfig(epochs=4, batch_size=32, lr=0.05), tmp_path, {"name": "tiny"},
-        on_epoch_end=lambda result: seen.append(weight_sparsity(model)),
+    raise_sparsity, keep_zeros = pruning_hooks(model, UnstructuredPruneConfig(ratio=0.8, schedule="gradual"), epochs=4)
+    fine_tune(
+        model, dataset, TrainConfig(epochs=4, batch_size=32, lr=0.05), tmp_path, {"name": "tiny"},
+        on_epoch_start=raise_sparsity, on_step_end=keep_zeros, on_epoch_end=lambda result: seen.append(weight_sparsity(model)),
     )
+    keep_zeros()
     assert seen == sorted(seen) and seen[0] < 0.8 - 0.05  # sparsity rose epoch by epoch, never fell
     assert weight_sparsity(model) == pytest.approx(0.8, abs=1e-3)  # and zeros survived the optimizer steps
 
@@ -183,13 +186,13 @@ def test_iterative_and_global_pruning_reach_the_requested_width(tmp_path):
     kept = globally.features[0].out_channels + globally.features[4].out_channels
     assert kept <= 0.5 * (32 + 64) + 8 and globally.classifier.out_features == 10
 
-    from udacisense.compress.channels import prune_channels_and_fine_tune
-
     model = TinyNet(width=32)
     dataset = get_dataset(DataConfig(name="synthetic"))
-    history = prune_channels_and_fine_tune(
-        model, ChannelPruneConfig(ratio=0.5, steps=2), dataset, TrainConfig(epochs=1, batch_size=32, lr=0.05), tmp_path, {"name": "tiny"}
-    )
+    widths, history = [], []
+    for step in pruning_steps(model, torch.zeros(1, 1, 28, 28), ChannelPruneConfig(ratio=0.5, steps=2)):
+        widths.append(model.features[0].out_channels)
+        history += fine_tune(model, dataset, TrainConfig(epochs=1, batch_size=32, lr=0.05), tmp_path / f"step{step}", {"name": "tiny"})
+    assert widths == [24, 16]  # half the channels in two steps, each fine-tuned
     assert len(history) == 2 and (tmp_path / "step1" / "last.pt").exists() and (tmp_path / "step2" / "last.pt").exists()
     assert model.features[0].out_channels == 16
 
@@ -250,8 +253,8 @@ def test_pruning_a_layer_that_cannot_be_pruned_is_a_clear_error(layer_ratios, me
 def test_bad_unstructured_options_are_clear_errors():
     with pytest.raises(UdaciSenseError, match="'ratio': Input should be less than 1"):
         validate_config(UnstructuredPruneConfig, {"ratio": 1.0}, where="unstructured pruning options")
-    with pytest.raises(UdaciSenseError, match="cannot exclude features.1"):
-        prune_unstructured(TinyNet(), 0.5, exclude=("features.1",))
+    with pytest.raises(UdaciSenseError, match="cannot protect features.1"):
+        prune_unstructured(TinyNet(), 0.5, protect=("features.1",))
 
 
 # --- sensitivity ----------------------------------------------------------------------------

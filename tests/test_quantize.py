@@ -54,7 +54,7 @@ def test_static_int8_pte_is_a_third_of_fp32_and_holds_int8_weights(tmp_path):
 
 def test_mixed_precision_leaves_exactly_the_chosen_layers_in_float():
     model = TinyNet(width=16).eval()
-    graph = quantize_pt2e_static(model, torch.zeros(1, 1, 28, 28), calibration(), float_layers=("features.4",))
+    graph = quantize_pt2e_static(model, torch.zeros(1, 1, 28, 28), calibration(), protect=("features.4",))
     assert weight_is_int8(graph) == {"features.0": True, "features.4": False, "classifier": True}
 
 
@@ -164,7 +164,7 @@ def test_unknown_quantizer_backend_or_observer_is_a_clear_error():
     with pytest.raises(UdaciSenseError, match="observer"):
         validate_config(QuantizeConfig, {"observer": "percentile"}, where="quantization options")
     with pytest.raises(UdaciSenseError, match="not layers of this model"):
-        quantize_pt2e_static(TinyNet(), torch.zeros(1, 1, 28, 28), calibration(), float_layers=("nope",))
+        quantize_pt2e_static(TinyNet(), torch.zeros(1, 1, 28, 28), calibration(), protect=("nope",))
 
 
 # --- low-rank -------------------------------------------------------------------------------

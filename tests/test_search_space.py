@@ -14,7 +14,7 @@ from conftest import FAST_SEARCH, TinyNet, import_plugin
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import apply_override, load_recipe
-from udacisense.pipeline.search import TrialDraw, configuration_key, draw_pipeline, explore, initial_design, trial_recipe, unit_pick
+from udacisense.pipeline.search import TrialDraw, configuration_key, draw_pipeline, explore, initial_design, trial_recipe
 from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.stages import STAGES
 

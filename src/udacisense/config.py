@@ -100,12 +100,19 @@ class TrainConfig(StrictModel):
 EXECUTION_FIELDS = ("threads", "device", "amp", "channels_last", "compile", "eval_batch_size", "sync_batchnorm")
 
 
-class DistillConfig(StrictModel):
-    """Knowledge distillation: who teaches, how soft its answers are, how much the student listens."""
+class SoftTargetConfig(StrictModel):
+    """Hinton's distillation loss: how soft the teacher's answers are (temperature) and how much the student listens
+    (alpha). The one declaration of these defaults: the distill stage, a fine-tune's teacher and the command-line help
+    all take them from here."""
 
-    teacher: Path | None = Field(default=None, description="teacher checkpoint; None means the model before compression")
-    temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the soft (teacher) term; 1 - alpha weighs the labels")
+    temperature: float = Field(default=4.0, gt=0, description="softening temperature T")
+    alpha: float = Field(default=0.7, ge=0, le=1, description="weight of the teacher's soft targets; 1 - alpha weighs the labels")
+
+
+class DistillConfig(SoftTargetConfig):
+    """Knowledge distillation in :func:`udacisense.train.fine_tune`: the soft targets, and whether the teacher's logits
+    are remembered per image."""
+
     cache_teacher_logits: bool = Field(
         default=False, description="remember the teacher's logits per image; only valid when augmentation is off"
     )

@@ -1,4 +1,5 @@
-"""Training: ``fit()`` for any classifier, plus ``train_run()`` that owns a whole run folder.
+"""Training: ``fit()`` for any classifier, ``fine_tune()`` (optionally distilled) that every compression stage calls,
+and ``train_run()`` that owns a whole run folder.
 
 ``fit`` is deterministic for a given seed on CPU and resumable: ``last.pt`` holds the model,
 optimizer, scheduler and every random-number state, so a run resumed after epoch k ends
@@ -13,9 +14,9 @@ import random
 import time
 from contextlib import nullcontext
 from copy import deepcopy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +28,9 @@ from tqdm.auto import tqdm
 
 from udacisense import distributed, tracking
 from udacisense.checkpoint import load_checkpoint, load_model, save_checkpoint, write_checkpoint_payload
-from udacisense.config import EXECUTION_FIELDS, RunConfig, TrackingConfig, TrainConfig, validate_config
+from udacisense.config import EXECUTION_FIELDS, DistillConfig, RunConfig, TrackingConfig, TrainConfig, validate_config
 from udacisense.data import ImageDataset, augmentation, get_dataset
+from udacisense.distillation import make_distillation_loss
 from udacisense.errors import TrainingFailed, UdaciSenseError
 from udacisense.evaluate import evaluate
 from udacisense.health import HINT, judge_training
@@ -109,6 +111,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))
 
 
+@dataclass
+class _Training:
+    """What one :func:`fit` carries from epoch to epoch: the model (as saved, and as each step calls it), where and how it
+    trains, its optimizer state and what it measured so far."""
+
+    model: nn.Module
+    step_model: nn.Module  # ``model`` DDP-wrapped and/or compiled; it shares ``model``'s parameters
+    restore_batchnorm: Callable[[], None]  # undoes SyncBatchNorm (a no-op without it)
+    dataset: ImageDataset
+    config: TrainConfig
+    checkpoint_dir: Path
+    model_spec: dict[str, Any]
+    device: torch.device
+    main_rank: bool
+    memory_format: torch.memory_format
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    data_generator: torch.Generator
+    loss_function: LossFunction
+    lr: float  # the peak learning rate
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel | None
+    history: list[EpochResult] = field(default_factory=list)
+    best_val: float = -1.0
+    start_epoch: int = 1
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is validated and saved as best: the moving average of the weights when one is kept, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def autocast(self):
+        """bf16 autocast on CUDA with ``config.amp``; nothing otherwise."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and self.config.amp else nullcontext()
+
+
 def fit(
     model: nn.Module,
     dataset: ImageDataset,
@@ -137,6 +175,92 @@ def fit(
     validated, saved and left in ``model``.
     """
     logger = logger or logging.getLogger("udacisense")
+    training = _start(model, dataset, config, checkpoint_dir, model_spec, resume, loss_function, augment, logger)
+    for epoch in range(training.start_epoch, config.epochs + 1):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        result = _validate(training, _train_epoch(training, epoch, on_step_end))
+        training.history.append(result)
+        _sync_weights(training)
+        _save_checkpoints(training, result)
+        _log_epoch(result, config.epochs, logger)
+        if on_epoch_end is not None:
+            on_epoch_end(result)
+    _finish(training)
+    _judge(training.history, dataset, loss_function is None, checkpoint_dir, model)
+    return training.history
+
+
+def fine_tune(
+    model: nn.Module,
+    dataset: ImageDataset,
+    config: TrainConfig,
+    folder: Path,
+    model_spec: dict[str, Any],
+    *,
+    teacher: nn.Module | None = None,
+    distillation: DistillConfig = DistillConfig(),
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_step_end: Callable[[], None] | None = None,
+    on_epoch_end: Callable[[EpochResult], None] | None = None,
+    logger: logging.Logger | None = None,
+    augment: Sequence[str] = (),
+    resume: bool = False,
+) -> list[EpochResult]:
+    """Train ``model`` after a compression step, in ``folder``: the one fine-tune every stage calls (a distilled student
+    too). Writes ``last.pt`` and ``best.pt`` there, and with ``resume`` continues from its ``last.pt``.
+
+    With a ``teacher`` (a copy of the model before the stage, the baseline, or any classifier of the same classes;
+    frozen here), the loss is Hinton's distillation loss at ``distillation``'s temperature and alpha; without one,
+    label-smoothed cross-entropy. The hooks are :func:`fit`'s: ``on_epoch_start(epoch)`` before each epoch (gradual
+    pruning raises sparsity there), ``on_step_end()`` after each optimizer step (pruning re-zeroes its weights there),
+    ``on_epoch_end(result)`` once the epoch's checkpoints are written.
+    """
+    loss_function = None
+    if teacher is not None:
+        if distillation.cache_teacher_logits and augment:
+            raise UdaciSenseError(
+                "cache_teacher_logits needs augmentation off (each augmented image is new); set data augment: none (--augment none) or turn caching off"
+            )
+        loss_function = make_distillation_loss(teacher, distillation, config.label_smoothing, resolve_device(config.device))
+    return fit(model, dataset, config, folder, model_spec, resume=resume, loss_function=loss_function, on_epoch_start=on_epoch_start,
+               on_step_end=on_step_end, on_epoch_end=on_epoch_end, logger=logger, augment=augment)
+
+
+def _start(model: nn.Module, dataset: ImageDataset, config: TrainConfig, checkpoint_dir: Path, model_spec: dict[str, Any], resume: bool,
+           loss_function: LossFunction | None, augment: Sequence[str], logger: logging.Logger) -> _Training:
+    """Everything before the first epoch: the model placed (:func:`_place`), the seeded order of the training batches,
+    the loss, the peak learning rate, optimizer, scheduler and moving average; with ``resume``, continued from ``last.pt``."""
+    device, main_rank, memory_format, step_model, restore_batchnorm = _place(model, config, dataset.input_shape, logger)
+    seed_everything(config.seed)
+    data_generator = torch.Generator().manual_seed(config.seed)
+    batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
+    loss_function = loss_function or (lambda logits, _images, labels: F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing))
+    last_path = checkpoint_dir / "last.pt"
+    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    lr = _peak_lr(model, dataset, config, augment, loss_function, device, checkpoint_dir, state, logger)
+    optimizer = make_optimizer(model, config, lr)
+    training = _Training(
+        model=model, step_model=step_model, restore_batchnorm=restore_batchnorm, dataset=dataset, config=config,
+        checkpoint_dir=checkpoint_dir, model_spec=model_spec, device=device, main_rank=main_rank, memory_format=memory_format,
+        batches=batches, data_generator=data_generator, loss_function=loss_function, lr=lr, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config, len(batches), lr),
+        ema=AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True) if config.ema_decay else None,
+    )
+    if state is not None:
+        _resume(training, state)
+        logger.info(f"resuming from {last_path} after epoch {state['epoch']}")
+    return training
+
+
+def _place(model: nn.Module, config: TrainConfig, input_shape: tuple[int, ...], logger: logging.Logger
+           ) -> tuple[torch.device, bool, torch.memory_format, nn.Module, Callable[[], None]]:
+    """Put ``model`` where it trains: the CPU threads, the device (under torchrun, this rank's GPU), the memory format
+    and SyncBatchNorm when asked. Returns the device, whether this is the main rank, the memory format, the module each
+    step calls (DDP-wrapped under torchrun, compiled with ``config.compile``) and the function that undoes SyncBatchNorm.
+
+    The step module shares ``model``'s parameters: checkpoints and the moving average keep using ``model`` itself.
+    """
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -145,134 +269,155 @@ def fit(
     if use_cuda and ranks.size > 1:
         device = torch.device("cuda", ranks.local_rank)
     model.to(device=device)
-    memory_format = _training_memory_format(model, config, dataset.input_shape, device, logger)
+    memory_format = _training_memory_format(model, config, input_shape, device, logger)
     model.to(memory_format=memory_format)
     restore_batchnorm = distributed.sync_batchnorm(model, device) if config.sync_batchnorm else (lambda: None)
-    # DDP and the compiled module share the model's parameters; checkpoints and the EMA keep using ``model`` itself.
-    # dynamic=False: the last, smaller batch gets its own graph instead of a shape-generic (slower) one.
     step_model = distributed.wrap(model, device)
-    step_model = torch.compile(step_model, mode="reduce-overhead" if use_cuda else None, dynamic=False) if config.compile else step_model
-    seed_everything(config.seed)
-    data_generator = torch.Generator().manual_seed(config.seed)
-    train_batches = dataset.loader("train", config.batch_size, shuffle=True, augment=augment, generator=data_generator)
-    default_loss = loss_function is None
-    loss_function = loss_function or (lambda logits, _images, labels: F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing))
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda and config.amp else nullcontext
-    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-    state = load_checkpoint(last_path) if resume and last_path.exists() else None
+    if config.compile:  # dynamic=False: the last, smaller batch gets its own graph instead of a shape-generic (slower) one
+        step_model = torch.compile(step_model, mode="reduce-overhead" if use_cuda else None, dynamic=False)
+    return device, ranks.main, memory_format, step_model, restore_batchnorm
 
-    lr = _peak_lr(model, dataset, config, augment, loss_function, device, checkpoint_dir, state, logger)
-    optimizer = make_optimizer(model, config, lr)
-    scheduler = make_scheduler(optimizer, config, len(train_batches), lr)
-    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True) if config.ema_decay else None
-    history: list[EpochResult] = []
-    best_val = -1.0
-    start_epoch = 1
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        data_generator.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        history = [EpochResult(**row) for row in state["history"]]
-        best_val = state["best_val_top1"]
-        start_epoch = state["epoch"] + 1
-        logger.info(f"resuming from {last_path} after epoch {state['epoch']}")
-    evaluated = ema.module if ema is not None else model  # what is validated and saved
 
-    for epoch in range(start_epoch, config.epochs + 1):
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        model.train()
-        started = time.perf_counter()
-        loss_sum, correct, seen, steps = 0.0, 0, 0, 0
-        bar = tqdm(train_batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None)
-        for images, labels in bar:
-            images, labels, weight = distributed.shard(images, labels)  # under torchrun: this rank's part of the global batch
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with autocast():
-                logits = step_model(images)
-                loss = loss_function(logits.float(), images, labels)
-            value = loss.item()
-            if distributed.all_sum(0.0 if math.isfinite(value) else 1.0)[0]:  # every rank stops at the same step
-                raise TrainingFailed(
-                    f"training diverged in epoch {epoch} (step {steps + 1}): the loss became {value if not math.isfinite(value) else 'inf or nan on another rank'}; "
-                    f"lower the learning rate (it was {optimizer.param_groups[0]['lr']:.3g}, peak {lr:.3g}) or use --lr auto"
-                    + ("" if config.grad_clip_norm else ", or clip gradients with --grad-clip-norm 1")
-                )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * weight if weight != 1.0 else loss).backward()
-            if config.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            if on_step_end is not None:
-                on_step_end()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += value * labels.numel()
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += labels.numel()
-            steps += 1
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # over every rank's part of the epoch
-        seconds = time.perf_counter() - started
-        # rank 0 validates and decides; the others take its numbers, so that every rank saves and stops alike
-        val = evaluate(evaluated, dataset.loader("val", config.eval_batch_size), dataset.classes, device) if len(dataset.val) and ranks.main else None
-        val = distributed.from_main(val)
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=loss_sum / seen,
-            train_top1=100.0 * correct / seen,
-            val_loss=val["loss"] if val else None,
-            val_top1=val["top1"] if val else None,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=seconds,
-            images_per_second=seen / seconds,
-            wall_seconds=time.perf_counter() - started,
+def _resume(training: _Training, state: dict[str, Any]) -> None:
+    """Continue from a ``last.pt`` payload: the weights, optimizer, scheduler and moving average, the random-number
+    states of the batch order and of torch, the history and the best score so far."""
+    training.model.load_state_dict(state["state_dict"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    if training.ema is not None:
+        training.ema.load_state_dict(state["ema"])
+    training.data_generator.set_state(state["rng"]["data"])
+    torch.set_rng_state(state["rng"]["torch"])
+    training.history = [EpochResult(**row) for row in state["history"]]
+    training.best_val = state["best_val_top1"]
+    training.start_epoch = state["epoch"] + 1
+
+
+def _train_epoch(training: _Training, epoch: int, on_step_end: Callable[[], None] | None) -> EpochResult:
+    """One pass over the training batches, every rank's numbers summed; validation is not filled in yet."""
+    training.model.train()
+    started = time.perf_counter()
+    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+    bar = tqdm(training.batches, desc=f"epoch {epoch}/{training.config.epochs}", leave=False, disable=None)
+    for images, labels in bar:
+        value, logits, labels = _train_step(training, images, labels, epoch, steps + 1)
+        if on_step_end is not None:
+            on_step_end()
+        _update_ema(training)
+        loss_sum += value * labels.numel()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += labels.numel()
+        steps += 1
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    loss_sum, correct, seen = distributed.all_sum(loss_sum, correct, seen)  # over every rank's part of the epoch
+    seconds = time.perf_counter() - started
+    return EpochResult(epoch=epoch, train_loss=loss_sum / seen, train_top1=100.0 * correct / seen, val_loss=None, val_top1=None,
+                       lr=training.optimizer.param_groups[0]["lr"], seconds=seconds, images_per_second=seen / seconds, wall_seconds=seconds)
+
+
+def _train_step(training: _Training, images: torch.Tensor, labels: torch.Tensor, epoch: int, step: int
+                ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """One optimizer step on this rank's part of a batch: forward, the loss (stopping at once when it is not finite),
+    backward, gradient clipping, the optimizer and the scheduler. Returns the loss, the logits and the labels they scored."""
+    images, labels, weight = distributed.shard(images, labels)  # under torchrun: this rank's part of the global batch
+    images = images.to(training.device, non_blocking=True, memory_format=training.memory_format)
+    labels = labels.to(training.device, non_blocking=True)
+    with training.autocast():
+        logits = training.step_model(images)
+        loss = training.loss_function(logits.float(), images, labels)
+    value = loss.item()
+    _stop_if_diverged(training, value, epoch, step)
+    training.optimizer.zero_grad(set_to_none=True)
+    (loss * weight if weight != 1.0 else loss).backward()
+    if training.config.grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(training.model.parameters(), training.config.grad_clip_norm)
+    training.optimizer.step()
+    training.scheduler.step()
+    return value, logits, labels
+
+
+def _stop_if_diverged(training: _Training, loss: float, epoch: int, step: int) -> None:
+    """Raise :class:`TrainingFailed` on every rank at the same step once any rank's loss is not finite."""
+    if distributed.all_sum(0.0 if math.isfinite(loss) else 1.0)[0]:
+        config = training.config
+        raise TrainingFailed(
+            f"training diverged in epoch {epoch} (step {step}): the loss became {loss if not math.isfinite(loss) else 'inf or nan on another rank'}; "
+            f"lower the learning rate (it was {training.optimizer.param_groups[0]['lr']:.3g}, peak {training.lr:.3g}) or use --lr auto"
+            + ("" if config.grad_clip_norm else ", or clip gradients with --grad-clip-norm 1")
         )
-        history.append(result)
-        distributed.broadcast_model(model)  # every rank saves, and goes on from, rank 0's BatchNorm statistics
-        if ema is not None:
-            distributed.broadcast_model(ema.module)
-        score = result.val_top1 if result.val_top1 is not None else result.train_top1
-        contract = dataset.contract()
-        if score > best_val:
-            best_val = score
-            save_checkpoint(best_path, evaluated, model_spec, contract, epoch=epoch, metrics=asdict(result), lr=lr)
-        save_checkpoint(
-            last_path,
-            model,
-            model_spec,
-            contract,
-            epoch=epoch,
-            metrics=asdict(result),
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            rng={"data": data_generator.get_state(), "torch": torch.get_rng_state()},
-            history=[asdict(row) for row in history],
-            best_val_top1=best_val,
-            lr=lr,
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-        )
-        val_text = f"val {result.val_top1:.2f}%" if result.val_top1 is not None else "no val split"
-        logger.info(
-            f"epoch {epoch}/{config.epochs}: loss {result.train_loss:.4f}, train {result.train_top1:.2f}%, "
-            f"{val_text}, lr {result.lr:.4g}, {result.images_per_second:.0f} img/s"
-        )
-        tracking.log_metrics({key: value for key, value in asdict(result).items() if key != "epoch"}, step=epoch)
-        if on_epoch_end is not None:
-            on_epoch_end(result)
-    if ema is not None:
-        model.load_state_dict(ema.module.state_dict())
-    restore_batchnorm()
-    distributed.broadcast_model(model)  # BatchNorm statistics are per rank on CPU: rank 0's model is the one saved and used
-    model.to("cpu", memory_format=torch.contiguous_format)
-    _judge(history, dataset, default_loss, checkpoint_dir, model)
-    return history
+
+
+def _update_ema(training: _Training) -> None:
+    """Fold the weights after this step into their moving average, when one is kept (``config.ema_decay``)."""
+    if training.ema is not None:
+        training.ema.update_parameters(training.model)
+
+
+def _validate(training: _Training, result: EpochResult) -> EpochResult:
+    """The epoch's ``result`` with the validation split's loss and top-1 (none without a validation split) and the
+    epoch's wall time. Rank 0 validates; the others take its numbers, so that every rank saves and stops alike."""
+    started = time.perf_counter()
+    dataset, val = training.dataset, None
+    if len(dataset.val) and training.main_rank:
+        val = evaluate(training.evaluated, dataset.loader("val", training.config.eval_batch_size), dataset.classes, training.device)
+    val = distributed.from_main(val)
+    return replace(result, val_loss=val["loss"] if val else None, val_top1=val["top1"] if val else None,
+                   wall_seconds=result.seconds + time.perf_counter() - started)
+
+
+def _sync_weights(training: _Training) -> None:
+    """Give every rank rank 0's weights (and moving average): every rank saves, and goes on from, rank 0's BatchNorm
+    statistics."""
+    distributed.broadcast_model(training.model)
+    if training.ema is not None:
+        distributed.broadcast_model(training.ema.module)
+
+
+def _save_checkpoints(training: _Training, result: EpochResult) -> None:
+    """``best.pt`` when this epoch scored best so far (validation top-1, or training top-1 without a validation split);
+    ``last.pt`` always, with all a resume needs: optimizer, scheduler, moving average, history, random-number states."""
+    score = result.val_top1 if result.val_top1 is not None else result.train_top1
+    contract = training.dataset.contract()
+    metrics = asdict(result)
+    if score > training.best_val:
+        training.best_val = score
+        save_checkpoint(training.checkpoint_dir / "best.pt", training.evaluated, training.model_spec, contract, epoch=result.epoch,
+                        metrics=metrics, lr=training.lr)
+    save_checkpoint(
+        training.checkpoint_dir / "last.pt",
+        training.model,
+        training.model_spec,
+        contract,
+        epoch=result.epoch,
+        metrics=metrics,
+        optimizer=training.optimizer.state_dict(),
+        scheduler=training.scheduler.state_dict(),
+        rng={"data": training.data_generator.get_state(), "torch": torch.get_rng_state()},
+        history=[asdict(row) for row in training.history],
+        best_val_top1=training.best_val,
+        lr=training.lr,
+        **({"ema": training.ema.state_dict()} if training.ema is not None else {}),
+    )
+
+
+def _log_epoch(result: EpochResult, epochs: int, logger: logging.Logger) -> None:
+    """One line in the log, and the epoch's numbers to the tracking backend (MLflow, when configured)."""
+    val_text = f"val {result.val_top1:.2f}%" if result.val_top1 is not None else "no val split"
+    logger.info(
+        f"epoch {result.epoch}/{epochs}: loss {result.train_loss:.4f}, train {result.train_top1:.2f}%, "
+        f"{val_text}, lr {result.lr:.4g}, {result.images_per_second:.0f} img/s"
+    )
+    tracking.log_metrics({key: value for key, value in asdict(result).items() if key != "epoch"}, step=result.epoch)
+
+
+def _finish(training: _Training) -> None:
+    """Leave the result in ``model``, on the CPU in the default memory format: the moving average of the weights when one
+    was kept, plain BatchNorm layers (SyncBatchNorm undone), rank 0's weights on every rank."""
+    if training.ema is not None:
+        training.model.load_state_dict(training.ema.module.state_dict())
+    training.restore_batchnorm()
+    distributed.broadcast_model(training.model)  # BatchNorm statistics are per rank on CPU: rank 0's model is the one saved and used
+    training.model.to("cpu", memory_format=torch.contiguous_format)
 
 
 def _training_memory_format(model: nn.Module, config: TrainConfig, input_shape: tuple[int, ...], device: torch.device,
@@ -435,8 +580,8 @@ def _check_resume_config(run_dir: Path, config: RunConfig) -> None:
     saved = validate_config(RunConfig, yaml.safe_load(saved_path.read_text()), where=str(saved_path)).model_dump(mode="json")
     current = config.model_dump(mode="json")
     for settings in (saved, current):
-        for field in EXECUTION_FIELDS:
-            settings["train"].pop(field, None)
+        for name in EXECUTION_FIELDS:
+            settings["train"].pop(name, None)
     changed = [key for key in ("data", "model", "train") if saved.get(key) != current.get(key)]
     if changed:
         raise UdaciSenseError(

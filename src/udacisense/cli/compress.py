@@ -79,8 +79,7 @@ def add_commands(commands) -> None:
     distill.add_argument("--student", default="scratch", help="a registry model or path/to/file.py:callable, or scratch "
                          "(the teacher's architecture, from scratch; default)")
     distill.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="student model keyword, e.g. width_mult=0.5")
-    distill.add_argument("--temperature", type=float, help="softening temperature T (default 4)")
-    distill.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
+    _soft_target_arguments(distill)
     distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --augment none)")
     optimizer_arguments(distill)
 
@@ -126,8 +125,15 @@ def _fine_tune_arguments(parser: argparse.ArgumentParser, lr: float | None = Non
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--teacher", help="fine-tune distilled from: self (the model before this stage), baseline, or a checkpoint")
-    parser.add_argument("--temperature", type=float, help="distillation temperature T (default 4)")
-    parser.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (default 0.7)")
+    _soft_target_arguments(parser)
+
+
+def _soft_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--temperature and --alpha, their help and defaults from the one declaration (:class:`SoftTargetConfig`)."""
+    from udacisense.config import SoftTargetConfig
+
+    for name, field in SoftTargetConfig.model_fields.items():
+        parser.add_argument(f"--{name}", type=float, help=f"{field.description} (default {field.default:g})")
 
 
 def _fine_tune(args: argparse.Namespace) -> dict[str, Any]:

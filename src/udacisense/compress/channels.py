@@ -10,8 +10,7 @@ parameters, fewer MACs, a smaller file and a faster forward pass, with no masks 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
@@ -19,10 +18,8 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from pydantic import Field, field_validator
 
-from udacisense.config import StrictModel, TrainConfig
-from udacisense.data import ImageDataset
+from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
-from udacisense.train import EpochResult, fit
 
 Importance = Literal["l1", "l2", "bn", "taylor"]
 
@@ -118,10 +115,31 @@ def prune_channels(
 
     ``gradient_batches`` (labelled training batches) are required by Taylor importance.
     """
-    pruner = make_channel_pruner(model, example, config)
-    for _ in range(config.steps):
-        _prune_step(model, pruner, config, gradient_batches)
+    for _ in pruning_steps(model, example, config, lambda _step: gradient_batches):
+        pass
     return model.eval()
+
+
+def pruning_steps(
+    model: nn.Module,
+    example: torch.Tensor,
+    config: ChannelPruneConfig,
+    gradient_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]] | None] = lambda _step: None,
+    logger: logging.Logger | None = None,
+) -> Iterator[int]:
+    """Remove channels from ``model`` in place in ``config.steps`` steps, yielding each step's number after its cut:
+    the caller fine-tunes there (iterative prune, fine-tune, prune...) or goes straight on.
+
+    ``gradient_batches(step)`` gives that step's labelled training batches (Taylor importance needs them); ``logger``,
+    when given, hears each step's parameter counts.
+    """
+    pruner = make_channel_pruner(model, example, config)
+    for step in range(1, config.steps + 1):
+        before = sum(p.numel() for p in model.parameters())
+        _prune_step(model, pruner, config, gradient_batches(step))
+        if logger is not None:
+            logger.info(f"pruning step {step}/{config.steps}: {before:,} -> {sum(p.numel() for p in model.parameters()):,} parameters")
+        yield step
 
 
 def _prune_step(model: nn.Module, pruner: tp.pruner.BasePruner, config: ChannelPruneConfig, gradient_batches) -> None:
@@ -131,33 +149,3 @@ def _prune_step(model: nn.Module, pruner: tp.pruner.BasePruner, config: ChannelP
         accumulate_gradients(model, gradient_batches)
     pruner.step()
     model.zero_grad(set_to_none=True)
-
-
-def prune_channels_and_fine_tune(
-    model: nn.Module,
-    config: ChannelPruneConfig,
-    dataset: ImageDataset,
-    train_config: TrainConfig,
-    checkpoint_dir: Path,
-    model_spec: dict[str, Any],
-    *,
-    logger: logging.Logger | None = None,
-    **fit_options: Any,
-) -> list[EpochResult]:
-    """Iterative prune → fine-tune: ``config.steps`` pruning steps, each followed by ``train_config.epochs``
-    of training (pass a distillation ``loss_function`` in ``fit_options`` to learn from the dense model).
-
-    Each step trains in ``checkpoint_dir/step<k>``; the model ends pruned and fine-tuned in place.
-    """
-    logger = logger or logging.getLogger("udacisense")
-    example = torch.zeros(1, *dataset.input_shape)
-    pruner = make_channel_pruner(model, example, config)
-    history: list[EpochResult] = []
-    for step in range(1, config.steps + 1):
-        before = sum(p.numel() for p in model.parameters())
-        gradient_batches = dataset.loader("train", 64, shuffle=True, generator=torch.Generator().manual_seed(train_config.seed + step))
-        _prune_step(model, pruner, config, gradient_batches)
-        after = sum(p.numel() for p in model.parameters())
-        logger.info(f"pruning step {step}/{config.steps}: {before:,} -> {after:,} parameters")
-        history += fit(model, dataset, train_config, checkpoint_dir / f"step{step}", model_spec, logger=logger, **fit_options)
-    return history

@@ -56,7 +56,7 @@ def layer_quantization_sensitivity(
     rows = {}
     for name in tqdm(layers, desc="int8 sensitivity", leave=False, disable=None):
         others = tuple(layer for layer in layers if layer != name)
-        graph = quantize_pt2e_static(model, example, calibration, observer=observer, float_layers=others)
+        graph = quantize_pt2e_static(model, example, calibration, observer=observer, protect=others)
         rows[name] = _score(graph, batches, reference) | {"params": sum(p.numel() for p in dict(model.named_modules())[name].parameters())}
     full = quantize_pt2e_static(model, example, calibration, observer=observer)
     return {"fp32_top1": fp32_top1, "int8": _score(full, batches, reference), "layers": rows, "images": len(labels)}
@@ -83,7 +83,7 @@ def choose_float_layers(
     steps = [{"float_layers": [], **sensitivity["int8"]}]
     while fp32_top1 - steps[-1]["top1"] > max_drop and len(float_layers) < min(max_float_layers, len(ranked)):
         float_layers.append(ranked[len(float_layers)])
-        graph = quantize_pt2e_static(model, calibration[0], calibration, observer=observer, float_layers=tuple(float_layers))
+        graph = quantize_pt2e_static(model, calibration[0], calibration, observer=observer, protect=tuple(float_layers))
         steps.append({"float_layers": list(float_layers), **_score(graph, batches, reference)})
     total_params = sum(p.numel() for p in model.parameters())
     return {

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 from pydantic import Field
 
-from udacisense.config import StrictModel, TrainConfig
-from udacisense.data import ImageDataset
+from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
-from udacisense.train import EpochResult, fit
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -39,37 +36,37 @@ class UnstructuredPruneConfig(StrictModel):
     protect: tuple[str, ...] = Field(default=(), description="layer names to leave dense")
 
 
-def prunable_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, nn.Module]:
-    """Conv2d and Linear layers by name, minus ``exclude``; a name that is not prunable is an error."""
+def prunable_layers(model: nn.Module, protect: tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """Conv2d and Linear layers by name, minus ``protect``; a protected name that is not prunable is an error."""
     layers = {name: module for name, module in model.named_modules() if isinstance(module, PRUNABLE_TYPES)}
-    unknown = [name for name in exclude if name not in layers]
+    unknown = [name for name in protect if name not in layers]
     if unknown:
         raise UdaciSenseError(
-            f"cannot exclude {', '.join(unknown)}: not a Conv2d or Linear layer of this model; "
+            f"cannot protect {', '.join(unknown)}: not a Conv2d or Linear layer of this model; "
             f"prunable layers include {', '.join(list(layers)[:6])}, …"
         )
-    return {name: module for name, module in layers.items() if name not in exclude}
+    return {name: module for name, module in layers.items() if name not in protect}
 
 
-def prune_unstructured(model: nn.Module, sparsity: float, scope: str = "global", exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Zero the smallest-magnitude weights until ``sparsity`` of the prunable weights are zero; returns the masks.
+def prune_unstructured(model: nn.Module, ratio: float, scope: str = "global", protect: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Zero the smallest-magnitude weights until a share ``ratio`` of the prunable weights are zero; returns the masks.
 
-    Weights already zero rank lowest, so raising the sparsity step by step never revives one.
+    Weights already zero rank lowest, so raising the ratio step by step never revives one.
     """
-    if not 0.0 <= sparsity < 1.0:
-        raise UdaciSenseError(f"sparsity must be in [0, 1), got {sparsity}")
+    if not 0.0 <= ratio < 1.0:
+        raise UdaciSenseError(f"ratio must be in [0, 1), got {ratio}")
     if scope not in ("global", "layer"):
         raise UdaciSenseError(f"unknown pruning scope '{scope}'; choose 'global' or 'layer'")
-    layers = prunable_layers(model, exclude)
+    layers = prunable_layers(model, protect)
     masks = {}
     with _contiguous_weights(layers.values()):
         if scope == "global":
             torch_prune.global_unstructured(
-                [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=sparsity
+                [(module, "weight") for module in layers.values()], pruning_method=torch_prune.L1Unstructured, amount=ratio
             )
         else:
             for module in layers.values():
-                torch_prune.l1_unstructured(module, "weight", amount=sparsity)
+                torch_prune.l1_unstructured(module, "weight", amount=ratio)
         for name, module in layers.items():
             masks[name] = module.weight_mask.detach().clone().bool()
             torch_prune.remove(module, "weight")
@@ -102,39 +99,34 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             weight.mul_(mask.to(weight.device, weight.dtype))
 
 
-def cubic_sparsity(step: int, total_steps: int, final_sparsity: float, initial_sparsity: float = 0.0) -> float:
-    """Zhu & Gupta (2017): sparsity rises fast at first, then slowly, reaching ``final_sparsity`` at ``total_steps``."""
+def cubic_sparsity(step: int, total_steps: int, ratio: float, initial_ratio: float = 0.0) -> float:
+    """Zhu & Gupta (2017): the sparsity at ``step`` rises fast at first, then slowly, from ``initial_ratio`` to ``ratio``
+    at ``total_steps``."""
     progress = min(max(step / total_steps, 0.0), 1.0)
-    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - progress) ** 3
+    return ratio + (initial_ratio - ratio) * (1.0 - progress) ** 3
 
 
-def weight_sparsity(model: nn.Module, exclude: tuple[str, ...] = ()) -> float:
-    """Share of zeros among the prunable (Conv2d/Linear) weights."""
-    layers = prunable_layers(model, exclude).values()
+def weight_sparsity(model: nn.Module, protect: tuple[str, ...] = ()) -> float:
+    """Share of zeros among the prunable (Conv2d/Linear) weights, those in ``protect`` left out."""
+    layers = prunable_layers(model, protect).values()
     total = sum(module.weight.numel() for module in layers)
     zeros = sum(int((module.weight == 0).sum()) for module in layers)
     return zeros / max(total, 1)
 
 
-def prune_and_fine_tune(
-    model: nn.Module,
-    config: UnstructuredPruneConfig,
-    dataset: ImageDataset,
-    train_config: TrainConfig,
-    checkpoint_dir: Path,
-    model_spec: dict[str, Any],
-    *,
-    logger: logging.Logger | None = None,
-    **fit_options: Any,
-) -> list[EpochResult]:
-    """Prune to sparsity ``config.ratio`` (one-shot, or on a cubic schedule over the first two thirds of the
-    epochs) while fine-tuning; pruned weights stay zero through every optimizer step.
+def pruning_hooks(
+    model: nn.Module, config: UnstructuredPruneConfig, epochs: int, logger: logging.Logger | None = None
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """Pruning to ``config.ratio`` while ``model`` trains for ``epochs``: ``(raise_sparsity, keep_zeros)``, the
+    ``on_epoch_start`` and ``on_step_end`` hooks of :func:`udacisense.train.fine_tune`.
 
-    ``fit_options`` go to :func:`udacisense.train.fit` (e.g. a distillation ``loss_function``).
-    The model ends at exactly the requested sparsity, with its masks made permanent.
+    ``raise_sparsity(epoch)`` prunes at once (one-shot) or on a cubic schedule over the first two thirds of the epochs
+    (gradual); ``keep_zeros()`` re-zeroes the pruned weights after each optimizer step. Call ``keep_zeros()`` once more
+    after training (an average of the weights may have revived some): the model then ends at exactly the requested
+    sparsity, with its masks made permanent.
     """
     logger = logger or logging.getLogger("udacisense")
-    ramp_epochs = max(1, round(train_config.epochs * 2 / 3)) if config.schedule == "gradual" else 1
+    ramp_epochs = max(1, round(epochs * 2 / 3)) if config.schedule == "gradual" else 1
     masks: dict[str, torch.Tensor] = {}
 
     def raise_sparsity(epoch: int) -> None:
@@ -145,9 +137,4 @@ def prune_and_fine_tune(
         elif not masks:  # resumed after the ramp: the zeros on disk are the masks
             masks.update({name: module.weight != 0 for name, module in prunable_layers(model, config.protect).items()})
 
-    history = fit(
-        model, dataset, train_config, checkpoint_dir, model_spec,
-        on_epoch_start=raise_sparsity, on_step_end=lambda: apply_masks(model, masks), logger=logger, **fit_options,
-    )
-    apply_masks(model, masks)
-    return history
+    return raise_sparsity, lambda: apply_masks(model, masks)

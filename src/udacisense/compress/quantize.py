@@ -3,7 +3,7 @@ quantization-aware training through PT2E (torch.export -> prepare -> calibrate o
 
 The XNNPACK quantizer gives per-channel symmetric int8 weights and per-tensor int8
 activations: the layout ExecuTorch's XNNPACK delegate runs as real int8 kernels. Layers named
-in ``float_layers`` stay fp32 (mixed precision, see :mod:`udacisense.compress.mixed_precision`).
+in ``protect`` stay fp32 (mixed precision, see :mod:`udacisense.compress.mixed_precision`).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def make_quantizer(
     per_channel: bool = True,
     observer: str = "histogram",
     qat: bool = False,
-    float_layers: Iterable[str] = (),
+    protect: Iterable[str] = (),
 ):
-    """A PT2E quantizer for ``backend`` ('xnnpack' for phones, 'x86' for server CPUs)."""
-    float_layers = tuple(float_layers)
+    """A PT2E quantizer for ``backend`` ('xnnpack' for phones, 'x86' for server CPUs); layers in ``protect`` stay fp32."""
+    protect = tuple(protect)
     if backend == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -75,8 +75,8 @@ def make_quantizer(
             spec = dataclasses.replace(activation, observer_or_fake_quant_ctr=_observer_class(observer).with_args(eps=2**-12))
             config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
         quantizer = XNNPACKQuantizer().set_global(config)
-        if float_layers:  # the quantizer cannot un-set a module, but it can skip nodes a filter rejects
-            in_float_layer = [get_module_name_filter(name) for name in float_layers]
+        if protect:  # the quantizer cannot un-set a module, but it can skip nodes a filter rejects
+            in_float_layer = [get_module_name_filter(name) for name in protect]
             quantizer.set_filter_function(lambda node: not any(test(node) for test in in_float_layer))
         return quantizer
     if backend == "x86":
@@ -85,8 +85,8 @@ def make_quantizer(
             get_default_x86_inductor_quantization_config,
         )
 
-        if float_layers:
-            raise UdaciSenseError("float_layers (mixed precision) is supported for the xnnpack backend only")
+        if protect:
+            raise UdaciSenseError("protect (fp32 layers, mixed precision) is supported for the xnnpack backend only")
         return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=qat))
     raise UdaciSenseError(f"unknown quantization backend '{backend}'; choose one of {', '.join(BACKENDS)} (xnnpack for phones)")
 
@@ -97,17 +97,18 @@ def quantize_pt2e_static(
     calibration_batches: Iterable[torch.Tensor],
     backend: str = "xnnpack",
     observer: str = "histogram",
-    float_layers: Iterable[str] = (),
+    protect: Iterable[str] = (),
     per_channel: bool = True,
 ) -> torch.fx.GraphModule:
-    """Return an int8 (quantize/dequantize-annotated) graph of ``model`` calibrated on the given batches.
+    """Return an int8 (quantize/dequantize-annotated) graph of ``model`` calibrated on the given batches; the layers
+    in ``protect`` stay fp32.
 
     Every calibration batch must have ``example``'s shape: exported graphs have a static batch size.
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    _check_layer_names(model, float_layers)  # before the export, which takes seconds
-    quantizer = make_quantizer(backend, per_channel, observer, float_layers=float_layers)
+    _check_layer_names(model, protect)  # before the export, which takes seconds
+    quantizer = make_quantizer(backend, per_channel, observer, protect=protect)
     graph = torch.export.export(model.eval(), (example,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     seen = 0
@@ -125,9 +126,10 @@ def quantize_pt2e_static(
 
 
 def prepare_qat(
-    model: nn.Module, example: torch.Tensor, backend: str = "xnnpack", float_layers: Iterable[str] = ()
+    model: nn.Module, example: torch.Tensor, backend: str = "xnnpack", protect: Iterable[str] = ()
 ) -> torch.fx.GraphModule:
-    """A trainable graph of ``model`` with fake quantization (and Conv-BN folding simulated) inserted.
+    """A trainable graph of ``model`` with fake quantization (and Conv-BN folding simulated) inserted; the layers in
+    ``protect`` stay fp32.
 
     The batch dimension stays dynamic so training batches of any size (>= 2) pass through;
     ``.train()`` and ``.eval()`` switch BatchNorm and dropout as on the eager model.
@@ -135,13 +137,13 @@ def prepare_qat(
     from torch.export import Dim
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    _check_layer_names(model, float_layers)
+    _check_layer_names(model, protect)
     model = copy.deepcopy(model)  # exported graphs share parameters with their source; training must not touch it
     _move_batchnorm_eps_to_variance(model)
     batch = Dim("batch", min=2, max=65536)
     example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    prepared = prepare_qat_pt2e(graph, make_quantizer(backend, qat=True, float_layers=float_layers))
+    prepared = prepare_qat_pt2e(graph, make_quantizer(backend, qat=True, protect=protect))
     return allow_train_eval(prepared)
 
 

@@ -16,5 +16,6 @@ from udacisense.stages.registry import (
 )
 
 __all__ = [
-    "STAGES", "SearchDraw", "Stage", "StageContext", "StageOutput", "StageParams", "register_stage", "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
+    "STAGES", "SearchDraw", "Stage", "StageContext", "StageOutput", "StageParams", "register_stage",
+    "distill", "factorize", "prune_channels", "prune_unstructured", "quantize",
 ]

@@ -1,6 +1,6 @@
 """Stage ``distill``: train a student on a teacher's soft targets (Hinton et al., 2015). The student is the
 current model, a fresh copy of its architecture (``scratch``) or another architecture (``{model: ...}``);
-the teacher is the baseline, a checkpoint, or a model trained inside the stage. See :mod:`udacisense.compress.distill`."""
+the teacher is the baseline, a checkpoint, or a model trained inside the stage. See :mod:`udacisense.distillation`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Literal
 import torch.nn as nn
 from pydantic import Field, model_validator
 
-from udacisense.config import DistillConfig, StrictModel, TrainConfig
+from udacisense.config import DistillConfig, SoftTargetConfig, StrictModel, TrainConfig
 from udacisense.data import augmentation
-from udacisense.stages.registry import StageContext, StageOutput, StageParams, register_stage
+from udacisense.stages.registry import StageContext, StageOutput, StageParams, library_config, register_stage
 
 
 class TeacherModelSpec(StrictModel):
@@ -31,15 +31,13 @@ class StudentModelSpec(StrictModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class Distill(StageParams):
+class Distill(SoftTargetConfig, StageParams):
     teacher: Literal["baseline"] | Path | TeacherModelSpec | None = Field(
         default=None, description="'baseline', a checkpoint path, or {model: ..., train: {...}} to train one here"
     )
     student: Literal["current", "scratch"] | StudentModelSpec = Field(
         default="current", description="current model, scratch (a fresh copy of its architecture) or {model: ..., model_kwargs: {...}}"
     )
-    temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.7, ge=0, le=1)
     cache_teacher_logits: bool = Field(default=False, description="compute each image's teacher logits once (needs data.augment none)")
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -63,10 +61,10 @@ def describe(params: Distill, info: dict[str, Any]) -> str:
 @register_stage("distill", Distill, describe)
 def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> StageOutput:
     """Knowledge distillation: train the student (current model, a fresh one, or another architecture) on a teacher's soft targets."""
-    from udacisense.compress.distill import distill, load_teacher
     from udacisense.config import ModelConfig, RunConfig
+    from udacisense.distillation import load_teacher
     from udacisense.models import create_model
-    from udacisense.train import seed_everything, train_run
+    from udacisense.train import fine_tune, seed_everything, train_run
 
     info: dict[str, Any] = {}
     if isinstance(params.teacher, TeacherModelSpec):
@@ -92,7 +90,7 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
         seed_everything(params.train.seed)  # a new student's initial weights are part of the reproducible run
     student = create_model(model_spec["name"], **model_spec["kwargs"]) if model_spec else model
     context.logger.info(f"distilling from {teacher_path} (T={params.temperature}, alpha={params.alpha})")
-    distill(student, teacher, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec,
-            DistillConfig(temperature=params.temperature, alpha=params.alpha, cache_teacher_logits=params.cache_teacher_logits),
-            augment=augmentation(context.data_config), logger=context.logger, resume=context.resume)
+    fine_tune(student, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec, teacher=teacher,
+              distillation=library_config(DistillConfig, params), logger=context.logger, augment=augmentation(context.data_config),
+              resume=context.resume)
     return StageOutput(student.eval(), info, model_spec=model_spec)

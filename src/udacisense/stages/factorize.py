@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch.nn as nn
 
 from udacisense.compress.lowrank import LowRankConfig, factorize
+from udacisense.data import augmentation
 from udacisense.stages.registry import (
     FineTuned,
     SearchDraw,
@@ -16,9 +17,9 @@ from udacisense.stages.registry import (
     StageOutput,
     describe_fine_tune,
     draw_fine_tune,
-    fit_options,
     library_config,
     register_stage,
+    stage_teacher,
 )
 
 
@@ -39,11 +40,12 @@ def describe(params: Factorize, info: dict[str, Any]) -> str:
 @register_stage("factorize", Factorize, describe)
 def factorize_stage(model: nn.Module, params: Factorize, context: StageContext) -> StageOutput:
     """Low-rank decomposition: split Linear and 1x1 convolutions into two thinner layers by SVD, then fine-tune."""
-    from udacisense.train import fit
+    from udacisense.train import fine_tune
 
-    options = fit_options(model, params, context) if params.fine_tune else {}  # before factorizing: the teacher is the whole model
+    teacher, distillation = stage_teacher(model, params.distill, context)  # before factorizing: the teacher is the whole model
     report = factorize(model, library_config(LowRankConfig, params))
     context.logger.info(f"factorized {len(report['factorized'])} layers, skipped {len(report['skipped'])}")
     if params.fine_tune is not None:
-        fit(model, context.dataset, params.fine_tune, context.folder / "finetune", context.model_spec, **options)
+        fine_tune(model, context.dataset, params.fine_tune, context.folder / "finetune", context.model_spec, teacher=teacher,
+                  distillation=distillation, logger=context.logger, augment=augmentation(context.data_config), resume=context.resume)
     return StageOutput(model.eval(), report)

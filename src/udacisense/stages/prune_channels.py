@@ -8,11 +8,13 @@ import json
 from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
+import torch
 import torch.nn as nn
 from pydantic import Field, model_validator
 
 from udacisense.checkpoint import tensors_digest
-from udacisense.compress.channels import ChannelPruneConfig, prune_channels, prune_channels_and_fine_tune
+from udacisense.compress.channels import ChannelPruneConfig, prune_channels, pruning_steps
+from udacisense.data import augmentation
 from udacisense.io import config_hash, write_json
 from udacisense.stages.registry import (
     FineTuned,
@@ -21,9 +23,9 @@ from udacisense.stages.registry import (
     StageOutput,
     describe_fine_tune,
     draw_fine_tune,
-    fit_options,
     library_config,
     register_stage,
+    stage_teacher,
 )
 
 
@@ -78,7 +80,7 @@ def describe(params: PruneChannels, info: dict[str, Any]) -> str:
 @register_stage("prune_channels", PruneChannels, describe)
 def prune_channels_stage(model: nn.Module, params: PruneChannels, context: StageContext) -> StageOutput:
     """Structured pruning: remove whole channels (uniform, or planned per layer from sensitivity), then fine-tune."""
-    from udacisense.train import recalibrate_batchnorm
+    from udacisense.train import fine_tune, recalibrate_batchnorm
 
     config = library_config(ChannelPruneConfig, params)
     info: dict[str, Any] = {}
@@ -89,9 +91,17 @@ def prune_channels_stage(model: nn.Module, params: PruneChannels, context: Stage
     if params.fine_tune is None:
         prune_channels(model, context.example, config, context.dataset.loader("train", 64, shuffle=True))
         recalibrate_batchnorm(model, context.dataset.loader("train", 128, shuffle=True))  # the cut shifts BatchNorm statistics
-    else:
-        history = prune_channels_and_fine_tune(model, config, context.dataset, params.fine_tune, context.folder / "finetune",
-                                               context.model_spec, **fit_options(model, params, context))
+    else:  # iterative: each pruning step is followed by a fine-tune, in finetune/step<k>
+        teacher, distillation = stage_teacher(model, params.distill, context)  # before pruning: the teacher is the dense model
+
+        def gradient_batches(step: int):  # what Taylor importance ranks by, drawn anew for each step
+            return context.dataset.loader("train", 64, shuffle=True, generator=torch.Generator().manual_seed(params.fine_tune.seed + step))
+
+        history = []
+        for step in pruning_steps(model, context.example, config, gradient_batches, context.logger):
+            history += fine_tune(model, context.dataset, params.fine_tune, context.folder / "finetune" / f"step{step}", context.model_spec,
+                                 teacher=teacher, distillation=distillation, logger=context.logger, augment=augmentation(context.data_config),
+                                 resume=context.resume)
         info["history"] = [asdict(row) for row in history]
     info["parameters"] = {"before": before, "after": sum(p.numel() for p in model.parameters())}
     return StageOutput(model.eval(), info)

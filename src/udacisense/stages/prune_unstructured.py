@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
-from udacisense.compress.prune import UnstructuredPruneConfig, prune_and_fine_tune, prune_unstructured, weight_sparsity
+from udacisense.compress.prune import UnstructuredPruneConfig, prune_unstructured, pruning_hooks, weight_sparsity
+from udacisense.data import augmentation
 from udacisense.stages.registry import (
     FineTuned,
     SearchDraw,
@@ -15,9 +16,9 @@ from udacisense.stages.registry import (
     StageOutput,
     describe_fine_tune,
     draw_fine_tune,
-    fit_options,
     library_config,
     register_stage,
+    stage_teacher,
 )
 
 
@@ -40,10 +41,16 @@ def describe(params: PruneUnstructured, info: dict[str, Any]) -> str:
 @register_stage("prune_unstructured", PruneUnstructured, describe)
 def prune_unstructured_stage(model: nn.Module, params: PruneUnstructured, context: StageContext) -> StageOutput:
     """Unstructured pruning: zero the smallest weights (smaller compressed file; same dense shapes and speed)."""
+    from udacisense.train import fine_tune
+
     config = library_config(UnstructuredPruneConfig, params)
     if params.fine_tune is None:
         prune_unstructured(model, config.ratio, config.scope, config.protect)
     else:
-        prune_and_fine_tune(model, config, context.dataset, params.fine_tune, context.folder / "finetune", context.model_spec,
-                            **fit_options(model, params, context))
+        teacher, distillation = stage_teacher(model, params.distill, context)  # before pruning: the teacher is the dense model
+        raise_sparsity, keep_zeros = pruning_hooks(model, config, params.fine_tune.epochs, context.logger)
+        fine_tune(model, context.dataset, params.fine_tune, context.folder / "finetune", context.model_spec, teacher=teacher,
+                  distillation=distillation, on_epoch_start=raise_sparsity, on_step_end=keep_zeros, logger=context.logger,
+                  augment=augmentation(context.data_config), resume=context.resume)
+        keep_zeros()
     return StageOutput(model.eval(), {"weight_sparsity": weight_sparsity(model, config.protect)})

@@ -24,7 +24,7 @@ from udacisense.stages.registry import (
     draw_fine_tune,
     library_config,
     register_stage,
-    teacher_loss,
+    stage_teacher,
 )
 
 MIXED_PRECISION_BATCH = 64  # the sensitivity graphs are exported at this static batch size
@@ -95,7 +95,7 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
     source = None
     if config.method == "static":
         calibration = context.dataset.calibration_batches(config.calibration_images)
-        graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, float_layers=float_layers,
+        graph = quantize_pt2e_static(model, example, calibration, observer=config.observer, protect=float_layers,
                                      per_channel=config.per_channel)
     else:
         graph, source, info["history"] = _quantization_aware_training(model, params, float_layers, context)
@@ -124,18 +124,19 @@ def _quantization_aware_training(model: nn.Module, params: Quantize, float_layer
     """Fine-tune with fake quantization (BatchNorm and observers frozen from the configured epochs), then convert.
     Returns the int8 graph, the trained fake-quantized graph (what the int8 file must agree with) and the history."""
     from udacisense.compress.quantize import convert_qat, freeze_qat, prepare_qat
-    from udacisense.train import fit
+    from udacisense.train import fine_tune
 
     train_config = params.fine_tune
-    prepared = prepare_qat(model, context.example, float_layers=float_layers)
+    prepared = prepare_qat(model, context.example, protect=float_layers)
     never = train_config.epochs + 1
 
     def freeze(epoch: int) -> None:
         freeze_qat(prepared, batchnorm=epoch >= (params.freeze_batchnorm_epoch or never),
                    observers=epoch >= (params.freeze_observer_epoch or never))
 
-    history = fit(prepared, context.dataset, train_config, Path(context.folder) / "qat", context.model_spec, logger=context.logger,
-                  on_epoch_start=freeze, loss_function=teacher_loss(model, params.distill, train_config, context), resume=context.resume)
+    teacher, distillation = stage_teacher(model, params.distill, context)  # the fp32 model (prepare_qat worked on a copy)
+    history = fine_tune(prepared, context.dataset, train_config, Path(context.folder) / "qat", context.model_spec, teacher=teacher,
+                        distillation=distillation, on_epoch_start=freeze, logger=context.logger, resume=context.resume)
     freeze_qat(prepared, batchnorm=True, observers=True)  # the ranges conversion uses; measuring must not move them
     trained = copy.deepcopy(prepared)  # conversion rewrites the graph in place
     return convert_qat(prepared), trained, [asdict(row) for row in history]

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 from pydantic import Field, PositiveFloat, model_validator
 
-from udacisense.config import DataConfig, DistillConfig, StrictModel, TrainConfig
-from udacisense.data import ImageDataset, augmentation
+from udacisense.config import DataConfig, DistillConfig, SoftTargetConfig, StrictModel, TrainConfig
+from udacisense.data import ImageDataset
 from udacisense.registry import Registry
 
 
@@ -146,12 +146,10 @@ class FineTuneConfig(TrainConfig):
     schedule: Literal["cosine", "onecycle"] = "cosine"
 
 
-class TeacherConfig(StrictModel):
+class TeacherConfig(SoftTargetConfig):
     """Distillation while fine-tuning: ``self`` is the model before this stage, ``baseline`` the run's baseline."""
 
     teacher: Literal["self", "baseline"] | Path = "self"
-    temperature: float = Field(default=4.0, gt=0)
-    alpha: float = Field(default=0.7, ge=0, le=1)
 
 
 class FineTuned(StageParams):
@@ -173,31 +171,20 @@ def library_config(config_type: type[StrictModel], params: StrictModel, **change
     return config_type.model_validate(fields | changes)
 
 
-def teacher_loss(model: nn.Module, teacher: TeacherConfig | None, train_config: TrainConfig, context: StageContext):
-    """A distillation loss whose frozen teacher is a copy of ``model`` before the stage (``self``), the baseline or
-    a checkpoint; None without ``teacher`` (plain cross-entropy)."""
-    from udacisense.compress.distill import load_teacher, make_distillation_loss
-    from udacisense.train import resolve_device
+def stage_teacher(model: nn.Module, distill: TeacherConfig | None, context: StageContext) -> tuple[nn.Module | None, DistillConfig]:
+    """The ``teacher`` and ``distillation`` of :func:`udacisense.train.fine_tune` for a stage's ``distill`` section: a
+    copy of ``model`` as it is now (``self``: call this before the stage changes the model), the run's baseline or a
+    checkpoint; no teacher without ``distill``."""
+    from udacisense.distillation import load_teacher
 
-    if teacher is None:
-        return None
-    if teacher.teacher == "self":
-        teacher_model = copy.deepcopy(model)
+    if distill is None:
+        return None, DistillConfig()
+    if distill.teacher == "self":
+        teacher = copy.deepcopy(model)
     else:
-        path = context.baseline_checkpoint if teacher.teacher == "baseline" else Path(teacher.teacher)
-        teacher_model = load_teacher(path, tuple(context.contract["shape"][1:]))
-    config = DistillConfig(temperature=teacher.temperature, alpha=teacher.alpha)
-    return make_distillation_loss(teacher_model, config, train_config.label_smoothing, resolve_device(train_config.device))
-
-
-def fit_options(model: nn.Module, params: FineTuned, context: StageContext) -> dict[str, Any]:
-    """Keyword arguments for fit(): logging, augmentation, resume, and the (frozen, pre-stage) teacher's loss."""
-    return {
-        "logger": context.logger,
-        "augment": augmentation(context.data_config),
-        "resume": context.resume,
-        "loss_function": teacher_loss(model, params.distill, params.fine_tune, context),
-    }
+        path = context.baseline_checkpoint if distill.teacher == "baseline" else Path(distill.teacher)
+        teacher = load_teacher(path, tuple(context.contract["shape"][1:]))
+    return teacher, library_config(DistillConfig, distill)
 
 
 def describe_fine_tune(params: FineTuned) -> str:

@@ -2,26 +2,23 @@
 
 The loss is ``alpha * KL(teacher_T || student_T) * T**2 + (1 - alpha) * CE(student, labels)``;
 the ``T**2`` keeps the soft term's gradients on the same scale as the hard term's for any T.
-``make_distillation_loss`` plugs into :func:`udacisense.train.fit`, so the same loss fine-tunes a
-pruned or quantization-aware model with its dense self as the teacher.
+:func:`udacisense.train.fine_tune` trains with it whenever it is given a teacher: the distill stage's
+student, and a pruned, factorized or quantization-aware model with its dense self as the teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from udacisense.checkpoint import load_model
-from udacisense.config import DistillConfig, TrainConfig
-from udacisense.data import ImageDataset
+from udacisense.config import DistillConfig
 from udacisense.errors import UdaciSenseError
-from udacisense.train import EpochResult, LossFunction, fit, resolve_device
 
 
 def distillation_loss(
@@ -84,8 +81,8 @@ def make_distillation_loss(
     config: DistillConfig = DistillConfig(),
     label_smoothing: float = 0.0,
     device: torch.device | str = "cpu",
-) -> LossFunction:
-    """A ``fit`` loss function that asks the frozen ``teacher`` about every training batch."""
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A ``fit`` loss function, ``(logits, images, labels) -> loss``, that asks the frozen ``teacher`` about every training batch."""
     freeze_teacher(teacher, device)
     cache = _TeacherLogitCache() if config.cache_teacher_logits else None
 
@@ -101,24 +98,3 @@ def make_distillation_loss(
 
     return loss
 
-
-def distill(
-    student: nn.Module,
-    teacher: nn.Module,
-    dataset: ImageDataset,
-    train_config: TrainConfig,
-    checkpoint_dir: Path,
-    model_spec: dict[str, Any],
-    config: DistillConfig = DistillConfig(),
-    *,
-    augment: Sequence[str] = (),
-    logger: logging.Logger | None = None,
-    **fit_options: Any,
-) -> list[EpochResult]:
-    """Train ``student`` on ``dataset`` with ``teacher``'s soft targets (see :func:`udacisense.train.fit`)."""
-    if config.cache_teacher_logits and augment:
-        raise UdaciSenseError(
-            "cache_teacher_logits needs augmentation off (each augmented image is new); set data augment: none (--augment none) or turn caching off"
-        )
-    loss = make_distillation_loss(teacher, config, train_config.label_smoothing, resolve_device(train_config.device))
-    return fit(student, dataset, train_config, checkpoint_dir, model_spec, loss_function=loss, augment=augment, logger=logger, **fit_options)
