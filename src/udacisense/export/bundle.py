@@ -83,7 +83,7 @@ def build_bundle(
             path, export_info = export_format.export(model, example, output, calibration)
         entry: dict[str, Any] = {
             "file": path.name,
-            "runtime": export_format.runtime or f"{kind} (not run here)",
+            "runtime": export_format.runtime.name if export_format.runs_here else f"{kind} (not run here)",
             "quantized": quantized,
             "export": export_info,
             "export_seconds": time.perf_counter() - started,
