@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from udacisense import UdaciSenseError
+from udacisense.bundle.build import build_bundle
+from udacisense.bundle.verify import verify_bundle
 from udacisense.cli import main
 from udacisense.deploy.bench import run_probe
 from udacisense.deploy.runtime import load_runner
 from udacisense.export import parse_formats
-from udacisense.export.bundle import build_bundle, verify_bundle
 
 FORMATS = ["pte", "pte-int8", "onnx", "onnx-int8", "ptl"]
 
@@ -70,7 +71,7 @@ def test_verify_passes_then_catches_tampering(bundle, tmp_path):
     assert verify_bundle(folder) == []
     import shutil
 
-    from udacisense.export.bundle import bundle_files
+    from udacisense.bundle.signing import bundle_files
 
     tampered = tmp_path / "tampered"
     shutil.copytree(folder, tampered)

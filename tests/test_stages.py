@@ -158,7 +158,7 @@ def import_graph() -> dict[str, set[str]]:
 LAYERS = {  # a module may import its own layer and lower ones, never a higher one; the longest matching prefix decides
     "udacisense.compress": 2, "udacisense.export": 2, "udacisense.deploy": 2, "udacisense.profile": 2,  # techniques, formats, runtimes
     "udacisense.measure": 3,  # every reported number
-    "udacisense.export.bundle": 4, "udacisense.export.variants": 4, "udacisense.report": 4, "udacisense.stages": 4,
+    "udacisense.bundle": 4, "udacisense.report": 4, "udacisense.stages": 4,
     "udacisense.pipeline": 5,
     "udacisense.cli": 6,
 }

@@ -1,4 +1,4 @@
-"""The deploy bundle: artifacts, manifest.json, golden I/O and app snippets, plus ``verify_bundle``.
+"""The deploy bundle: artifacts, manifest.json, golden I/O (see :mod:`~udacisense.bundle.golden`) and app snippets.
 
 ``build_bundle`` exports every requested format, runs each artifact in its own runtime on the
 whole test split (accuracy, agreement with the source model, logit drift), times it beside eager
@@ -17,20 +17,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from udacisense.bundle.golden import GOLDEN_ATOL, GOLDEN_COUNT, golden_outputs, write_golden
+from udacisense.bundle.signing import MANIFEST_FILE, bundle_files
 from udacisense.checkpoint import load_model
 from udacisense.data import dataset_for_contract
 from udacisense.deploy.bench import bench_artifact
-from udacisense.deploy.runtime import load_runner, run_batches
 from udacisense.deploy.validate import Tolerances
-from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS
-from udacisense.export.signing import MANIFEST_FILE, SIGNATURE_FILE, check_signature
-from udacisense.io import atomic_write, sha256_of, write_json
+from udacisense.io import sha256_of, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size
-
-GOLDEN_COUNT = 8
-GOLDEN_ATOL = 1e-4
 
 
 def build_bundle(
@@ -93,7 +89,7 @@ def build_bundle(
         if export_format.runs_here:
             entry |= check_artifact(kind, path, input_shape, test_images, test_labels, reference_logits, quantized=quantized,
                                     tolerances=tolerances, classes=dataset.classes, latency_runs=latency_runs)
-            entry["golden_outputs"] = run_batches(load_runner(kind, path, threads=None), golden_inputs).tolist()
+            entry["golden_outputs"] = golden_outputs(kind, path, golden_inputs).tolist()
         artifacts[kind] = entry
         log(f"  {kind}: {describe(entry)}")
 
@@ -119,7 +115,7 @@ def build_bundle(
         "versions": package_versions(),
         "machine": machine_info(),  # where the latencies above were measured, with its ISA flags
     }
-    _write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
+    write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
     write_snippets(output, manifest)
     for entry in artifacts.values():
         entry.pop("golden_outputs", None)
@@ -141,78 +137,6 @@ def retime_bundle(folder: Path, latency_runs: int = 200) -> dict[str, Any]:
     manifest["machine"] = machine_info()
     write_json(folder / MANIFEST_FILE, manifest)
     return manifest
-
-
-def bundle_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file in the bundle but the manifest and its signature, by path relative to ``folder``."""
-    return {path.relative_to(folder).as_posix(): sha256_of(path) for path in sorted(folder.rglob("*"))
-            if path.is_file() and path.relative_to(folder).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)}
-
-
-def verify_bundle(folder: Path, public_key: Path | None = None) -> list[str]:
-    """Re-check the signature (see :func:`~udacisense.export.signing.check_signature`: a signed bundle's always, and with
-    ``public_key`` one by that key is required), every file's sha256 and every runnable artifact's golden outputs;
-    returns the problems found. A bundle of variants (version 2) is checked model folder by model folder. Bundles made
-    before the manifest listed every file are checked artifact by artifact."""
-    manifest_path = folder / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise UdaciSenseError(f"{folder} has no manifest.json; create the bundle with 'udacisense export'")
-    problems = check_signature(folder, public_key)
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        models = [folder / model["folder"] for model in manifest["models"].values()] if manifest.get("version", 1) >= 2 else [folder]
-    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError, TypeError) as error:
-        return problems + [f"manifest unreadable: {error}"]
-    if "files" in manifest:
-        present = bundle_files(folder)
-        for name, digest in manifest["files"].items():
-            if name not in present:
-                problems.append(f"{name} is missing")
-            elif present[name] != digest:
-                problems.append(f"{name} sha256 differs from the manifest (file changed or tampered)")
-        problems += [f"{name} is not in the manifest (added after the bundle was made)" for name in present if name not in manifest["files"]]
-        if problems:
-            return problems  # do not run files that are not what the manifest says
-    for model_folder in models:
-        if not model_folder.resolve().is_relative_to(folder.resolve()):
-            problems.append(f"model folder {model_folder} is outside the bundle (a forged manifest?)")
-            continue
-        prefix = "" if model_folder == folder else f"{model_folder.name}/"
-        problems += [prefix + problem for problem in _check_golden_outputs(model_folder, hashed="files" in manifest)]
-    return problems
-
-
-def _check_golden_outputs(folder: Path, hashed: bool) -> list[str]:
-    """Run every runnable artifact of the single-model bundle in ``folder`` on its golden inputs (``hashed``: the files
-    were checked against the manifest already; otherwise check each artifact's own sha256 first)."""
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        golden = json.loads((folder / manifest["golden"]["file"]).read_text())
-    except (json.JSONDecodeError, KeyError, OSError, UnicodeDecodeError) as error:
-        return [f"manifest or golden file unreadable: {error}"]
-    problems = []
-    inputs = torch.tensor(golden["inputs"], dtype=torch.float32)
-    for kind, entry in manifest["artifacts"].items():
-        path = folder / entry["file"]
-        if not hashed:
-            if not path.exists():
-                problems.append(f"{kind}: {entry['file']} is missing")
-                continue
-            if sha256_of(path) != entry["sha256"]:
-                problems.append(f"{kind}: {entry['file']} sha256 differs from the manifest (file changed or tampered)")
-                continue
-        if kind not in FORMATS or not FORMATS[kind].runs_here:
-            continue
-        try:
-            outputs = run_batches(load_runner(kind, path, threads=None), inputs)
-        except Exception as error:  # a damaged artifact can fail inside any runtime
-            problems.append(f"{kind}: runtime failed on golden inputs: {type(error).__name__}: {str(error)[:120]}")
-            continue
-        expected = torch.tensor(golden["outputs"][kind])
-        drift = (outputs - expected).abs().max().item()
-        if drift > manifest["golden"]["atol"]:
-            problems.append(f"{kind}: golden outputs drift by {drift:.2e} > {manifest['golden']['atol']:.0e}")
-    return problems
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -255,19 +179,6 @@ def format_table(manifest: dict[str, Any]) -> str:
 
 def size_of(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _write_golden(folder: Path, inputs, labels, source_logits, artifacts: dict[str, Any]) -> None:
-    golden = {
-        "description": "normalized test images, their labels, the source model's logits and each artifact's logits",
-        "shape": list(inputs.shape),
-        "inputs": inputs.tolist(),
-        "labels": labels.tolist(),
-        "source_logits": source_logits.tolist(),
-        "outputs": {kind: entry["golden_outputs"] for kind, entry in artifacts.items() if "golden_outputs" in entry},
-    }
-    text = json.dumps(golden)
-    atomic_write(folder / "golden.json", lambda handle: handle.write(text.encode()))
 
 
 def package_versions() -> dict[str, str]:
