@@ -1,4 +1,5 @@
-"""The deploy bundle: artifacts, manifest.json, golden I/O (see :mod:`~udacisense.bundle.golden`) and app snippets.
+"""The deploy bundle: artifacts, manifest.json, golden I/O (:mod:`~udacisense.bundle.golden`) and app snippets
+(:mod:`~udacisense.bundle.app_code`); :mod:`~udacisense.bundle.verify` checks one.
 
 ``build_bundle`` exports every requested format, runs each artifact in its own runtime on the
 whole test split (accuracy, agreement with the source model, logit drift), times it beside eager
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from udacisense.bundle.app_code import write_snippets
 from udacisense.bundle.golden import GOLDEN_ATOL, GOLDEN_COUNT, golden_outputs, write_golden
 from udacisense.bundle.signing import MANIFEST_FILE, bundle_files
 from udacisense.checkpoint import load_model
@@ -190,80 +192,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     return versions
-
-
-KOTLIN = """// ExecuTorch on Android: values below come from manifest.json ({source}).
-// build.gradle: implementation("org.pytorch:executorch-android:{executorch}")
-import org.pytorch.executorch.EValue
-import org.pytorch.executorch.Module
-import org.pytorch.executorch.Tensor
-
-object {class_name} {{
-    val SHAPE = longArrayOf({shape_list})
-    val MEAN = floatArrayOf({mean_list})
-    val STD = floatArrayOf({std_list})
-    val LABELS = arrayOf({labels})
-
-    /** pixels: {channels}x{height}x{width} values in 0..255, channel-major. Returns the top class label. */
-    fun classify(modulePath: String, pixels: FloatArray): String {{
-        val module = Module.load(modulePath)  // e.g. filesDir + "/{file}"
-        val plane = {height} * {width}
-        val input = FloatArray(pixels.size) {{ i -> (pixels[i] / 255f - MEAN[i / plane]) / STD[i / plane] }}
-        val logits = module.forward(EValue.from(Tensor.fromBlob(input, SHAPE)))[0].toTensor().dataAsFloatArray
-        return LABELS[logits.indices.maxByOrNull {{ logits[it] }}!!]
-    }}
-}}
-"""
-
-SWIFT = """// ExecuTorch on iOS: values below come from manifest.json ({source}).
-// Swift Package: https://github.com/pytorch/executorch, products "executorch" and "backend_xnnpack" ({executorch})
-import ExecuTorch
-
-enum {class_name} {{
-    static let shape: [Int] = [{shape_list}]
-    static let mean: [Float] = [{mean_list}]
-    static let std: [Float] = [{std_list}]
-    static let labels = [{labels}]
-
-    /// pixels: {channels}x{height}x{width} values in 0...255, channel-major. Returns the top class label.
-    static func classify(modelPath: String, pixels: [Float]) throws -> String {{
-        let module = Module(filePath: modelPath)  // Bundle.main.path(forResource: "{stem}", ofType: "pte")
-        let plane = {height} * {width}
-        let input = pixels.enumerated().map {{ (i, p) in (p / 255 - mean[i / plane]) / std[i / plane] }}
-        let outputs = try module.forward(Tensor<Float>(input, shape: shape))
-        let logits = try outputs[0].tensor(Float.self).scalars()
-        return labels[logits.indices.max {{ logits[$0] < logits[$1] }}!]
-    }}
-}}
-"""
-
-
-def write_snippets(folder: Path, manifest: dict[str, Any]) -> None:
-    """Kotlin and Swift loaders whose shape, normalization and labels are filled from the manifest."""
-    contract = manifest["input"]
-    pte = next((e["file"] for k, e in manifest["artifacts"].items() if k == "pte-int8"), None) or next(
-        (e["file"] for k, e in manifest["artifacts"].items() if k == "pte"), "model.pte"
-    )
-    _, channels, height, width = contract["shape"]
-    values = {
-        "source": "udacisense export",
-        "executorch": manifest["versions"]["executorch"],
-        "class_name": "UdaciSenseClassifier",
-        "shape_list": ", ".join(str(v) for v in contract["shape"]),
-        "mean_list": ", ".join(f"{v:.6f}f" for v in contract["mean"]),
-        "std_list": ", ".join(f"{v:.6f}f" for v in contract["std"]),
-        "labels": ", ".join(json.dumps(label) for label in contract["classes"]),
-        "channels": channels,
-        "height": height,
-        "width": width,
-        "file": pte,
-        "stem": Path(pte).stem,
-    }
-    snippets = folder / "snippets"
-    snippets.mkdir(exist_ok=True)
-    (snippets / "Classifier.kt").write_text(KOTLIN.format(**values))
-    swift_values = values | {"mean_list": values["mean_list"].replace("f", ""), "std_list": values["std_list"].replace("f", "")}
-    (snippets / "Classifier.swift").write_text(SWIFT.format(**swift_values))
 
 
 def remove_bundle(folder: Path) -> None:

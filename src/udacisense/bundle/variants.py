@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from udacisense.bundle.app_code import write_selectors
 from udacisense.bundle.build import build_bundle, package_versions, remove_bundle, retime_bundle
 from udacisense.bundle.select import Measurement, Selection, choose, format_selection, measure_variants, rank_variants, variant_row
-from udacisense.bundle.selector_code import write_selectors
 from udacisense.bundle.signing import MANIFEST_FILE, bundle_files
 from udacisense.errors import UdaciSenseError
 from udacisense.io import atomic_write, write_json

@@ -2,7 +2,8 @@
 
 Each :class:`ExportFormat` says everything the rest of the toolkit needs to know about a format: its file name, how to
 write it, the :class:`Runtime` that loads and runs it here (None: it cannot run on this machine), the fp32 format an
-int8 artifact is compared with, and whether exporting quantizes the model. One file per format family
+int8 artifact is compared with, whether exporting quantizes the model, and the phone runtime's app code
+(:class:`Snippet`) when the generated snippets and selectors load it on a phone. One file per format family
 (``executorch``, ``onnx``, ``torchscript``, ``coreml``) declares its formats; :mod:`udacisense.export` registers them.
 """
 
@@ -44,6 +45,34 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class AppCode:
+    """How app code in one language uses a phone runtime; the generated snippets and selectors are written around
+    these pieces. ``load`` is an expression opening the model file at ``{path}``; ``forward`` an expression giving the
+    logits (a float array) of ``{module}`` on the float array ``{input}`` of shape ``{shape}``; ``release`` frees
+    ``{module}`` ("" where the language frees it)."""
+
+    imports: str
+    module_type: str
+    load: str
+    forward: str
+    release: str = ""
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A phone runtime's app code: its ``name``, the Python ``package`` whose version the app's runtime should match,
+    how Android and iOS apps add it (comment lines, ``{version}`` filled in), and its calls in each language."""
+
+    name: str
+    package: str
+    android_dependency: str
+    ios_dependency: str
+    java: AppCode
+    kotlin: AppCode
+    swift: AppCode
+
+
+@dataclass(frozen=True)
 class ExportFormat:
     """One mobile format: ``name`` is what recipes and ``--formats`` say."""
 
@@ -55,11 +84,17 @@ class ExportFormat:
     reference: str | None
     quantized: bool = False
     backend: str = ""  # what executes it on the phone (a bundle's variants record it)
+    snippet: Snippet | None = None  # the app code that loads it on a phone; None: the generated app code does not
 
     @property
     def runs_here(self) -> bool:
         """Whether this machine has the runtime to validate and time the artifact."""
         return self.runtime is not None
+
+    @property
+    def phone_runtime(self) -> bool:
+        """Whether a phone runtime loads it from the app code this toolkit generates (snippets, on-device selectors)."""
+        return self.snippet is not None
 
     def export(self, model: nn.Module, example: torch.Tensor, folder: Path, calibration: Calibration) -> tuple[Path, dict[str, Any]]:
         """Write the artifact into ``folder``; ``calibration()`` yields batches of ``example``'s shape (int8 formats)."""
@@ -85,6 +120,11 @@ def parse_formats(text: str) -> list[str]:
     for name in names:
         FORMATS.get(name)
     return names
+
+
+def phone_formats() -> list[str]:
+    """The registered formats a phone runtime loads from the generated app code, in registration order."""
+    return [name for name, export_format in FORMATS.items() if export_format.phone_runtime]
 
 
 def check_input(kind: str, images: torch.Tensor, expected: tuple[int, ...]) -> None:

@@ -1,4 +1,5 @@
-"""ExecuTorch ``.pte`` lowered to the XNNPACK delegate, fp32 or int8 (PT2E), and the ExecuTorch runtime that runs it."""
+"""ExecuTorch ``.pte`` lowered to the XNNPACK delegate, fp32 or int8 (PT2E): the ExecuTorch runtime runs it here, and
+its Android and iOS libraries load it in an app (the app code below)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from udacisense.export.formats import ExportFormat, Runner, Runtime, check_input
+from udacisense.export.formats import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
 from udacisense.io import atomic_write
 from udacisense.upstream import hush_kernel_preference_notice
 
@@ -116,6 +117,35 @@ def _export_int8(model, example, path, calibration):
     return export_pte(model, example, path, calibration())
 
 
+# ExecuTorch's Android (org.pytorch.executorch) and iOS (ExecuTorch Swift package) APIs: the one place app code calls them.
+EXECUTORCH_APP = Snippet(
+    name="ExecuTorch",
+    package="executorch",
+    android_dependency='// build.gradle: implementation("org.pytorch:executorch-android:{version}")',
+    ios_dependency='// Swift Package: https://github.com/pytorch/executorch, products "executorch" and "backend_xnnpack" ({version})',
+    java=AppCode(
+        imports="import org.pytorch.executorch.EValue;\nimport org.pytorch.executorch.Module;\nimport org.pytorch.executorch.Tensor;",
+        module_type="Module",
+        load="Module.load({path})",
+        forward="{module}.forward(EValue.from(Tensor.fromBlob({input}, {shape})))[0].toTensor().getDataAsFloatArray()",
+        release="{module}.destroy()",
+    ),
+    kotlin=AppCode(
+        imports="import org.pytorch.executorch.EValue\nimport org.pytorch.executorch.Module\nimport org.pytorch.executorch.Tensor",
+        module_type="Module",
+        load="Module.load({path})",
+        forward="{module}.forward(EValue.from(Tensor.fromBlob({input}, {shape})))[0].toTensor().dataAsFloatArray",
+        release="{module}.destroy()",
+    ),
+    swift=AppCode(
+        imports="import ExecuTorch",
+        module_type="Module",
+        load="Module(filePath: {path})",
+        forward="try {module}.forward(Tensor<Float>({input}, shape: {shape}))[0].tensor(Float.self).scalars()",
+    ),
+)
+
 EXECUTORCH = Runtime("executorch", load_pte, preload_executorch)
-PTE = ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _export_fp32, EXECUTORCH, "pte", backend="xnnpack")
-PTE_INT8 = ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _export_int8, EXECUTORCH, "pte", quantized=True, backend="xnnpack")
+PTE = ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _export_fp32, EXECUTORCH, "pte", backend="xnnpack", snippet=EXECUTORCH_APP)
+PTE_INT8 = ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _export_int8, EXECUTORCH, "pte", quantized=True, backend="xnnpack",
+                        snippet=EXECUTORCH_APP)
