@@ -108,6 +108,30 @@ def test_unknown_format_is_a_clear_error():
         parse_formats("pte,tflite")
 
 
+def test_every_format_declares_its_loader_or_that_it_cannot_run_here_and_the_selector_takes_the_phone_formats(tmp_path):
+    from udacisense.bundle.app_code import selector_spec
+    from udacisense.export import FORMATS
+    from udacisense.export.formats import phone_formats
+
+    for name, export_format in FORMATS.items():
+        missing = tmp_path / export_format.file_name
+        if export_format.runs_here:  # deploy opens it through the format's loader: only the missing file stops it
+            assert export_format.runtime.name and callable(export_format.runtime.load), name
+            with pytest.raises(UdaciSenseError, match="does not exist"):
+                load_runner(name, missing)
+        else:
+            with pytest.raises(UdaciSenseError, match=f"no runtime for artifact kind '{name}'"):
+                load_runner(name, missing)
+        assert export_format.phone_runtime == (export_format.snippet is not None), name
+    assert phone_formats() == ["pte", "pte-int8"]
+
+    variants = [{"id": f"m/{name}", "model": "m", "format": name, "file": f"m/{spec.file_name}", "golden": "m/golden.json", "top1": 90.0,
+                 "bytes": 1, "sha256": "0" * 64, "runs_here": spec.runs_here, "validation_failures": []} for name, spec in FORMATS.items()]
+    manifest = {"input": {"shape": [1, 1, 28, 28], "classes": ["a", "b"]}, "golden": {"count": 1, "atol": 1e-4}, "created": "now",
+                "models": {"m": {"input": {"mean": [0.5], "std": [0.5]}}}, "variants": variants}
+    assert [variant["format"] for variant in selector_spec(manifest)["variants"]] == phone_formats()
+
+
 def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):
     code = main(["export", "--checkpoint", str(tiny_baseline), "--formats", "onnx", "--output", str(tmp_path / "d"),
                  "--test-subset", "200", "--runs", "5"])

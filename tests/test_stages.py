@@ -209,7 +209,7 @@ def test_no_stage_name_literals_outside_the_stage_files():
     names = "|".join(STAGES)
     pattern = re.compile(rf"""["']({names})["']""")
     generic = [SRC / "checkpoint.py", SRC / "pipeline" / "recipe.py", SRC / "pipeline" / "runner.py", SRC / "measure.py",
-               *(SRC / "report").glob("*.py"), *(SRC / "export").glob("*.py")]
+               *(SRC / "report").glob("*.py"), *(SRC / "export").rglob("*.py"), *(SRC / "bundle").glob("*.py")]
     found = [f"{path.name}:{number}: {line.strip()}" for path in generic
              for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
