@@ -31,7 +31,7 @@ from udacisense.compress.channels import ChannelPruneConfig  # noqa: E402
 from udacisense.compress.prune import UnstructuredPruneConfig  # noqa: E402
 from udacisense.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
-from udacisense.export.executorch import export_pte  # noqa: E402
+from udacisense.export.formats.executorch import export_pte  # noqa: E402
 from udacisense.profile import measure_latency  # noqa: E402
 from udacisense.train import train_run  # noqa: E402
 

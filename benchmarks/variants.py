@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
-from udacisense.deploy.select import format_selection, select_variant  # noqa: E402
+from udacisense.bundle.select import format_selection, select_variant  # noqa: E402
+from udacisense.bundle.variants import build_variant_bundle, format_variants, resolve_sources, three_budgets  # noqa: E402
+from udacisense.bundle.verify import verify_bundle  # noqa: E402
 from udacisense.deploy.validate import Tolerances  # noqa: E402
-from udacisense.export.bundle import verify_bundle  # noqa: E402
-from udacisense.export.variants import build_variant_bundle, format_variants, resolve_sources, three_budgets  # noqa: E402
 from udacisense.io import read_yaml  # noqa: E402
 
 

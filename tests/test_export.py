@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from udacisense import UdaciSenseError
+from udacisense.bundle.build import build_bundle
+from udacisense.bundle.verify import verify_bundle
 from udacisense.cli import main
 from udacisense.deploy.bench import run_probe
 from udacisense.deploy.runtime import load_runner
 from udacisense.export import parse_formats
-from udacisense.export.bundle import build_bundle, verify_bundle
 
 FORMATS = ["pte", "pte-int8", "onnx", "onnx-int8", "ptl"]
 
@@ -70,7 +71,7 @@ def test_verify_passes_then_catches_tampering(bundle, tmp_path):
     assert verify_bundle(folder) == []
     import shutil
 
-    from udacisense.export.bundle import bundle_files
+    from udacisense.bundle.signing import bundle_files
 
     tampered = tmp_path / "tampered"
     shutil.copytree(folder, tampered)
@@ -105,6 +106,29 @@ def test_wrong_input_shape_is_a_clear_error(bundle):
 def test_unknown_format_is_a_clear_error():
     with pytest.raises(UdaciSenseError, match="choose from pte, pte-int8"):
         parse_formats("pte,tflite")
+
+
+def test_every_format_declares_its_loader_or_that_it_cannot_run_here_and_the_selector_takes_the_phone_formats(tmp_path):
+    from udacisense.bundle.app_code import selector_spec
+    from udacisense.export import FORMATS
+    from udacisense.export.formats import phone_formats
+
+    for name, export_format in FORMATS.items():
+        missing = tmp_path / export_format.file_name
+        if export_format.runs_here:  # deploy opens it through the format's loader: only the missing file stops it
+            assert export_format.runtime.name and callable(export_format.runtime.load), name
+            with pytest.raises(UdaciSenseError, match="does not exist"):
+                load_runner(name, missing)
+        else:
+            with pytest.raises(UdaciSenseError, match=f"no runtime for artifact kind '{name}'"):
+                load_runner(name, missing)
+    assert phone_formats() == ["pte", "pte-int8"]
+
+    variants = [{"id": f"m/{name}", "model": "m", "format": name, "file": f"m/{spec.file_name}", "golden": "m/golden.json", "top1": 90.0,
+                 "bytes": 1, "sha256": "0" * 64, "runs_here": spec.runs_here, "validation_failures": []} for name, spec in FORMATS.items()]
+    manifest = {"input": {"shape": [1, 1, 28, 28], "classes": ["a", "b"]}, "golden": {"count": 1, "atol": 1e-4}, "created": "now",
+                "models": {"m": {"input": {"mean": [0.5], "std": [0.5]}}}, "variants": variants}
+    assert [variant["format"] for variant in selector_spec(manifest)["variants"]] == phone_formats()
 
 
 def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):

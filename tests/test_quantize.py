@@ -22,7 +22,7 @@ from udacisense.compress.quantize import (
 )
 from udacisense.config import validate_config
 from udacisense.errors import UdaciSenseError
-from udacisense.export.executorch import export_pte
+from udacisense.export.formats.executorch import export_pte
 from udacisense.models import create_model
 
 

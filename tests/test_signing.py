@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from udacisense.bundle.signing import SIGNATURE_FILE, sign_bundle
 from udacisense.cli import main
-from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_recipe_signs_its_bundle_and_a_rerun_without_the_key_leaves_it_unsigne
 
 
 def test_an_edited_signed_manifest_fails_without_a_key_and_the_selector_refuses_it(signed, tmp_path, capsys):
-    from udacisense.deploy.select import select_variant
+    from udacisense.bundle.select import select_variant
     from udacisense.errors import UdaciSenseError
 
     bundle, _, public = signed

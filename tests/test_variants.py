@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import write_user_model_file
+from udacisense.bundle.select import select_variant
+from udacisense.bundle.signing import generate_key, sign_bundle
 from udacisense.cli import main
-from udacisense.deploy.select import select_variant
 from udacisense.errors import UdaciSenseError
-from udacisense.export.signing import generate_key, sign_bundle
 
 
 def _train(runs: Path, data_root: Path, name: str, width: int) -> Path:
@@ -212,7 +212,7 @@ def test_bad_input_is_one_line_with_exit_2(variants, tmp_path, capsys):
 
 
 def test_sources_from_a_search_run_are_its_pareto_points_with_int8_artifacts_as_built(tmp_path):
-    from udacisense.export.variants import resolve_sources
+    from udacisense.bundle.variants import resolve_sources
 
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights")

@@ -83,10 +83,11 @@ def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from udacisense.bundle.build import build_bundle, format_table, remove_bundle
+    from udacisense.bundle.signing import sign_bundle
+    from udacisense.bundle.verify import verify_bundle
     from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
     from udacisense.export import parse_formats
-    from udacisense.export.bundle import build_bundle, format_table, remove_bundle, verify_bundle
-    from udacisense.export.signing import sign_bundle
 
     if args.sign is not None and not args.sign.is_file():  # before minutes of export, not after
         raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
@@ -111,10 +112,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
+    from udacisense.bundle.signing import sign_bundle
+    from udacisense.bundle.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
     from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
     from udacisense.export import parse_formats
-    from udacisense.export.signing import sign_bundle
-    from udacisense.export.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
 
     if args.sign is not None and not args.sign.is_file():
         raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
@@ -137,7 +138,7 @@ def run_bundle(args: argparse.Namespace) -> int:
 def run_select(args: argparse.Namespace) -> int:
     import json
 
-    from udacisense.deploy.select import format_selection, select_variant
+    from udacisense.bundle.select import format_selection, select_variant
 
     if args.threads < 1 or args.runs < 1:
         raise UdaciSenseError("--threads and --runs must be at least 1")
@@ -147,8 +148,8 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from udacisense.export.bundle import verify_bundle
-    from udacisense.export.signing import signature_note
+    from udacisense.bundle.signing import signature_note
+    from udacisense.bundle.verify import verify_bundle
 
     problems = verify_bundle(args.bundle, public_key=args.key)
     for problem in problems:
@@ -162,7 +163,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from udacisense.export.signing import generate_key
+    from udacisense.bundle.signing import generate_key
 
     private, public = generate_key(args.path)
     print(f"private key {private} (keep it secret, out of any bundle); public key {public} (ship it with the app, pass it to verify --key)")

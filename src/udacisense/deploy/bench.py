@@ -27,8 +27,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator
 
-from udacisense.deploy.runtime import RUNTIMES
+from udacisense.deploy.runtime import loadable_kinds
 from udacisense.errors import UdaciSenseError
+from udacisense.export import FORMATS
 
 # The server: it imports what every probe needs once, then forks one child per request. A child's reply goes
 # through a pipe; one that dies without replying (the runtime crashed) is reported by its exit status.
@@ -106,16 +107,8 @@ def _mapped_bytes(path: str) -> int:
 
 def _import_runtime(kind: str) -> None:
     """Import the artifact's runtime before the memory baseline, so that its imports do not count as the model's."""
-    if kind.startswith("pte"):
-        import importlib.util
-
-        # The runtime's bindings import executorch.exir only for a warning class, and running the exporter package's
-        # __init__ costs about 4 s per probe. Register the package unexecuted: its modules still load from their files.
-        sys.modules.setdefault("executorch.exir", importlib.util.module_from_spec(importlib.util.find_spec("executorch.exir")))
-        import executorch.extension.pybindings.portable_lib  # noqa: F401
-        import executorch.runtime  # noqa: F401
-    elif kind.startswith("onnx"):
-        import onnxruntime  # noqa: F401
+    if kind in FORMATS and FORMATS[kind].runs_here:
+        FORMATS[kind].runtime.preload()
 
 
 def summarize_timings(timings_ms: list[float]) -> dict[str, float]:
@@ -218,7 +211,7 @@ def run_probe(kind: str, path: Path, input_shape: tuple[int, ...], threads: int 
 
     With ``golden`` (``inputs``, expected ``outputs``, ``atol``) the process first checks that the artifact
     reproduces the outputs: the result then has ``golden`` (``max_drift``, ``passed``), and no timings when it failed."""
-    if kind not in RUNTIMES or kind == "eager":
+    if kind == "eager" or kind not in loadable_kinds():
         raise UdaciSenseError(f"cannot benchmark artifact kind '{kind}' in a separate process")
     with _server_lock:
         reply = _ask_server([kind, str(path), list(input_shape), threads, warmup, runs, golden])

@@ -7,9 +7,10 @@ from typing import Any, Sequence
 
 import torch
 
-from udacisense.deploy.runtime import Runner, run_batches
+from udacisense.deploy.runtime import run_batches
 from udacisense.errors import UdaciSenseError, ValidationFailed
 from udacisense.evaluate import metrics_from_confusion
+from udacisense.export import Runner
 
 
 @dataclass(frozen=True)

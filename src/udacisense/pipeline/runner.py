@@ -26,6 +26,9 @@ import torch
 import yaml
 
 from udacisense import distributed, tracking
+from udacisense.bundle.build import build_bundle, remove_bundle, retime_bundle
+from udacisense.bundle.signing import SIGNATURE_FILE, sign_bundle
+from udacisense.bundle.variants import VariantSource, build_variant_bundle, retime_variant_bundle
 from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.config import DataConfig, TrackingConfig
 from udacisense.data import ImageDataset, Normalization, get_dataset
@@ -33,9 +36,6 @@ from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.validate import require_validated, validation_failures
 from udacisense.errors import CompressionFailed, TrainingFailed
 from udacisense.export import FORMATS
-from udacisense.export.bundle import build_bundle, remove_bundle, retime_bundle
-from udacisense.export.signing import SIGNATURE_FILE, sign_bundle
-from udacisense.export.variants import VariantSource, build_variant_bundle, retime_variant_bundle
 from udacisense.health import judge_training
 from udacisense.io import atomic_write, config_hash, sha256_of, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics

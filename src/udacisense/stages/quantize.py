@@ -75,8 +75,8 @@ def describe(params: Quantize, info: dict[str, Any]) -> str:
 def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) -> StageOutput:
     """Quantization to int8: static post-training, quantization-aware training or dynamic, built as the shipped artifact."""
     from udacisense.compress.quantize import quantize_dynamic, quantize_pt2e_static
-    from udacisense.export.executorch import export_pte
-    from udacisense.export.torchscript import export_ptl
+    from udacisense.export.formats.executorch import export_pte
+    from udacisense.export.formats.torchscript import export_ptl
     from udacisense.profile import serialized_size
 
     config = library_config(QuantizeConfig, params)

@@ -1,7 +1,12 @@
-"""On-device variant selectors generated from a version-2 manifest: Java and Kotlin (Android), Swift (iOS).
+"""App code generated from a bundle's manifest: the single-model snippets (``snippets/Classifier.{kt,swift}``) and the
+on-device variant selectors of a version-2 manifest (``selector/VariantSelector.{java,kt,swift}``).
 
-Each does on the phone what ``udacisense select`` does here: walk the variants in the manifest's order of preference
-(most accurate first), load each with ExecuTorch, check it reproduces its golden outputs (an altered or damaged file
+The templates here hold what every app does (normalize, classify, select); how the phone runtime is imported,
+loaded and called comes from the export format's :class:`~udacisense.export.formats.Snippet`, so the code a phone
+runtime needs is written once, beside the format it loads.
+
+Each selector does on the phone what ``udacisense select`` does here: walk the variants in the manifest's order of
+preference (most accurate first), load each with the phone runtime (ExecuTorch), check it reproduces its golden outputs (an altered or damaged file
 is rejected), time it at batch 1, and take the first that meets the latency budget. The decision is cached per device
 model, app version and budget, so the micro-benchmark runs once per install and update. Unlike the Python reference,
 which times every variant to report on all of them, the device stops at the first variant that fits: the choice is
@@ -17,21 +22,119 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-# What the generated code can load: ExecuTorch programs (XNNPACK). Other formats' variants, and variants that failed
-# validation when bundled, are left out.
-DEVICE_FORMATS = ("pte", "pte-int8")
+from udacisense.export import FORMATS
+from udacisense.export.formats import AppCode, Snippet, phone_formats
+
 PACKAGE = "ai.udacisense.selector"
 
 
+def phone_snippet(kinds: Iterable[str]) -> Snippet:
+    """The app code of the phone runtime that loads the first of ``kinds`` a phone runtime loads (none: the first
+    registered such format's, so the generated code still compiles against a runtime)."""
+    phone = phone_formats()
+    return FORMATS[next((kind for kind in kinds if kind in phone), phone[0])].snippet
+
+
+def runtime_calls(app: AppCode, path: str, shape: str) -> dict[str, str]:
+    """A phone runtime's calls as the templates use them: its imports, its module type, loading the file at ``path``,
+    and running (``forward``, on ``input`` of ``shape``) and freeing (``release``) the loaded ``module``."""
+    return {"imports": app.imports, "module_type": app.module_type, "load": app.load.format(path=path),
+            "forward": app.forward.format(module="module", input="input", shape=shape), "release": app.release.format(module="module")}
+
+
+CLASSIFIER_KOTLIN = """// {runtime} on Android: values below come from manifest.json ({source}).
+{dependency}
+{imports}
+
+object {class_name} {{
+    val SHAPE = longArrayOf({shape_list})
+    val MEAN = floatArrayOf({mean_list})
+    val STD = floatArrayOf({std_list})
+    val LABELS = arrayOf({labels})
+
+    /** pixels: {channels}x{height}x{width} values in 0..255, channel-major. Returns the top class label. */
+    fun classify(modulePath: String, pixels: FloatArray): String {{
+        val module = {load}  // e.g. filesDir + "/{file}"
+        val plane = {height} * {width}
+        val input = FloatArray(pixels.size) {{ i -> (pixels[i] / 255f - MEAN[i / plane]) / STD[i / plane] }}
+        val logits = {forward}
+        return LABELS[logits.indices.maxByOrNull {{ logits[it] }}!!]
+    }}
+}}
+"""
+
+CLASSIFIER_SWIFT = """// {runtime} on iOS: values below come from manifest.json ({source}).
+{dependency}
+{imports}
+
+enum {class_name} {{
+    static let shape: [Int] = [{shape_list}]
+    static let mean: [Float] = [{mean_list}]
+    static let std: [Float] = [{std_list}]
+    static let labels = [{labels}]
+
+    /// pixels: {channels}x{height}x{width} values in 0...255, channel-major. Returns the top class label.
+    static func classify(modelPath: String, pixels: [Float]) throws -> String {{
+        let module = {load}  // Bundle.main.path(forResource: "{stem}", ofType: "{extension}")
+        let plane = {height} * {width}
+        let input = pixels.enumerated().map {{ (i, p) in (p / 255 - mean[i / plane]) / std[i / plane] }}
+        let logits = {forward}
+        return labels[logits.indices.max {{ logits[$0] < logits[$1] }}!]
+    }}
+}}
+"""
+
+
+def write_snippets(folder: Path, manifest: dict[str, Any]) -> None:
+    """Kotlin and Swift loaders whose shape, normalization and labels are filled from the manifest, for the artifact a
+    phone runtime loads (an int8 one first: the smallest to ship)."""
+    contract = manifest["input"]
+    phone = phone_formats()
+    loaded = [kind for kind in manifest["artifacts"] if kind in phone]
+    kind = next((kind for kind in loaded if FORMATS[kind].quantized), loaded[0] if loaded else phone[0])
+    snippet = FORMATS[kind].snippet
+    # a bundle without such an artifact gets the snippet for a placeholder file of the first phone format's kind
+    file = manifest["artifacts"][kind]["file"] if loaded else "model" + Path(FORMATS[kind].file_name).suffix
+    _, channels, height, width = contract["shape"]
+    values = {
+        "runtime": snippet.name,
+        "source": "udacisense export",
+        "class_name": "UdaciSenseClassifier",
+        "shape_list": ", ".join(str(v) for v in contract["shape"]),
+        "mean_list": ", ".join(f"{v:.6f}f" for v in contract["mean"]),
+        "std_list": ", ".join(f"{v:.6f}f" for v in contract["std"]),
+        "labels": ", ".join(json.dumps(label) for label in contract["classes"]),
+        "channels": channels,
+        "height": height,
+        "width": width,
+        "file": file,
+        "stem": Path(file).stem,
+        "extension": Path(file).suffix.lstrip("."),
+    }
+    version = manifest["versions"].get(snippet.package, "not installed")
+    snippets = folder / "snippets"
+    snippets.mkdir(exist_ok=True)
+    kotlin = values | {"dependency": snippet.android_dependency.format(version=version)} | runtime_calls(snippet.kotlin, "modulePath", "SHAPE")
+    (snippets / "Classifier.kt").write_text(CLASSIFIER_KOTLIN.format(**kotlin))
+    swift = values | {"mean_list": values["mean_list"].replace("f", ""), "std_list": values["std_list"].replace("f", ""),
+                      "dependency": snippet.ios_dependency.format(version=version)} | runtime_calls(snippet.swift, "modelPath", "shape")
+    (snippets / "Classifier.swift").write_text(CLASSIFIER_SWIFT.format(**swift))
+
+
 def selector_spec(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest fields every generated selector is built from."""
+    """The manifest fields every generated selector is built from. Its variants are those a phone runtime loads (the
+    runtime of the most preferred one: the code calls one runtime), in order of preference; other formats' variants,
+    and variants that failed validation when bundled, are left out."""
+    phone = phone_formats()
+    usable = [row for row in manifest["variants"] if row["format"] in phone and row["runs_here"] and not row["validation_failures"]]
+    snippet = phone_snippet(row["format"] for row in usable)
     variants = [
         {"id": row["id"], "file": row["file"], "golden": f"selector/golden/{row['id'].replace('/', '__')}.bin", "top1": row["top1"],
          "bytes": row["bytes"], "sha256": row["sha256"], "source": row["golden"], "format": row["format"],
          "mean": manifest["models"][row["model"]]["input"]["mean"], "std": manifest["models"][row["model"]]["input"]["std"]}
-        for row in manifest["variants"] if row["format"] in DEVICE_FORMATS and row["runs_here"] and not row["validation_failures"]
+        for row in usable if FORMATS[row["format"]].snippet == snippet
     ]
     return {"shape": manifest["input"]["shape"], "classes": len(manifest["input"]["classes"]), "golden_count": manifest["golden"]["count"],
             "atol": manifest["golden"]["atol"], "variants": variants, "created": manifest["created"]}
@@ -71,36 +174,45 @@ def _header(spec: dict[str, Any], comment: str) -> str:
             f"{comment} Variants in order of preference (most accurate first); golden files hold {spec['golden_count']} inputs, then their logits.\n")
 
 
+def _selector_runtime(spec: dict[str, Any]) -> Snippet:
+    return phone_snippet(variant["format"] for variant in spec["variants"])
+
+
 def java_source(spec: dict[str, Any]) -> str:
-    """Plain Java against ExecuTorch's Android API (org.pytorch.executorch); compiles with javac against a stub of it."""
-    return _jvm_source(spec, JAVA, "new Variant", lambda values: f"new float[] {{{values}}}")
+    """Plain Java against the phone runtime's Android API (ExecuTorch's org.pytorch.executorch); compiles with javac
+    against a stub of it."""
+    calls = runtime_calls(_selector_runtime(spec).java, 'bundleDir + "/" + variant.file', "SHAPE")
+    return _jvm_source(spec, SELECTOR_JAVA, calls, "new Variant", lambda values: f"new float[] {{{values}}}")
 
 
 def kotlin_source(spec: dict[str, Any]) -> str:
     """Kotlin for Android apps; same fields and logic as the Java selector."""
-    return _jvm_source(spec, KOTLIN, "Variant", lambda values: f"floatArrayOf({values})")
+    calls = runtime_calls(_selector_runtime(spec).kotlin, '"$bundleDir/${variant.file}"', "SHAPE")
+    return _jvm_source(spec, SELECTOR_KOTLIN, calls, "Variant", lambda values: f"floatArrayOf({values})")
 
 
-def _jvm_source(spec: dict[str, Any], template: str, constructor: str, float_array) -> str:
+def _jvm_source(spec: dict[str, Any], template: str, calls: dict[str, str], constructor: str, float_array) -> str:
     rows = ",\n".join(f'        {constructor}({json.dumps(v["id"])}, {json.dumps(v["file"])}, {json.dumps(v["golden"])}, {v["top1"]:.4f}, '
                       f'{v["bytes"]}L,\n            {float_array(_floats(v["mean"], "f"))}, {float_array(_floats(v["std"], "f"))})'
                       for v in spec["variants"])
     return _header(spec, "//") + template.format(
         package=PACKAGE, rows=rows, shape=", ".join(f"{d}L" for d in spec["shape"]), classes=spec["classes"],
-        count=spec["golden_count"], atol=f"{spec['atol']:g}f",
+        count=spec["golden_count"], atol=f"{spec['atol']:g}f", **calls,
     )
 
 
 def swift_source(spec: dict[str, Any]) -> str:
-    """Swift for iOS apps (ExecuTorch's Swift package); same fields and logic as the Java selector."""
+    """Swift for iOS apps (the phone runtime's Swift package: ExecuTorch's); same fields and logic as the Java selector."""
+    calls = runtime_calls(_selector_runtime(spec).swift, 'bundleDir + "/" + variant.file', "shape")
     rows = ",\n".join(f'        Variant(id: {json.dumps(v["id"])}, file: {json.dumps(v["file"])}, golden: {json.dumps(v["golden"])}, '
                       f'top1: {v["top1"]:.4f}, bytes: {v["bytes"]}, mean: [{_floats(v["mean"])}], std: [{_floats(v["std"])}])' for v in spec["variants"])
-    return _header(spec, "//") + SWIFT.format(
+    return _header(spec, "//") + SELECTOR_SWIFT.format(
         rows=rows, shape=", ".join(str(d) for d in spec["shape"]), classes=spec["classes"], count=spec["golden_count"], atol=f"{spec['atol']:g}",
+        **calls,
     )
 
 
-JAVA = """package {package};
+SELECTOR_JAVA = """package {package};
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -111,9 +223,7 @@ import java.nio.file.Paths;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import org.pytorch.executorch.EValue;
-import org.pytorch.executorch.Module;
-import org.pytorch.executorch.Tensor;
+{imports}
 
 /** Picks the most accurate model variant that meets a latency budget on this device. */
 public final class VariantSelector {{
@@ -205,9 +315,9 @@ public final class VariantSelector {{
 
     /** Null when the variant passes its golden check and meets the budget, else why not. */
     static String tryVariant(String bundleDir, Variant variant, double budgetMs, int warmup, int runs) {{
-        Module module;
+        {module_type} module;
         try {{
-            module = Module.load(bundleDir + "/" + variant.file);
+            module = {load};
         }} catch (RuntimeException error) {{
             return "could not load: " + error.getMessage();
         }}
@@ -224,17 +334,16 @@ public final class VariantSelector {{
         }} catch (IOException | RuntimeException error) {{
             return "could not run: " + error;
         }} finally {{
-            module.destroy();
+            {release};
         }}
     }}
 
-    static float[] forward(Module module, float[] input) {{
-        EValue[] outputs = module.forward(EValue.from(Tensor.fromBlob(input, SHAPE)));
-        return outputs[0].toTensor().getDataAsFloatArray();
+    static float[] forward({module_type} module, float[] input) {{
+        return {forward};
     }}
 
     /** Largest difference between the variant's logits on the golden inputs and the manifest's. */
-    static float goldenDrift(Module module, String goldenPath) throws IOException {{
+    static float goldenDrift({module_type} module, String goldenPath) throws IOException {{
         FloatBuffer golden = ByteBuffer.wrap(Files.readAllBytes(Paths.get(goldenPath))).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
         int size = 1;
         for (long dimension : SHAPE) {{
@@ -256,7 +365,7 @@ public final class VariantSelector {{
         return drift;
     }}
 
-    static double medianLatencyMs(Module module, int warmup, int runs) {{
+    static double medianLatencyMs({module_type} module, int warmup, int runs) {{
         int size = 1;
         for (long dimension : SHAPE) {{
             size *= (int) dimension;
@@ -277,14 +386,12 @@ public final class VariantSelector {{
 }}
 """
 
-KOTLIN = """package {package}
+SELECTOR_KOTLIN = """package {package}
 
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.io.File
-import org.pytorch.executorch.EValue
-import org.pytorch.executorch.Module
-import org.pytorch.executorch.Tensor
+{imports}
 
 /** Picks the most accurate model variant that meets a latency budget on this device (see VariantSelector.java). */
 object VariantSelector {{
@@ -330,7 +437,7 @@ object VariantSelector {{
     }}
 
     private fun tryVariant(bundleDir: String, variant: Variant, budgetMs: Double, warmup: Int, runs: Int): String? {{
-        val module = try {{ Module.load("$bundleDir/${{variant.file}}") }} catch (error: RuntimeException) {{ return "could not load: ${{error.message}}" }}
+        val module = try {{ {load} }} catch (error: RuntimeException) {{ return "could not load: ${{error.message}}" }}
         try {{
             val drift = goldenDrift(module, "$bundleDir/${{variant.golden}}")
             if (!(drift <= GOLDEN_ATOL)) return "golden check failed: outputs differ by $drift > $GOLDEN_ATOL (altered or damaged file)"
@@ -339,14 +446,14 @@ object VariantSelector {{
         }} catch (error: Exception) {{
             return "could not run: $error"
         }} finally {{
-            module.destroy()
+            {release}
         }}
     }}
 
-    private fun forward(module: Module, input: FloatArray): FloatArray =
-        module.forward(EValue.from(Tensor.fromBlob(input, SHAPE)))[0].toTensor().dataAsFloatArray
+    private fun forward(module: {module_type}, input: FloatArray): FloatArray =
+        {forward}
 
-    private fun goldenDrift(module: Module, goldenPath: String): Float {{
+    private fun goldenDrift(module: {module_type}, goldenPath: String): Float {{
         val golden = ByteBuffer.wrap(File(goldenPath).readBytes()).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer()
         val size = SHAPE.fold(1L) {{ product, dimension -> product * dimension }}.toInt()
         val inputs = FloatArray(GOLDEN_COUNT * size).also {{ golden.get(it) }}
@@ -360,7 +467,7 @@ object VariantSelector {{
         return drift
     }}
 
-    private fun medianLatencyMs(module: Module, warmup: Int, runs: Int): Double {{
+    private fun medianLatencyMs(module: {module_type}, warmup: Int, runs: Int): Double {{
         val input = FloatArray(SHAPE.fold(1L) {{ product, dimension -> product * dimension }}.toInt())
         repeat(warmup) {{ forward(module, input) }}
         val timings = DoubleArray(maxOf(1, runs)) {{
@@ -374,7 +481,7 @@ object VariantSelector {{
 }}
 """
 
-SWIFT = """import ExecuTorch
+SELECTOR_SWIFT = """{imports}
 import Foundation
 
 /// Picks the most accurate model variant that meets a latency budget on this device (see VariantSelector.java).
@@ -432,13 +539,12 @@ enum VariantSelector {{
         return Decision(chosen: nil, reasons: reasons, cached: false)
     }}
 
-    private static func forward(_ module: Module, _ input: [Float]) throws -> [Float] {{
-        let outputs = try module.forward(Tensor<Float>(input, shape: shape))
-        return try outputs[0].tensor(Float.self).scalars()
+    private static func forward(_ module: {module_type}, _ input: [Float]) throws -> [Float] {{
+        return {forward}
     }}
 
     private static func tryVariant(bundleDir: String, variant: Variant, budgetMs: Double, warmup: Int, runs: Int) -> String? {{
-        let module = Module(filePath: bundleDir + "/" + variant.file)
+        let module = {load}
         do {{
             let data = try Data(contentsOf: URL(fileURLWithPath: bundleDir + "/" + variant.golden))
             let golden: [Float] = data.withUnsafeBytes {{ raw in

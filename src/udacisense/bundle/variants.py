@@ -2,7 +2,7 @@
 
 A variant is one model in one format: e.g. the accurate pruned fp32 model as an XNNPACK ``.pte``, its int8 version,
 a smaller int8 model. Each model gets a complete single-model bundle in its own folder (exported, validated on the
-whole test split and timed by :func:`~udacisense.export.bundle.build_bundle`, golden outputs included); the top
+whole test split and timed by :func:`~udacisense.bundle.build.build_bundle`, golden outputs included); the top
 ``manifest.json`` lists every variant in order of preference (accuracy first) with its measured numbers, the machine
 and its ISA flags, and the sha256 of every file below it, so one signature covers all variants.
 
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from udacisense.deploy.select import Measurement, Selection, choose, format_selection, measure_variants, rank_variants, variant_row
+from udacisense.bundle.app_code import write_selectors
+from udacisense.bundle.build import build_bundle, package_versions, remove_bundle, retime_bundle
+from udacisense.bundle.select import Measurement, Selection, choose, format_selection, measure_variants, rank_variants, variant_row
+from udacisense.bundle.signing import MANIFEST_FILE, bundle_files
 from udacisense.errors import UdaciSenseError
-from udacisense.export.bundle import build_bundle, bundle_files, package_versions, remove_bundle, retime_bundle
-from udacisense.export.selector_code import write_selectors
-from udacisense.export.signing import MANIFEST_FILE
 from udacisense.io import atomic_write, write_json
 from udacisense.profile import machine_info
 

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from udacisense.bundle.signing import MANIFEST_FILE, check_signature
 from udacisense.deploy.bench import run_probe
 from udacisense.errors import UdaciSenseError
 from udacisense.export import FORMATS
-from udacisense.export.signing import MANIFEST_FILE, check_signature
 from udacisense.io import sha256_of
 
 
@@ -119,7 +119,7 @@ class Selection:
 
 
 def read_manifest(folder: Path, public_key: Path | None = None) -> dict[str, Any]:
-    """A bundle's manifest once its signature holds (see :func:`~udacisense.export.signing.check_signature`: a signed
+    """A bundle's manifest once its signature holds (see :func:`~udacisense.bundle.signing.check_signature`: a signed
     bundle's always, and with ``public_key`` one by that key is required), or one line saying what is wrong."""
     path = folder / MANIFEST_FILE
     if not path.is_file():

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from udacisense.export.formats import ExportFormat
+
 
 def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
     """Convert to an ML Program; the result is marked 'converted, not run' because Core ML cannot execute here."""
@@ -34,3 +36,10 @@ def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[s
             shutil.rmtree(path)
         scratch.rename(path)
     return {"status": "converted, not run (Core ML executes only on Apple devices)", "coremltools": ct.__version__}
+
+
+def _export(model, example, path, calibration):
+    return export_coreml(model, example, path)
+
+
+COREML = ExportFormat("coreml", "Core ML", "model.mlpackage", _export, None, None, backend="coreml")  # no runtime here: Apple devices only

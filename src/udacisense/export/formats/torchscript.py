@@ -1,4 +1,4 @@
-"""TorchScript-lite ``.ptl`` for legacy apps (the PyTorch Mobile lite interpreter).
+"""TorchScript-lite ``.ptl`` for legacy apps, run here by the PyTorch Mobile lite interpreter.
 
 ``optimize_for_mobile`` needs ``torch.backends.xnnpack``, which this torch build lacks, so the
 graph is saved as traced: correct, but without mobile-specific fusions.
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from udacisense.export.formats import ExportFormat, Runner, Runtime, torch_threads
 from udacisense.io import atomic_write
 
 
@@ -28,3 +29,23 @@ def export_ptl(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str,
         data = scratch.read_bytes()
     atomic_write(path, lambda handle: handle.write(data))
     return {"optimize_for_mobile": "unavailable in this torch build (no torch.backends.xnnpack)"}
+
+
+def load_ptl(kind: str, path: Path, threads: int | None) -> Runner:
+    """The module in the lite interpreter, one image per call."""
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    module = _load_for_lite_interpreter(str(path))
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with torch_threads(threads), torch.inference_mode():
+            return module(images)
+
+    return Runner(kind, predict, 1)
+
+
+def _export(model, example, path, calibration):
+    return export_ptl(model, example, path)
+
+
+PTL = ExportFormat("ptl", "TorchScript-lite", "model.ptl", _export, Runtime("lite-interpreter", load_ptl), "ptl", backend="pytorch-mobile")

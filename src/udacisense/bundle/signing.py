@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from udacisense.errors import UdaciSenseError
-from udacisense.io import atomic_write
+from udacisense.io import atomic_write, sha256_of
 
 SIGNATURE_FILE = "manifest.sig"
 MANIFEST_FILE = "manifest.json"
+
+
+def bundle_files(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the bundle but the manifest and its signature, by path relative to ``folder``."""
+    return {path.relative_to(folder).as_posix(): sha256_of(path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.relative_to(folder).as_posix() not in (MANIFEST_FILE, SIGNATURE_FILE)}
 
 
 def generate_key(path: Path) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
-"""ONNX export (fp32) and onnxruntime's static int8 QDQ quantization, the peer reference path."""
+"""ONNX export (fp32), onnxruntime's static int8 QDQ quantization (the peer reference path), and onnxruntime's CPU
+execution provider that runs both."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from udacisense.export.formats import ExportFormat, Runner, Runtime, check_input
 from udacisense.io import atomic_write
 
 INPUT_NAME = "image"
@@ -65,3 +67,44 @@ def quantize_onnx_static(fp32_path: Path, path: Path, calibration_batches: Itera
         data = output.read_bytes()
     atomic_write(path, lambda handle: handle.write(data))
     return {"format": "QDQ", "per_channel": True}
+
+
+def load_onnx(kind: str, path: Path, threads: int | None) -> Runner:
+    """An onnxruntime session on the CPU execution provider."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    shape = tuple(dim if isinstance(dim, int) else -1 for dim in spec.shape)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        check_input(kind, images, shape)
+        return torch.from_numpy(session.run(None, {spec.name: images.numpy().astype(np.float32, copy=False)})[0])
+
+    return Runner(kind, predict, None if shape[0] == -1 else shape[0])
+
+
+def preload_onnxruntime() -> None:
+    import onnxruntime  # noqa: F401
+
+
+def _export_fp32(model, example, path, calibration):
+    return export_onnx(model, example, path)
+
+
+def _export_int8(model, example, path, calibration):
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = path.parent / ONNX.file_name  # reuse the fp32 ONNX when this bundle already has it
+        if not fp32.exists():
+            fp32 = Path(scratch) / ONNX.file_name  # else keep the bundle to what was asked for
+            export_onnx(model, example, fp32)
+        return quantize_onnx_static(fp32, path, calibration())
+
+
+ONNXRUNTIME = Runtime("onnxruntime", load_onnx, preload_onnxruntime)
+ONNX = ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", _export_fp32, ONNXRUNTIME, "onnx", backend="onnxruntime-cpu")
+ONNX_INT8 = ExportFormat("onnx-int8", "ONNX int8 (QDQ)", "model_int8.onnx", _export_int8, ONNXRUNTIME, "onnx", quantized=True, backend="onnxruntime-cpu")
