@@ -27,12 +27,12 @@ import torch  # noqa: E402
 
 from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.checkpoint import load_model  # noqa: E402
-from udacisense.compress.channels import ChannelPruneConfig  # noqa: E402
-from udacisense.compress.prune import UnstructuredPruneConfig  # noqa: E402
 from udacisense.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
-from udacisense.export.formats.executorch import export_pte  # noqa: E402
+from udacisense.formats.executorch import export_pte  # noqa: E402
 from udacisense.profile import measure_latency  # noqa: E402
+from udacisense.techniques.channels import ChannelPruneConfig  # noqa: E402
+from udacisense.techniques.prune import UnstructuredPruneConfig  # noqa: E402
 from udacisense.train import train_run  # noqa: E402
 
 BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")

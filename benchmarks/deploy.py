@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.bundle.build import build_bundle, format_table, remove_bundle  # noqa: E402
 from udacisense.bundle.verify import verify_bundle  # noqa: E402
-from udacisense.export import DEFAULT_FORMATS  # noqa: E402
+from udacisense.formats import DEFAULT_FORMATS  # noqa: E402
 
 DEFAULT_CHECKPOINT = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
 

@@ -50,7 +50,7 @@ def peer_row(baseline_run: Path) -> dict:
     import torch
 
     from udacisense.checkpoint import load_model
-    from udacisense.export import FORMATS
+    from udacisense.formats import FORMATS
     from udacisense.measure import measure_artifact, source_logits
     from udacisense.pipeline.recipe import load_recipe
     from udacisense.pipeline.runner import dataset_for_recipe

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
-from udacisense.compress.quantize import QuantizeConfig  # noqa: E402
 from udacisense.config import TrainConfig  # noqa: E402
-from udacisense.export import FORMATS  # noqa: E402
+from udacisense.formats import FORMATS  # noqa: E402
+from udacisense.techniques.quantize import QuantizeConfig  # noqa: E402
 
 SOURCES = {
     "baseline": Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt"),

@@ -191,7 +191,7 @@ def test_distill_command_trains_a_smaller_student_from_the_teacher_checkpoint(ba
         ("prune", ["--ratio", "1.5"], "'ratio': Input should be less than 1"),
         ("prune", [], "give one of --ratio"),
         ("prune", ["--plan", "PLAN"], "not a plan from 'udacisense sensitivity'"),
-        ("prune", ["--method", "unstructured", "--plan", "PLAN"], "use them with --method channels"),
+        ("prune", ["--method", "unstructured", "--plan", "PLAN"], "use it with --method channels"),
         ("quantize", ["--backend", "x86"], "needs backend xnnpack"),
         ("quantize", ["--method", "qat"], "method qat trains with fake quantization"),
         ("quantize", ["--method", "qat", "--epochs", "1", "--max-drop", "0.5"], "applies to method static"),

@@ -10,8 +10,14 @@ import torch.nn.functional as F
 
 from conftest import TinyNet
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.compress.channels import ChannelPruneConfig, prune_channels, pruning_steps
-from udacisense.compress.prune import (
+from udacisense.config import DataConfig, DistillConfig, TrainConfig, validate_config
+from udacisense.data import dataset_for_contract, get_dataset
+from udacisense.distillation import distillation_loss, make_distillation_loss
+from udacisense.errors import UdaciSenseError
+from udacisense.models import create_model
+from udacisense.profile import count_macs, serialized_size
+from udacisense.techniques.channels import ChannelPruneConfig, prune_channels, pruning_steps
+from udacisense.techniques.prune import (
     UnstructuredPruneConfig,
     cubic_sparsity,
     prunable_layers,
@@ -19,13 +25,7 @@ from udacisense.compress.prune import (
     pruning_hooks,
     weight_sparsity,
 )
-from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
-from udacisense.config import DataConfig, DistillConfig, TrainConfig, validate_config
-from udacisense.data import dataset_for_contract, get_dataset
-from udacisense.distillation import distillation_loss, make_distillation_loss
-from udacisense.errors import UdaciSenseError
-from udacisense.models import create_model
-from udacisense.profile import count_macs, serialized_size
+from udacisense.techniques.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
 from udacisense.train import fine_tune
 
 SPEC = {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 10, "in_channels": 1}}

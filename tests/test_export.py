@@ -11,7 +11,7 @@ from udacisense.bundle.verify import verify_bundle
 from udacisense.cli import main
 from udacisense.deploy.bench import run_probe
 from udacisense.deploy.runtime import load_runner
-from udacisense.export import parse_formats
+from udacisense.formats import parse_formats
 
 FORMATS = ["pte", "pte-int8", "onnx", "onnx-int8", "ptl"]
 
@@ -110,8 +110,8 @@ def test_unknown_format_is_a_clear_error():
 
 def test_every_format_declares_its_loader_or_that_it_cannot_run_here_and_the_selector_takes_the_phone_formats(tmp_path):
     from udacisense.bundle.app_code import selector_spec
-    from udacisense.export import FORMATS
-    from udacisense.export.formats import phone_formats
+    from udacisense.formats import FORMATS
+    from udacisense.formats.base import phone_formats
 
     for name, export_format in FORMATS.items():
         missing = tmp_path / export_format.file_name
@@ -141,7 +141,7 @@ def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):
 
 def test_coreml_converts_and_is_marked_not_run(tmp_path):
     from conftest import TinyNet
-    from udacisense.export import FORMATS
+    from udacisense.formats import FORMATS
 
     path, info = FORMATS.get("coreml").export(TinyNet(), torch.zeros(1, 1, 28, 28), tmp_path, list)
     assert path.name == "model.mlpackage" and (path / "Manifest.json").is_file()

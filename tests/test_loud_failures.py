@@ -29,7 +29,7 @@ def last_line(capsys) -> tuple[str, str]:
 def test_a_broken_int8_conversion_fails_the_quantize_command_without_formats(tiny_baseline, real_fashion_mnist, tmp_path, capsys, monkeypatch):
     """A conversion that ships another function (here: the int8 graph of an untrained copy) is caught by the stage's own
     agreement check, with no --formats and no --strict."""
-    import udacisense.compress.quantize as quantize
+    import udacisense.techniques.quantize as quantize
 
     convert = quantize.quantize_pt2e_static
 

@@ -8,9 +8,13 @@ import torch.nn as nn
 
 from conftest import TinyNet
 from udacisense.checkpoint import load_model, save_checkpoint
-from udacisense.compress.lowrank import LowRankConfig, factorize, factorize_layer
-from udacisense.compress.mixed_precision import choose_float_layers, layer_quantization_sensitivity, sqnr
-from udacisense.compress.quantize import (
+from udacisense.config import validate_config
+from udacisense.errors import UdaciSenseError
+from udacisense.formats.executorch import export_pte
+from udacisense.models import create_model
+from udacisense.techniques.lowrank import LowRankConfig, factorize, factorize_layer
+from udacisense.techniques.mixed_precision import choose_float_layers, layer_quantization_sensitivity, sqnr
+from udacisense.techniques.quantize import (
     QuantizeConfig,
     convert_qat,
     freeze_qat,
@@ -20,10 +24,6 @@ from udacisense.compress.quantize import (
     quantize_dynamic,
     quantize_pt2e_static,
 )
-from udacisense.config import validate_config
-from udacisense.errors import UdaciSenseError
-from udacisense.export.formats.executorch import export_pte
-from udacisense.models import create_model
 
 
 def calibration(count: int = 4, batch: int = 1) -> list[torch.Tensor]:

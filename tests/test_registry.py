@@ -4,7 +4,7 @@ import pytest
 
 from udacisense.data import DATASETS
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.models import MODELS
 from udacisense.registry import Registry
 from udacisense.stages import STAGES

@@ -144,7 +144,8 @@ def import_graph() -> dict[str, set[str]]:
 
 
 LAYERS = {  # a module may import its own layer and lower ones, never a higher one; the longest matching prefix decides
-    "udacisense.compress": 2, "udacisense.export": 2, "udacisense.deploy": 2, "udacisense.profile": 2,  # techniques, formats, runtimes
+    # techniques, formats with their runtimes, validation and timing in a runtime (deploy uses formats: the test below)
+    "udacisense.techniques": 2, "udacisense.formats": 2, "udacisense.deploy": 2, "udacisense.profile": 2,
     "udacisense.measure": 3,  # every reported number
     "udacisense.bundle": 4, "udacisense.report": 4, "udacisense.stages": 4,
     "udacisense.pipeline": 5,
@@ -162,6 +163,9 @@ def test_no_import_cycles_and_no_upward_imports():
     assert len(graph) > 40
     upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer(b) > layer(a))
     assert upward == []
+    # within the layer: a format knows nothing of validation, timing or bundles; they use it
+    assert [f"{a} -> {b}" for a, targets in graph.items() for b in targets
+            if a.startswith("udacisense.formats") and b.startswith(("udacisense.deploy", "udacisense.bundle"))] == []
 
     state: dict[str, int] = {}
     cycles = []
@@ -197,7 +201,29 @@ def test_no_stage_name_literals_outside_the_stage_files():
     names = "|".join(STAGES)
     pattern = re.compile(rf"""["']({names})["']""")
     generic = [SRC / "checkpoint.py", SRC / "pipeline" / "recipe.py", SRC / "pipeline" / "runner.py", SRC / "measure.py",
-               *(SRC / "report").glob("*.py"), *(SRC / "export").rglob("*.py"), *(SRC / "bundle").glob("*.py")]
+               *(SRC / "report").glob("*.py"), *(SRC / "formats").glob("*.py"), *(SRC / "bundle").glob("*.py")]
     found = [f"{path.name}:{number}: {line.strip()}" for path in generic
              for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert found == []
+
+
+def test_the_compression_commands_flags_and_help_come_from_the_stage_parameters(capsys, monkeypatch):
+    """Every parameter of a stage (but nested sections and layer_ratios, which --plan fills) is a flag of its command,
+    named as the parameter, with the parameter's own description as help; the fine-tune and teacher flags come from
+    their sections' models the same way."""
+    from udacisense.cli.fields import _is_section
+    from udacisense.stages.registry import FineTuneConfig, TeacherConfig
+
+    monkeypatch.setenv("COLUMNS", "1000")  # one help line per flag: descriptions are found whole
+    commands = {"prune": ["prune_channels", "prune_unstructured"], "quantize": ["quantize"], "factorize": ["factorize"], "distill": ["distill"]}
+    for command, stages in commands.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        help_text = capsys.readouterr().out
+        models = [STAGES[stage].params for stage in stages] + ([FineTuneConfig, TeacherConfig] if command != "distill" else [])
+        for model in models:
+            for field, info in model.model_fields.items():
+                if field == "layer_ratios" or _is_section(info.annotation) or (model is FineTuneConfig and field not in ("epochs", "lr")):
+                    continue
+                assert f"--{field.replace('_', '-')}" in help_text, f"{command}: no flag for {model.__name__}.{field}"
+                assert info.description and info.description in help_text, f"{command}: {model.__name__}.{field} has no help of its own"

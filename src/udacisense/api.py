@@ -66,16 +66,17 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 
 def compress(model: nn.Module | str | Path, params: StageParams, data: str | dict[str, Any] | None = None, *,
-             name: str | None = None, runs_dir: str | Path = "runs", formats: tuple[str, ...] = ()) -> Compressed:
+             name: str | None = None, runs_dir: str | Path = "runs", formats: tuple[str, ...] = (), min_agreement: float | None = None) -> Compressed:
     """Run the stage whose parameter type ``params`` is on ``model`` (a model from this API, or a checkpoint path), with
     its data (default: what the model was trained on; options such as ``{"train_subset": 5000}`` change it, a data set
-    name replaces it); ``formats`` also exports and validates those artifacts. Raises :class:`UdaciSenseError` with the command's one-line message on a failure."""
+    name replaces it); ``formats`` also exports and validates those artifacts. Every artifact is held to
+    ``min_agreement`` (percent top-1 agreement with the model it came from; default 98, the recipes' ``export.min_agreement``). Raises :class:`UdaciSenseError` with the command's one-line message on a failure."""
     stage = next((stage for stage in STAGES.values() if type(params) is stage.params), None)
     if stage is None:
         known = ", ".join(stage.params.__name__ for stage in STAGES.values())
         raise UdaciSenseError(f"{type(params).__name__} is no stage's parameters; give one of {known}")
     stages = [{"stage": stage.name, **params.model_dump(mode="json", exclude_defaults=True)}]
-    result, run_dir, used = _run(model, stages, data, name or stage.name, runs_dir, list(formats))
+    result, run_dir, used = _run(model, stages, data, name or stage.name, runs_dir, list(formats), min_agreement)
     record = result["stages"][-1]
     compressed = load_checkpoint(record["checkpoint"])
     _ORIGIN[compressed] = _Origin(Path(record["checkpoint"]).resolve(), used)
@@ -85,43 +86,46 @@ def compress(model: nn.Module | str | Path, params: StageParams, data: str | dic
 
 
 def export(model: nn.Module | str | Path, formats: str | list[str], data: str | dict[str, Any] | None = None, *,
-           name: str = "export", runs_dir: str | Path = "runs") -> dict[str, Any]:
+           name: str = "export", runs_dir: str | Path = "runs", min_agreement: float | None = None) -> dict[str, Any]:
     """Export ``model`` to one format or several (``"pte-int8"``, ``["pte", "onnx"]``), each validated in its own
     runtime against the model and timed there; returns the bundle's manifest (``manifest["artifacts"][kind]`` has the
     file, validation and latency; the files are in ``<runs_dir>/<name>/deploy/``)."""
     kinds = [formats] if isinstance(formats, str) else list(formats)
-    result, _, _ = _run(model, [], data, name, runs_dir, kinds)
+    result, _, _ = _run(model, [], data, name, runs_dir, kinds, min_agreement)
     return result["deploy"]
 
 
 def search(model: nn.Module | str | Path, data: str | dict[str, Any] | None = None, *, name: str = "search",
-           runs_dir: str | Path = "runs", resume: bool = False, **options: Any) -> dict[str, Any]:
+           runs_dir: str | Path = "runs", resume: bool = False, min_agreement: float | None = None, **options: Any) -> dict[str, Any]:
     """``udacisense search`` from ``model``: ``options`` are the search's settings (``budget="10m"``, ``max_drop=1.0``,
     ``max_latency_ms``, ``stages=[...]``, ``space={...}``, ...). Returns what ``pareto.json`` holds (the front, every
-    trial, the best point per objective); each front point's recipe is a file ``udacisense run`` reproduces."""
+    trial, the best point per objective); each front point's recipe is a file ``udacisense run`` reproduces. A trial's
+    artifact is held to ``min_agreement`` as :func:`compress` holds it."""
     from udacisense.config import validate_config
     from udacisense.pipeline.recipe import validate_recipe
     from udacisense.pipeline.search import Search
     from udacisense.pipeline.search_spec import SearchSpec
 
     checkpoint = _checkpoint_of(model, Path(runs_dir))
+    tolerance = {"min_agreement": min_agreement} if min_agreement is not None else {}
     pipeline = validate_recipe({"name": name, "data": _data_options(model, checkpoint, data), "baseline": {"checkpoint": str(checkpoint)},
-                                "stages": []})
+                                "stages": [], "export": {"formats": [], **tolerance}})
     spec = validate_config(SearchSpec, options, where="search options")
-    return Search(pipeline, spec, Path(runs_dir), name, resume=resume, overwrite=not resume).run()
+    return Search(pipeline, spec, Path(runs_dir).resolve(), name, resume=resume, overwrite=not resume).run()
 
 
 def _run(model: nn.Module | str | Path, stages: list[dict[str, Any]], data: str | dict[str, Any] | None, name: str,
-         runs_dir: str | Path, formats: list[str]) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+         runs_dir: str | Path, formats: list[str], min_agreement: float | None) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """The one-stage (or export-only) pipeline of a call, resumed in ``runs_dir/name``; failures raise as the commands' do.
     Returns the run's result, its folder and the data options it used."""
     from udacisense.pipeline.recipe import validate_recipe
     from udacisense.pipeline.runner import require_validated_run, run_pipeline
 
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir).resolve()  # the timing processes outlive a notebook's change of folder
     checkpoint = _checkpoint_of(model, runs_dir)
     options = _data_options(model, checkpoint, data)
-    raw = {"name": name, "data": options, "baseline": {"checkpoint": str(checkpoint)}, "stages": stages, "export": {"formats": formats}}
+    raw = {"name": name, "data": options, "baseline": {"checkpoint": str(checkpoint)}, "stages": stages,
+           "export": {"formats": formats, **({"min_agreement": min_agreement} if min_agreement is not None else {})}}
     result = run_pipeline(validate_recipe(raw), runs_dir, resume=True)
     require_validated_run(result)
     return result, runs_dir / name, options

@@ -60,16 +60,16 @@ class ModelConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Optimization settings for :func:`udacisense.train.fit`."""
 
-    epochs: int = Field(default=30, gt=0)
-    batch_size: int = Field(default=128, gt=0)
-    eval_batch_size: int = Field(default=512, gt=0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    epochs: int = Field(default=30, gt=0, description="passes over the training images")
+    batch_size: int = Field(default=128, gt=0, description="training images per step")
+    eval_batch_size: int = Field(default=512, gt=0, description="images per step when measuring")
+    optimizer: Literal["sgd", "adamw"] = Field(default="sgd", description="sgd (with momentum) or adamw")
     lr: PositiveFloat | Literal["auto"] = Field(default=0.1, description="peak learning rate, or 'auto' for a short range test before training")
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-5, ge=0)
-    schedule: Literal["cosine", "onecycle"] = "onecycle"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(default=5e-5, ge=0, description="L2 penalty on the weights")
+    schedule: Literal["cosine", "onecycle"] = Field(default="onecycle", description="learning-rate schedule")
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1, description="one-cycle warm-up share of all steps")
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="share of each target spread over the other classes")
     grad_clip_norm: float | None = Field(
         default=1.0, gt=0, description="clip the gradients' global L2 norm (why 1.0: docs/benchmarks.md, issue 13); None: no clipping"
     )
@@ -79,9 +79,9 @@ class TrainConfig(StrictModel):
         lt=1,
         description="keep an exponential moving average of the weights (e.g. 0.999, reached after a warm-up); it is evaluated and saved as the model",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the initial weights, the data order and the augmentation")
     threads: int | None = Field(default=None, gt=0, description="CPU threads; None uses all cores")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when there is one")
     amp: bool = Field(default=True, description="bf16 autocast on CUDA; ignored on CPU")
     channels_last: bool = Field(
         default=True,

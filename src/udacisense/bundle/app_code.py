@@ -2,7 +2,7 @@
 on-device variant selectors of a version-2 manifest (``selector/VariantSelector.{java,kt,swift}``).
 
 The templates here hold what every app does (normalize, classify, select); how the phone runtime is imported,
-loaded and called comes from the export format's :class:`~udacisense.export.formats.Snippet`, so the code a phone
+loaded and called comes from the export format's :class:`~udacisense.formats.base.Snippet`, so the code a phone
 runtime needs is written once, beside the format it loads.
 
 Each selector does on the phone what ``udacisense select`` does here: walk the variants in the manifest's order of
@@ -24,8 +24,8 @@ import struct
 from pathlib import Path
 from typing import Any, Iterable
 
-from udacisense.export import FORMATS
-from udacisense.export.formats import AppCode, Snippet, phone_formats
+from udacisense.formats import FORMATS
+from udacisense.formats.base import AppCode, Snippet, phone_formats
 
 PACKAGE = "ai.udacisense.selector"
 

@@ -25,7 +25,7 @@ from udacisense.checkpoint import load_model
 from udacisense.data import dataset_for_contract
 from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.validate import Tolerances
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.io import sha256_of, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size

@@ -11,7 +11,7 @@ import torch
 
 from udacisense.bundle.signing import MANIFEST_FILE
 from udacisense.deploy.runtime import load_runner, run_batches
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.io import atomic_write, sha256_of
 
 GOLDEN_COUNT = 8

@@ -34,7 +34,7 @@ from typing import Any
 from udacisense.bundle.signing import MANIFEST_FILE, check_signature
 from udacisense.deploy.bench import run_probe
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.io import sha256_of
 
 

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from udacisense.cli.common import add_command, augment_argument, key_values, names, nproc_argument, optimizer_arguments, train_options
+from udacisense.cli.common import add_command, augment_argument, key_values, nproc_argument, optimizer_arguments, train_options
+from udacisense.cli.fields import add_field_flags, field_values
 from udacisense.errors import UdaciSenseError
 
 PRUNE_EXAMPLE = """example:
@@ -31,46 +32,34 @@ DISTILL_EXAMPLE = """example:
   udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --epochs 30 --name kd_small
   udacisense distill --teacher runs/large/best.pt --student mobilenet_v3_small --model-arg width_mult=0.5 \\
       --temperature 4 --alpha 0.7 --augment none --cache-teacher-logits"""
+PRUNE_METHODS = {"channels": "prune_channels", "unstructured": "prune_unstructured"}  # --method: the stage it runs
+FINE_TUNE_FLAGS = ("epochs", "lr", "batch_size", "seed", "device")  # the fine_tune fields the commands take as flags
 SENSITIVITY_EXAMPLE = """example:
   udacisense sensitivity --checkpoint runs/baseline/best.pt --ratios 0.25,0.5,0.75 --target-macs 0.5"""
 
 
 def add_commands(commands) -> None:
+    from udacisense.stages import STAGES
+
     prune = add_command(commands, "prune", "prune a checkpoint (channels or weights), fine-tune, measure: a one-stage pipeline",
                         PRUNE_EXAMPLE, run_prune)
     _stage_arguments(prune)
-    prune.add_argument("--method", choices=["channels", "unstructured"], default="channels",
-                       help="channels: stage prune_channels; unstructured: stage prune_unstructured")
-    prune.add_argument("--ratio", type=float, help="channels: share removed per layer; unstructured: share of weights zeroed")
-    prune.add_argument("--budget", help="channels: plan per-layer ratios by sensitivity, e.g. macs=0.35,params=0.3")
+    prune.add_argument("--method", choices=list(PRUNE_METHODS), default="channels",
+                       help="; ".join(f"{method}: stage {stage}" for method, stage in PRUNE_METHODS.items()))
+    add_field_flags(prune, {method: STAGES[stage].params for method, stage in PRUNE_METHODS.items()}, skip=("layer_ratios",))
     prune.add_argument("--plan", type=Path, help="channels: per-layer ratios from 'udacisense sensitivity --target-macs'")
-    prune.add_argument("--importance", choices=["l1", "l2", "bn", "taylor"], help="channel ranking (default l2)")
-    prune.add_argument("--scope", help="channels: uniform (default) or global; unstructured: global (default) or layer")
-    prune.add_argument("--steps", type=int, help="channels: prune and fine-tune this many times")
-    prune.add_argument("--schedule", dest="sparsity_schedule", choices=["one-shot", "gradual"], help="unstructured sparsity schedule")
-    prune.add_argument("--protect", default="", help="comma list of layers left alone")
     _fine_tune_arguments(prune)
 
     quantize = add_command(commands, "quantize", "quantize a checkpoint to int8 and measure it in its runtime: a one-stage pipeline",
                            QUANTIZE_EXAMPLE, run_quantize)
     _stage_arguments(quantize)
-    quantize.add_argument("--method", choices=["static", "qat", "dynamic"], default="static")
-    quantize.add_argument("--backend", help="quantizer backend (xnnpack; x86 from Python only)")
-    quantize.add_argument("--observer", choices=["histogram", "minmax", "moving_average"])
-    quantize.add_argument("--calibration-images", type=int)
-    quantize.add_argument("--protect", default="", help="comma list of layers kept in fp32")
-    quantize.add_argument("--max-drop", type=float, help="mixed precision: keep sensitive layers fp32 until the val drop is within this (pt)")
-    quantize.add_argument("--freeze-batchnorm-epoch", type=int, help="QAT: fix BatchNorm statistics from this epoch")
-    quantize.add_argument("--freeze-observer-epoch", type=int, help="QAT: fix quantization ranges from this epoch")
+    add_field_flags(quantize, {"quantize": STAGES["quantize"].params})
     _fine_tune_arguments(quantize, lr=0.002)
 
     factorize = add_command(commands, "factorize", "low-rank (SVD) factorize Linear and 1x1 conv layers, fine-tune, measure",
                             FACTORIZE_EXAMPLE, run_factorize)
     _stage_arguments(factorize)
-    factorize.add_argument("--energy", type=float, help="keep this share of each layer's spectral energy (default 0.9)")
-    factorize.add_argument("--param-ratio", type=float, help="or keep this share of each layer's parameters")
-    factorize.add_argument("--layers", default="", help="comma list of layers (default: all eligible)")
-    factorize.add_argument("--min-features", type=int, help="skip layers narrower than this on both sides (64)")
+    add_field_flags(factorize, {"factorize": STAGES["factorize"].params})
     _fine_tune_arguments(factorize)
 
     distill = add_command(commands, "distill", "train a student on a teacher checkpoint's soft targets: a one-stage pipeline",
@@ -79,8 +68,7 @@ def add_commands(commands) -> None:
     distill.add_argument("--student", default="scratch", help="a registry model or path/to/file.py:callable, or scratch "
                          "(the teacher's architecture, from scratch; default)")
     distill.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="student model keyword, e.g. width_mult=0.5")
-    _soft_target_arguments(distill)
-    distill.add_argument("--cache-teacher-logits", action="store_true", help="compute teacher logits once (needs --augment none)")
+    add_field_flags(distill, {"distill": STAGES["distill"].params})
     optimizer_arguments(distill)
 
     sensitivity = add_command(commands, "sensitivity", "per-layer channel-pruning sensitivity and a non-uniform plan",
@@ -118,44 +106,32 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
 
 
 def _fine_tune_arguments(parser: argparse.ArgumentParser, lr: float | None = None) -> None:
-    """fine_tune.* and distill.* of a compression stage."""
-    parser.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (0: none)")
-    parser.add_argument("--lr", type=float, default=lr, help=f"fine-tuning peak learning rate (default {lr or 0.02})")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--teacher", help="fine-tune distilled from: self (the model before this stage), baseline, or a checkpoint")
-    _soft_target_arguments(parser)
+    """The stage's fine_tune section (a few of its fields) and its distill section, from their models."""
+    from udacisense.stages.registry import FineTuneConfig, TeacherConfig
 
-
-def _soft_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """--temperature and --alpha, their help and defaults from the one declaration (:class:`SoftTargetConfig`)."""
-    from udacisense.config import SoftTargetConfig
-
-    for name, field in SoftTargetConfig.model_fields.items():
-        parser.add_argument(f"--{name}", type=float, help=f"{field.description} (default {field.default:g})")
+    fine_tune = parser.add_argument_group("fine-tuning after the cut (with --epochs; none without)")
+    add_field_flags(fine_tune, {"fine_tune": FineTuneConfig}, only=FINE_TUNE_FLAGS, show_defaults=False)
+    if lr is not None:
+        parser.set_defaults(lr=lr)
+    add_field_flags(parser.add_argument_group("distillation while fine-tuning"), {"distill": TeacherConfig})
 
 
 def _fine_tune(args: argparse.Namespace) -> dict[str, Any]:
     """The stage's fine_tune and distill sections from the flags (absent when not asked for)."""
+    from udacisense.stages.registry import FineTuneConfig, TeacherConfig
+
     section: dict[str, Any] = {}
     if args.epochs:
-        section["fine_tune"] = train_options(args)
-    teacher = {key: getattr(args, key) for key in ("teacher", "temperature", "alpha") if getattr(args, key) is not None}
-    if teacher:
+        section["fine_tune"] = field_values(args, FineTuneConfig, only=FINE_TUNE_FLAGS)
+    if teacher := field_values(args, TeacherConfig):
         section["distill"] = teacher
     return section
-
-
-def _given(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
-    """{parameter: value} for the flags the user set (``fields`` maps parameter names to argparse destinations)."""
-    return {name: getattr(args, dest) for name, dest in fields.items() if getattr(args, dest) is not None}
 
 
 def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]:
     """Build the one-stage recipe for ``stage`` from the common flags, run it, and print what it measured."""
     from udacisense.checkpoint import load_checkpoint, training_data
-    from udacisense.export import parse_formats
+    from udacisense.formats import parse_formats
     from udacisense.pipeline.recipe import validate_recipe
     from udacisense.pipeline.runner import require_validated_run, run_pipeline
     from udacisense.report import format_comparison, format_targets
@@ -190,30 +166,30 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
     return result
 
 
+def _stage(args: argparse.Namespace, name: str, **fixed: Any) -> dict[str, Any]:
+    """The recipe stage ``name`` from its flags (those the user set), its fine-tune and distillation, and ``fixed``."""
+    from udacisense.stages import STAGES
+
+    return {"stage": name, **field_values(args, STAGES[name].params), **_fine_tune(args), **fixed}
+
+
 def run_prune(args: argparse.Namespace) -> int:
-    protect = names(args.protect)
-    if args.method == "channels":
-        stage: dict[str, Any] = {"stage": "prune_channels", **_given(args, importance="importance", scope="scope", steps="steps")}
-        rules = [rule for rule in ("ratio", "budget", "plan") if getattr(args, rule) is not None]
-        if len(rules) != 1:
-            raise UdaciSenseError("give one of --ratio (share of channels to remove), --budget (e.g. macs=0.35) or --plan (per-layer ratios)")
-        if args.ratio is not None:
-            stage["ratio"] = args.ratio
-        elif args.budget is not None:
-            stage["budget"] = key_values(names(args.budget), "--budget")
-        else:
-            stage["layer_ratios"] = _plan_ratios(args.plan)
-        if args.sparsity_schedule:
-            raise UdaciSenseError("--schedule is for --method unstructured; channel pruning steps with --steps")
-    else:
-        if args.plan or args.budget:
-            raise UdaciSenseError("--plan and --budget hold per-layer channel ratios; use them with --method channels")
-        if args.ratio is None:
-            raise UdaciSenseError("give --ratio, the share of weights to set to zero, e.g. --ratio 0.5")
-        stage = {"stage": "prune_unstructured", "ratio": args.ratio, **_given(args, scope="scope", schedule="sparsity_schedule")}
-    if protect:
-        stage["protect"] = list(protect)
-    run_stage(args, stage | _fine_tune(args))
+    from udacisense.stages import STAGES
+
+    name = PRUNE_METHODS[args.method]
+    for method, other in PRUNE_METHODS.items():  # a flag of the other method's stage only is a mistake, not silence
+        for field in set(field_values(args, STAGES[other].params)) - set(STAGES[name].params.model_fields):
+            raise UdaciSenseError(f"--{field.replace('_', '-')} is a setting of {other}; use it with --method {method}")
+    fixed: dict[str, Any] = {}
+    if args.plan is not None:
+        if name != "prune_channels":
+            raise UdaciSenseError("--plan holds per-layer channel ratios; use it with --method channels")
+        fixed["layer_ratios"] = _plan_ratios(args.plan)
+    if name == "prune_channels" and len([rule for rule in (args.ratio, args.budget, args.plan) if rule is not None]) != 1:
+        raise UdaciSenseError("give one of --ratio (share of channels to remove), --budget (e.g. macs=0.35) or --plan (per-layer ratios)")
+    if name == "prune_unstructured" and args.ratio is None:
+        raise UdaciSenseError("give --ratio, the share of weights to set to zero, e.g. --ratio 0.5")
+    run_stage(args, _stage(args, name, **fixed))
     return 0
 
 
@@ -227,32 +203,25 @@ def _plan_ratios(plan: Path) -> dict[str, float]:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    stage = {"stage": "quantize", "method": args.method,
-             **_given(args, backend="backend", observer="observer", calibration_images="calibration_images", max_drop="max_drop",
-                      freeze_batchnorm_epoch="freeze_batchnorm_epoch", freeze_observer_epoch="freeze_observer_epoch")}
-    if names(args.protect):
-        stage["protect"] = list(names(args.protect))
-    run_stage(args, stage | _fine_tune(args))
+    run_stage(args, _stage(args, "quantize"))
     return 0
 
 
 def run_factorize(args: argparse.Namespace) -> int:
-    stage = {"stage": "factorize", **_given(args, energy="energy", param_ratio="param_ratio", min_features="min_features")}
-    if names(args.layers):
-        stage["layers"] = list(names(args.layers))
-    run_stage(args, stage | _fine_tune(args))
+    run_stage(args, _stage(args, "factorize"))
     return 0
 
 
 def run_distill(args: argparse.Namespace) -> int:
+    from udacisense.stages import STAGES
+
     student: Any = args.student
     if student not in ("scratch", "current"):
         student = {"model": args.student, "model_kwargs": key_values(args.model_arg, "--model-arg")}
     elif args.model_arg:
         raise UdaciSenseError("--model-arg sets the keywords of a --student model; name one, e.g. --student mobilenet_v3_small")
-    stage = {"stage": "distill", "teacher": "baseline", "student": student, "train": train_options(args),
-             **_given(args, temperature="temperature", alpha="alpha"), **({"cache_teacher_logits": True} if args.cache_teacher_logits else {})}
-    run_stage(args, stage)
+    run_stage(args, {"stage": "distill", "teacher": "baseline", "student": student, "train": train_options(args),
+                     **field_values(args, STAGES["distill"].params)})
     return 0
 
 
@@ -260,9 +229,9 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     import torch
 
     from udacisense.checkpoint import load_model
-    from udacisense.compress.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
     from udacisense.data import dataset_for_contract
     from udacisense.io import write_json
+    from udacisense.techniques.sensitivity import layer_sensitivity, plan_layer_ratios, save_sensitivity
 
     try:
         ratios = tuple(float(part) for part in args.ratios.split(","))

@@ -33,7 +33,7 @@ no variant fits (the measured latencies are listed), 2 when the bundle is refuse
 
 
 def add_commands(commands) -> None:
-    from udacisense.export import DEFAULT_FORMATS, FORMATS
+    from udacisense.formats import DEFAULT_FORMATS, FORMATS
 
     export = add_command(commands, "export", "export, validate and benchmark mobile artifacts into a bundle", EXPORT_EXAMPLE, run_export)
     export.add_argument("--checkpoint", type=Path, required=True)
@@ -87,7 +87,7 @@ def run_export(args: argparse.Namespace) -> int:
     from udacisense.bundle.signing import sign_bundle
     from udacisense.bundle.verify import verify_bundle
     from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
-    from udacisense.export import parse_formats
+    from udacisense.formats import parse_formats
 
     if args.sign is not None and not args.sign.is_file():  # before minutes of export, not after
         raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
@@ -115,7 +115,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     from udacisense.bundle.signing import sign_bundle
     from udacisense.bundle.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
     from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
-    from udacisense.export import parse_formats
+    from udacisense.formats import parse_formats
 
     if args.sign is not None and not args.sign.is_file():
         raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")

@@ -156,7 +156,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from udacisense.data import DATASETS
-    from udacisense.export import FORMATS
+    from udacisense.formats import FORMATS
     from udacisense.models import MODELS
     from udacisense.stages import STAGES
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from udacisense.deploy.runtime import loadable_kinds
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 
 # The server: it imports what every probe needs once, then forks one child per request. A child's reply goes
 # through a pipe; one that dies without replying (the runtime crashed) is reported by its exit status.

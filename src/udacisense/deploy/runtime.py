@@ -1,6 +1,6 @@
 """Load an artifact in the runtime that will ship it and call it like a function: images -> logits.
 
-An export format's artifacts load in the format's own runtime (see :mod:`udacisense.export.formats`: ExecuTorch for
+An export format's artifacts load in the format's own runtime (see :mod:`udacisense.formats.base`: ExecuTorch for
 ``pte``/``pte-int8``, onnxruntime's CPU execution provider for ``onnx``/``onnx-int8``, the PyTorch Mobile lite
 interpreter for ``ptl``). Three kinds are no export format and run in PyTorch here: ``eager``, an in-memory model;
 ``checkpoint``, a UdaciSense checkpoint file; ``torchscript``, a saved TorchScript module (how ``profile`` measures any
@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS, Runner
-from udacisense.export.formats import torch_threads
+from udacisense.formats import FORMATS, Runner
+from udacisense.formats.base import torch_threads
 
 MODEL_FILE_KINDS = ("checkpoint", "torchscript")  # model files that are not export artifacts: sources, profiling
 

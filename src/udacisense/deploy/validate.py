@@ -10,7 +10,7 @@ import torch
 from udacisense.deploy.runtime import run_batches
 from udacisense.errors import UdaciSenseError, ValidationFailed
 from udacisense.evaluate import metrics_from_confusion
-from udacisense.export import Runner
+from udacisense.formats import Runner
 
 
 @dataclass(frozen=True)

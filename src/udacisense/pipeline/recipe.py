@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrackingConfig, TrainConfig, validate_config
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.io import parse_yaml, read_yaml
 from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.registry import did_you_mean

@@ -35,7 +35,7 @@ from udacisense.data import ImageDataset, Normalization, get_dataset
 from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.validate import require_validated, validation_failures
 from udacisense.errors import CompressionFailed, TrainingFailed
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.health import judge_training
 from udacisense.io import atomic_write, config_hash, sha256_of, write_json
 from udacisense.measure import measure_artifact, model_metrics, p50, source_logits, stage_metrics

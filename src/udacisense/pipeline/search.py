@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from udacisense.deploy.bench import latency_threads
 from udacisense.errors import UdaciSenseError
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import artifact_file, finished_result, run_pipeline, share_baseline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from udacisense.export import FORMATS
+from udacisense.formats import FORMATS
 
 
 def target_cells(row: dict[str, Any]) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """Stage ``factorize``: split Linear and 1x1 convolutions into two thinner layers by truncated SVD, then
-optionally fine-tune. See :mod:`udacisense.compress.lowrank`. The checkpoint records the new layers
+optionally fine-tune. See :mod:`udacisense.techniques.lowrank`. The checkpoint records the new layers
 generically (:mod:`udacisense.checkpoint`), so nothing here is needed to reload a factorized model."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
-from udacisense.compress.lowrank import LowRankConfig, factorize
 from udacisense.data import augmentation
 from udacisense.stages.registry import (
     FineTuned,
@@ -21,6 +20,7 @@ from udacisense.stages.registry import (
     register_stage,
     stage_teacher,
 )
+from udacisense.techniques.lowrank import LowRankConfig, factorize
 
 
 class Factorize(LowRankConfig, FineTuned):

@@ -1,5 +1,5 @@
 """Stage ``prune_channels``: remove whole channels (uniform, per-layer, or planned from sensitivity to meet a
-MACs/parameter budget), then optionally fine-tune with a teacher. See :mod:`udacisense.compress.channels`."""
+MACs/parameter budget), then optionally fine-tune with a teacher. See :mod:`udacisense.techniques.channels`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch.nn as nn
 from pydantic import Field, model_validator
 
 from udacisense.checkpoint import tensors_digest
-from udacisense.compress.channels import ChannelPruneConfig, prune_channels, pruning_steps
 from udacisense.data import augmentation
 from udacisense.io import config_hash, write_json
 from udacisense.stages.registry import (
@@ -27,6 +26,7 @@ from udacisense.stages.registry import (
     register_stage,
     stage_teacher,
 )
+from udacisense.techniques.channels import ChannelPruneConfig, prune_channels, pruning_steps
 
 
 class PruneChannels(ChannelPruneConfig, FineTuned):
@@ -34,7 +34,7 @@ class PruneChannels(ChannelPruneConfig, FineTuned):
     budget: dict[Literal["macs", "params"], float] | None = Field(
         default=None, description="plan per-layer ratios by sensitivity to keep at most these shares, e.g. {macs: 0.3, params: 0.25}"
     )
-    sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    sensitivity_ratios: tuple[float, ...] = Field(default=(0.25, 0.5, 0.75), description="budget planning: ratios tried on each layer")
     sensitivity_images: int = Field(default=2000, gt=0, description="validation images scored per sensitivity trial")
 
     search_order: ClassVar[int | None] = 10
@@ -109,7 +109,7 @@ def prune_channels_stage(model: nn.Module, params: PruneChannels, context: Stage
 
 def _sensitivity_plan(model: nn.Module, params: PruneChannels, context: StageContext) -> dict[str, Any]:
     """Per-layer ratios for ``params.budget``; kept in the stage folder so a resumed stage does not redo it."""
-    from udacisense.compress.sensitivity import plan_layer_ratios, save_sensitivity
+    from udacisense.techniques.sensitivity import plan_layer_ratios, save_sensitivity
 
     plan_path = context.folder / "plan.json"
     if plan_path.is_file():
@@ -126,7 +126,7 @@ def _sensitivity_plan(model: nn.Module, params: PruneChannels, context: StageCon
 def _layer_sensitivity(model: nn.Module, params: PruneChannels, context: StageContext) -> dict[str, Any]:
     """The per-layer sensitivity of this model on these validation images, measured once per runs folder: a search's
     trials (and a run re-planned with another budget) differ only in the budget, which the measurement does not use."""
-    from udacisense.compress.sensitivity import layer_sensitivity
+    from udacisense.techniques.sensitivity import layer_sensitivity
 
     batches = context.dataset.validation_batches(params.sensitivity_images)
     importance = "l2" if params.importance == "taylor" else params.importance  # taylor needs gradients: ranked by l2 here

@@ -1,5 +1,5 @@
 """Stage ``prune_unstructured``: zero the smallest weights, one-shot or on a cubic schedule while fine-tuning.
-See :mod:`udacisense.compress.prune`."""
+See :mod:`udacisense.techniques.prune`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import torch.nn as nn
 
-from udacisense.compress.prune import UnstructuredPruneConfig, prune_unstructured, pruning_hooks, weight_sparsity
 from udacisense.data import augmentation
 from udacisense.stages.registry import (
     FineTuned,
@@ -20,6 +19,7 @@ from udacisense.stages.registry import (
     register_stage,
     stage_teacher,
 )
+from udacisense.techniques.prune import UnstructuredPruneConfig, prune_unstructured, pruning_hooks, weight_sparsity
 
 
 class PruneUnstructured(UnstructuredPruneConfig, FineTuned):

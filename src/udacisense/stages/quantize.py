@@ -1,6 +1,6 @@
 """Stage ``quantize``: int8 by static post-training calibration (optionally mixed precision), quantization-aware
 training, or dynamic int8; it builds the artifact that ships (an XNNPACK int8 ``.pte``, or a ``.ptl`` for
-dynamic), so nothing may follow it. See :mod:`udacisense.compress.quantize`."""
+dynamic), so nothing may follow it. See :mod:`udacisense.techniques.quantize`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 import torch.nn as nn
 from pydantic import Field, model_validator
 
-from udacisense.compress.quantize import QuantizeConfig
 from udacisense.errors import UdaciSenseError
 from udacisense.stages.registry import (
     FineTuneConfig,
@@ -26,6 +25,7 @@ from udacisense.stages.registry import (
     register_stage,
     stage_teacher,
 )
+from udacisense.techniques.quantize import QuantizeConfig
 
 MIXED_PRECISION_BATCH = 64  # the sensitivity graphs are exported at this static batch size
 
@@ -58,7 +58,7 @@ class Quantize(QuantizeConfig, StageParams):
             raise ValueError("max_drop (mixed precision by sensitivity) applies to method static; for QAT name the fp32 layers in protect")
         if self.backend != "xnnpack":
             raise ValueError("udacisense measures int8 models in ExecuTorch, so it needs backend xnnpack; "
-                             "use udacisense.compress.quantize.make_quantizer('x86') from Python for server graphs")
+                             "use udacisense.techniques.quantize.make_quantizer('x86') from Python for server graphs")
         return self
 
     def builds_artifact(self) -> str:
@@ -74,10 +74,10 @@ def describe(params: Quantize, info: dict[str, Any]) -> str:
 @register_stage("quantize", Quantize, describe)
 def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) -> StageOutput:
     """Quantization to int8: static post-training, quantization-aware training or dynamic, built as the shipped artifact."""
-    from udacisense.compress.quantize import quantize_dynamic, quantize_pt2e_static
-    from udacisense.export.formats.executorch import export_pte
-    from udacisense.export.formats.torchscript import export_ptl
+    from udacisense.formats.executorch import export_pte
+    from udacisense.formats.torchscript import export_ptl
     from udacisense.profile import serialized_size
+    from udacisense.techniques.quantize import quantize_dynamic, quantize_pt2e_static
 
     config = library_config(QuantizeConfig, params)
     example = context.example
@@ -107,7 +107,7 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
 
 def _plan_mixed_precision(model: nn.Module, config: QuantizeConfig, max_drop: float, context: StageContext) -> dict[str, Any]:
     """Layer sensitivities on up to 1,024 validation images and the fp32 layers that bring the drop within ``max_drop``."""
-    from udacisense.compress.mixed_precision import choose_float_layers, layer_quantization_sensitivity
+    from udacisense.techniques.mixed_precision import choose_float_layers, layer_quantization_sensitivity
 
     context.logger.info("measuring each layer's int8 sensitivity on validation images")
     batches = [batch for batch in context.dataset.validation_batches(1024, MIXED_PRECISION_BATCH) if len(batch[1]) == MIXED_PRECISION_BATCH]
@@ -123,7 +123,7 @@ def _plan_mixed_precision(model: nn.Module, config: QuantizeConfig, max_drop: fl
 def _quantization_aware_training(model: nn.Module, params: Quantize, float_layers: tuple[str, ...], context: StageContext):
     """Fine-tune with fake quantization (BatchNorm and observers frozen from the configured epochs), then convert.
     Returns the int8 graph, the trained fake-quantized graph (what the int8 file must agree with) and the history."""
-    from udacisense.compress.quantize import convert_qat, freeze_qat, prepare_qat
+    from udacisense.techniques.quantize import convert_qat, freeze_qat, prepare_qat
     from udacisense.train import fine_tune
 
     train_config = params.fine_tune

@@ -141,15 +141,17 @@ def register_stage(name: str, params: type[StageParams], describe: Describe):
 class FineTuneConfig(TrainConfig):
     """Training after a compression step: gentler defaults than training from scratch."""
 
-    epochs: int = Field(default=5, gt=0)
-    lr: PositiveFloat | Literal["auto"] = 0.02
-    schedule: Literal["cosine", "onecycle"] = "cosine"
+    epochs: int = Field(default=5, gt=0, description="fine-tuning epochs after the cut")
+    lr: PositiveFloat | Literal["auto"] = Field(default=0.02, description="fine-tuning peak learning rate, or 'auto' for a range test first")
+    schedule: Literal["cosine", "onecycle"] = Field(default="cosine", description="learning-rate schedule")
 
 
 class TeacherConfig(SoftTargetConfig):
     """Distillation while fine-tuning: ``self`` is the model before this stage, ``baseline`` the run's baseline."""
 
-    teacher: Literal["self", "baseline"] | Path = "self"
+    teacher: Literal["self", "baseline"] | Path = Field(
+        default="self", description="distil the fine-tune from: self (the model before this stage), baseline, or a checkpoint"
+    )
 
 
 class FineTuned(StageParams):

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from udacisense.compress.quantize import quantize_pt2e_static
 from udacisense.errors import UdaciSenseError
+from udacisense.techniques.quantize import quantize_pt2e_static
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 

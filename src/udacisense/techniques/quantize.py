@@ -3,7 +3,7 @@ quantization-aware training through PT2E (torch.export -> prepare -> calibrate o
 
 The XNNPACK quantizer gives per-channel symmetric int8 weights and per-tensor int8
 activations: the layout ExecuTorch's XNNPACK delegate runs as real int8 kernels. Layers named
-in ``protect`` stay fp32 (mixed precision, see :mod:`udacisense.compress.mixed_precision`).
+in ``protect`` stay fp32 (mixed precision, see :mod:`udacisense.techniques.mixed_precision`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ TORCHAO_QAT_BATCHNORM_EPS = 1e-5  # the eps of torchao's QAT conv-BatchNorm patt
 class QuantizeConfig(StrictModel):
     """How to quantize: method, target backend, activation observer, calibration size, float layers."""
 
-    method: Literal["dynamic", "static", "qat"] = "static"
-    backend: Literal["xnnpack", "x86"] = "xnnpack"
+    method: Literal["dynamic", "static", "qat"] = Field(default="static", description="static: calibrated int8; qat: quantization-aware "
+                                                          "training (with --epochs); dynamic: int8 weights, float activations (.ptl)")
+    backend: Literal["xnnpack", "x86"] = Field(default="xnnpack", description="quantizer backend (x86 from Python only)")
     observer: Observer = Field(default="histogram", description="activation range observer for static calibration")
-    per_channel: bool = True
-    calibration_images: int = Field(default=256, gt=0)
+    per_channel: bool = Field(default=True, description="one weight scale per output channel (else per tensor)")
+    calibration_images: int = Field(default=256, gt=0, description="images that set the activation ranges")
     protect: tuple[str, ...] = Field(default=(), description="layers never quantized: left in fp32 (mixed precision)")
     freeze_batchnorm_epoch: int | None = Field(default=None, ge=1, description="QAT: BatchNorm statistics fixed from this epoch")
     freeze_observer_epoch: int | None = Field(default=None, ge=1, description="QAT: quantization ranges fixed from this epoch")

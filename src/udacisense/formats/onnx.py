@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from udacisense.export.formats import ExportFormat, Runner, Runtime, check_input
+from udacisense.formats.base import ExportFormat, Runner, Runtime, check_input
 from udacisense.io import atomic_write
 
 INPUT_NAME = "image"

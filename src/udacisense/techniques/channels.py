@@ -29,7 +29,8 @@ class ChannelPruneConfig(StrictModel):
 
     ratio: float = Field(ge=0.0, lt=1.0, description="share of channels removed from each prunable group (uniform) or overall (global)")
     importance: Importance = Field(default="l2", description="l1/l2 weight magnitude, bn (BatchNorm scale) or taylor (first order)")
-    scope: Literal["uniform", "global"] = "uniform"
+    scope: Literal["uniform", "global"] = Field(default="uniform", description="uniform cuts every group by the ratio; global ranks "
+                                                "channels across layers (each group at most max_layer_ratio)")
     round_to: int | None = Field(default=8, ge=1, description="keep channel counts multiples of this (mobile kernels like 8)")
     protect: tuple[str, ...] = Field(default=(), description="layer names never pruned (the classifier output always is)")
     layer_ratios: dict[str, float] = Field(default_factory=dict, description="per-layer ratios (from the sensitivity planner)")

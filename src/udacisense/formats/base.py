@@ -4,7 +4,7 @@ Each :class:`ExportFormat` says everything the rest of the toolkit needs to know
 write it, the :class:`Runtime` that loads and runs it here (None: it cannot run on this machine), the fp32 format an
 int8 artifact is compared with, whether exporting quantizes the model, and the phone runtime's app code
 (:class:`Snippet`) when the generated snippets and selectors load it on a phone. One file per format family
-(``executorch``, ``onnx``, ``torchscript``, ``coreml``) declares its formats; :mod:`udacisense.export` registers them.
+(``executorch``, ``onnx``, ``torchscript``, ``coreml``) declares its formats; :mod:`udacisense.formats` registers them.
 """
 
 from __future__ import annotations

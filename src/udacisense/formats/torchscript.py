@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from udacisense.export.formats import ExportFormat, Runner, Runtime, torch_threads
+from udacisense.formats.base import ExportFormat, Runner, Runtime, torch_threads
 from udacisense.io import atomic_write
 
 

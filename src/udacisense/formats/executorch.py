@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-from udacisense.export.formats import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
+from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
 from udacisense.io import atomic_write
 from udacisense.upstream import hush_kernel_preference_notice
 
@@ -35,7 +35,7 @@ def export_pte(
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    from udacisense.compress.quantize import quantize_pt2e_static  # here: registering the formats should not import the quantizer
+    from udacisense.techniques.quantize import quantize_pt2e_static  # here: registering the formats should not import the quantizer
 
     # graphs from torch.export (e.g. a saved int8 program) are already in inference form and refuse .eval()
     source = model if isinstance(model, torch.fx.GraphModule) else model.eval()

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from udacisense.export.formats import ExportFormat
+from udacisense.formats.base import ExportFormat
 
 
 def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:

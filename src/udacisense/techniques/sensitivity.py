@@ -16,11 +16,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from udacisense.compress.channels import ChannelPruneConfig, output_layers, prune_channels
 from udacisense.errors import UdaciSenseError
 from udacisense.evaluate import evaluate
 from udacisense.io import atomic_write, write_json
 from udacisense.profile import count_macs
+from udacisense.techniques.channels import ChannelPruneConfig, output_layers, prune_channels
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 Metric = Literal["macs", "params"]
