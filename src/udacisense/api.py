@@ -70,7 +70,8 @@ def compress(model: nn.Module | str | Path, params: StageParams, data: str | dic
     """Run the stage whose parameter type ``params`` is on ``model`` (a model from this API, or a checkpoint path), with
     its data (default: what the model was trained on; options such as ``{"train_subset": 5000}`` change it, a data set
     name replaces it); ``formats`` also exports and validates those artifacts. Every artifact is held to
-    ``min_agreement`` (percent top-1 agreement with the model it came from; default 98, the recipes' ``export.min_agreement``). Raises :class:`UdaciSenseError` with the command's one-line message on a failure."""
+    ``min_agreement`` (percent top-1 agreement with the model it came from; default 98, the recipes'
+    ``export.min_agreement``). Raises :class:`UdaciSenseError` with the command's one-line message on a failure."""
     stage = next((stage for stage in STAGES.values() if type(params) is stage.params), None)
     if stage is None:
         known = ", ".join(stage.params.__name__ for stage in STAGES.values())
