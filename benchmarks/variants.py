@@ -24,6 +24,7 @@ from udacisense.bundle.variants import build_variant_bundle, format_variants, re
 from udacisense.bundle.verify import verify_bundle  # noqa: E402
 from udacisense.deploy.validate import Tolerances  # noqa: E402
 from udacisense.io import read_yaml  # noqa: E402
+from udacisense.pipeline.sources import variant_models  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     if not baseline.is_file() or not (args.run / "deploy" / "manifest.json").is_file():
         sys.exit(f"{args.run} is not a finished pipeline run with a baseline; run 'make demo' first (it makes runs/quickstart)")
     started = time.perf_counter()
-    sources = resolve_sources([f"baseline={baseline}", f"{args.run.name}={args.run}"])
+    sources = resolve_sources(variant_models([f"baseline={baseline}", f"{args.run.name}={args.run}"]))
     recipe = read_yaml(args.run / "recipe.yaml")
     tolerances = Tolerances(min_agreement=recipe["export"]["min_agreement"])  # the run's own threshold for its int8 artifact
     manifest = build_variant_bundle(sources, args.output, args.formats.split(","), tolerances=tolerances)

@@ -232,7 +232,7 @@ FILE_SECONDS = {
     "test_loud_failures.py": 230, "test_search_resilience.py": 230, "test_commands.py": 148, "test_export.py": 102,
     "test_distributed.py": 94, "test_pipeline.py": 85, "test_search.py": 80, "test_quantize.py": 66, "test_training_health.py": 64,
     "test_faults.py": 62, "test_compress.py": 41, "test_variants.py": 39, "test_train.py": 28, "test_stages.py": 19,
-    "test_packaging.py": 17, "test_tracking.py": 16,
+    "test_packaging.py": 17, "test_tracking.py": 16, "test_api.py": 40, "test_search_space.py": 40,
 }
 
 

@@ -101,7 +101,7 @@ def test_imagefolder_reads_class_folders(tmp_path):
 
 
 def test_unknown_dataset_lists_known_ones():
-    with pytest.raises(UdaciSenseError, match="known: cifar10, fashion-mnist, imagefolder, synthetic"):
+    with pytest.raises(UdaciSenseError, match=r"unknown data set .mnist. \(known: fashion-mnist, cifar10, imagefolder, synthetic\)"):
         get_dataset(DataConfig(name="mnist"))
 
 

@@ -104,7 +104,7 @@ def test_wrong_input_shape_is_a_clear_error(bundle):
 
 
 def test_unknown_format_is_a_clear_error():
-    with pytest.raises(UdaciSenseError, match="choose from pte, pte-int8"):
+    with pytest.raises(UdaciSenseError, match=r"unknown export format .tflite. \(known: pte, pte-int8, onnx"):
         parse_formats("pte,tflite")
 
 

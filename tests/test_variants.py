@@ -213,6 +213,7 @@ def test_bad_input_is_one_line_with_exit_2(variants, tmp_path, capsys):
 
 def test_sources_from_a_search_run_are_its_pareto_points_with_int8_artifacts_as_built(tmp_path):
     from udacisense.bundle.variants import resolve_sources
+    from udacisense.pipeline.sources import variant_models
 
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights")
@@ -224,7 +225,7 @@ def test_sources_from_a_search_run_are_its_pareto_points_with_int8_artifacts_as_
                      "onnx": {"file": "model_fp32.onnx", "quantized": False, "export": {}}}
         (deploy / "manifest.json").write_text(json.dumps({"version": 1, "source": {"checkpoint": str(checkpoint)}, "artifacts": artifacts}))
     (tmp_path / "search-run" / "search" / "pareto.json").write_text(json.dumps({"front": [{"key": "k1", "trial": "f3"}, {"key": "k2", "trial": "p7"}]}))
-    sources = resolve_sources([str(tmp_path / "search-run"), f"again={checkpoint}", str(checkpoint)])
+    sources = resolve_sources(variant_models([str(tmp_path / "search-run"), f"again={checkpoint}", str(checkpoint)]))
     assert [source.name for source in sources] == ["search-run-f3", "search-run-p7", "again", tmp_path.name]
     assert set(sources[0].prebuilt) == {"pte-int8"} and sources[0].prebuilt["pte-int8"][1] == {"method": "qat"}  # fp32 is exported again
     assert sources[2].prebuilt == {} and sources[3].checkpoint == checkpoint

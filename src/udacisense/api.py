@@ -72,6 +72,8 @@ def compress(model: nn.Module | str | Path, params: StageParams, data: str | dic
     name replaces it); ``formats`` also exports and validates those artifacts. Every artifact is held to
     ``min_agreement`` (percent top-1 agreement with the model it came from; default 98, the recipes'
     ``export.min_agreement``). Raises :class:`UdaciSenseError` with the command's one-line message on a failure."""
+    from udacisense.pipeline.runner import artifact_file
+
     stage = next((stage for stage in STAGES.values() if type(params) is stage.params), None)
     if stage is None:
         known = ", ".join(stage.params.__name__ for stage in STAGES.values())
@@ -82,7 +84,7 @@ def compress(model: nn.Module | str | Path, params: StageParams, data: str | dic
     compressed = load_checkpoint(record["checkpoint"])
     _ORIGIN[compressed] = _Origin(Path(record["checkpoint"]).resolve(), used)
     artifacts = {kind: Path(path) for kind, path in record["artifacts"].items()}
-    artifacts |= {kind: run_dir / "deploy" / entry["file"] for kind, entry in (result["deploy"] or {}).get("artifacts", {}).items()}
+    artifacts |= {kind: artifact_file(run_dir, result, kind) for kind in (result["deploy"] or {}).get("artifacts", {})}
     return Compressed(compressed, record["metrics"], artifacts, run_dir, result)
 
 

@@ -38,25 +38,18 @@ class VariantSource:
     prebuilt: dict[str, tuple[Path, dict[str, Any]]] = field(default_factory=dict)
 
 
-def resolve_sources(specs: list[str]) -> list[VariantSource]:
-    """``[name=]path`` per model: a checkpoint, a bundle folder, a run folder (its deploy/ bundle) or a search run
-    (one model per Pareto point). Names default to the file's folder or the run's name and are made unique."""
+def resolve_sources(models: list[tuple[str, Path]]) -> list[VariantSource]:
+    """(name, path) per model, the path a checkpoint or a single-model bundle folder (a run folder or a search run is
+    resolved to its bundles first: :func:`udacisense.pipeline.sources.variant_models`). An empty name is the file's
+    folder, or the bundle's; names are made unique."""
     sources: list[VariantSource] = []
-    for spec in specs:
-        name, _, text = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        path = Path(text)
+    for name, path in models:
         if path.is_file():
-            found = [VariantSource(name or _default_name(path), path)]
-        elif (path / "search" / "pareto.json").is_file():
-            front = json.loads((path / "search" / "pareto.json").read_text())["front"]
-            found = [_from_bundle(path / "search" / "trials" / point["key"] / "deploy", f"{name or path.name}-{point['trial']}") for point in front]
+            sources.append(VariantSource(name or _default_name(path), path))
         elif (path / MANIFEST_FILE).is_file():
-            found = [_from_bundle(path, name or path.parent.name)]
-        elif (path / "deploy" / MANIFEST_FILE).is_file():
-            found = [_from_bundle(path / "deploy", name or path.name)]
+            sources.append(_from_bundle(path, name or path.parent.name))
         else:
-            raise UdaciSenseError(f"variant '{spec}': {path} is not a checkpoint, a bundle, a run folder or a search run")
-        sources += found
+            raise UdaciSenseError(f"variant {name or path}: {path} is not a checkpoint, a bundle, a run folder or a search run")
     taken: list[str] = []
     return [VariantSource(_safe_name(source.name, taken), source.checkpoint, source.prebuilt) for source in sources]
 
@@ -210,9 +203,3 @@ def variants_report(manifest: dict[str, Any], selections: dict[str, Selection]) 
     return "\n".join(sections)
 
 
-def parse_variant_specs(text: str) -> list[str]:
-    """'a.pt,name=runs/x' -> ['a.pt', 'name=runs/x']"""
-    specs = [part.strip() for part in text.split(",") if part.strip()]
-    if not specs:
-        raise UdaciSenseError("--variants is empty; list checkpoints, bundles or run folders, e.g. --variants runs/a/best.pt,runs/b")
-    return specs

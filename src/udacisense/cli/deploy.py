@@ -113,14 +113,15 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_bundle(args: argparse.Namespace) -> int:
     from udacisense.bundle.signing import sign_bundle
-    from udacisense.bundle.variants import build_variant_bundle, format_variants, parse_variant_specs, resolve_sources
+    from udacisense.bundle.variants import build_variant_bundle, format_variants, resolve_sources
     from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
     from udacisense.formats import parse_formats
+    from udacisense.pipeline.sources import parse_variant_specs, variant_models
 
     if args.sign is not None and not args.sign.is_file():
         raise UdaciSenseError(f"signing key {args.sign} does not exist; make one with 'udacisense keygen {args.sign}'")
     formats = parse_formats(args.formats)
-    sources = resolve_sources(parse_variant_specs(args.variants))
+    sources = resolve_sources(variant_models(parse_variant_specs(args.variants)))
     manifest = build_variant_bundle(sources, args.output, formats, latency_runs=args.runs, calibration_images=args.calibration_images,
                                     data_root=args.data_root, test_subset=args.test_subset,
                                     tolerances=Tolerances(args.min_agreement, args.max_abs_diff))

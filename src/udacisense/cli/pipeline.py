@@ -140,9 +140,10 @@ def run_search(args: argparse.Namespace) -> int:
     given = {field: getattr(args, field) for field in SEARCH_FIELDS if getattr(args, field) is not None}
     spec = validate_config(SearchSpec, (pipeline.recipe.search or SearchSpec()).model_dump() | given, where="search options")
     name = args.name or (f"{pipeline.recipe.name}-search" if args.recipe else "search")
-    result = Search(pipeline, spec, args.runs_dir, name, resume=args.resume, overwrite=args.overwrite).run()
+    search = Search(pipeline, spec, args.runs_dir, name, resume=args.resume, overwrite=args.overwrite)
+    result = search.run()
     print(front_table(result))
-    report = args.runs_dir / name / "search" / "report.md"
+    report = search.folder / "report.md"
     print(f"\nreport: {report}; reproduce a point with: udacisense run <its recipe>")
     failed = [f"front point {point['trial']}: {'; '.join(point['validation_failures'])}" for point in result["front"] if point.get("validation_failures")]
     require_validated(failed, f"report: {report}")  # passed on the validation split in its trial, not on the test split

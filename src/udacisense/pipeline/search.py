@@ -54,6 +54,7 @@ from udacisense.pipeline.runner import artifact_file, finished_result, run_pipel
 from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.runs import FILE_ONLY, WorkClock, get_logger, prepare_run_dir, run_dir_lock
 
+SEARCH_FOLDER = "search"  # a search's own folder in its run folder: the study, trials/<hash>/ (each a run), the front
 DEFAULT_ARTIFACT = "pte"  # what a trial whose last stage builds no artifact of its own ships
 HALTON_DIMENSIONS = 32  # more than any trial draws: a name past them reuses a coordinate
 EXPLORE_ATTEMPTS = 200  # design points tried for one configuration never drawn before
@@ -310,7 +311,7 @@ class Search:
     def _open(self, base: Pipeline, spec: SearchSpec, runs_dir: Path, name: str, resume: bool, overwrite: bool,
               log: Callable[[str], None] | None) -> None:
         self.run_dir = prepare_run_dir(runs_dir, name, resume=resume or spec.storage is not None, overwrite=overwrite)
-        self.folder = self.run_dir / "search"
+        self.folder = self.run_dir / SEARCH_FOLDER
         self.folder.mkdir(exist_ok=True)
         self.logger = get_logger(self.run_dir, "search")
         self.log = log or self.logger.info
@@ -874,11 +875,19 @@ def _best(points: list[dict[str, Any]], objective: str) -> dict[str, Any]:
     return min(points, key=lambda point: (point[field], -point["top1"]))
 
 
+def front_runs(run_dir: Path) -> list[tuple[str, Path]] | None:
+    """(trial label, its run folder) for each point of the search in ``run_dir``'s front; None when ``run_dir`` holds no search."""
+    path = run_dir / SEARCH_FOLDER / "pareto.json"
+    if not path.is_file():
+        return None
+    return [(point["trial"], run_dir / SEARCH_FOLDER / "trials" / point["key"]) for point in json.loads(path.read_text())["front"]]
+
+
 def show_search(run_dir: Path) -> str:
     """The front of a search folder as a table (``udacisense search --show NAME``)."""
     from udacisense.report.search import front_table
 
-    path = run_dir / "search" / "pareto.json"
+    path = run_dir / SEARCH_FOLDER / "pareto.json"
     if not path.is_file():
         raise UdaciSenseError(f"{path} does not exist; start the search with 'udacisense search ... --name {run_dir.name}'")
     return front_table(json.loads(path.read_text()))
