@@ -46,7 +46,7 @@ def import_plugin():
 
 
 FAST_SEARCH = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
-               "--set", "search.stages=[prune_channels, quantize]", "--set", "search.space.quantize.max_drop=[false]",
+               "--set", "search.stages=[prune_channels, quantize]", "--set", "search.space.quantize.max_drop=[null]",
                "--set", "search.stage_options={prune_channels: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
                "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
                "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune_channels=[true]", "--set", "search.space.quantize=[true]",

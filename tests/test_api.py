@@ -28,7 +28,8 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path, tiny_baseline, mo
     pruned, int8, bundle, front = (namespace[name] for name in ("pruned", "int8", "bundle", "front"))
     before = sum(p.numel() for p in namespace["model"].parameters())
     assert sum(p.numel() for p in pruned.model.parameters()) < 0.5 * before  # half the channels: about a quarter of the weights
-    assert pruned.run_dir == tmp_path / "runs" / "prune_channels" and (pruned.run_dir / "report.html").is_file()
+    assert pruned.run_dir.parent == tmp_path / "runs" and pruned.run_dir.name.startswith("prune_channels-")
+    assert (pruned.run_dir / "report.html").is_file()
     assert pruned.result["baseline"]["test_images"] == 500  # the example's data options reached the run
     assert int8.artifacts["pte-int8"].is_file() and int8.metrics["runtime"] == "pte-int8" and int8.metrics["test_top1"] > 30
     assert int8.metrics["agreement"] >= 95  # the int8 file agrees with the model it was converted from, as asked
@@ -36,10 +37,15 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path, tiny_baseline, mo
     assert front["trial_count"] == 2 and front["front"] and any("quantize" in point["summary"] for point in front["front"])
     assert "pruned " in capsys.readouterr().out
 
-    # a second call with the same parameters reuses the finished stage (a notebook cell run again)
+    # a second call with the same parameters reuses the finished stage (a notebook cell run again); other parameters
+    # get a folder of their own, so the first result stays what it was
+    checkpoint = Path(pruned.result["stages"][0]["checkpoint"])
+    written = checkpoint.stat().st_mtime_ns
     again = us.compress(namespace["model"], us.PruneChannels(ratio=0.5, fine_tune={"epochs": 1}), data=namespace["quick"])
-    assert again.result["stages"][0]["checkpoint"] == pruned.result["stages"][0]["checkpoint"]
+    assert again.run_dir == pruned.run_dir and checkpoint.stat().st_mtime_ns == written
     assert torch.equal(next(again.model.parameters()), next(pruned.model.parameters()))
+    other = us.compress(namespace["model"], us.PruneChannels(ratio=0.25), data=namespace["quick"])
+    assert other.run_dir != pruned.run_dir and checkpoint.stat().st_mtime_ns == written
 
 
 def test_api_mistakes_are_one_line_errors(tmp_path):

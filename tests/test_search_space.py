@@ -14,7 +14,17 @@ from conftest import FAST_SEARCH, TinyNet, import_plugin
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import apply_override, load_recipe
-from udacisense.pipeline.search import TrialDraw, configuration_key, draw_pipeline, explore, initial_design, trial_recipe
+from udacisense.pipeline.search import (
+    TrialDraw,
+    check_space_names,
+    configuration_key,
+    draw_pipeline,
+    explore,
+    initial_design,
+    optuna_pick,
+    proxy_sampler,
+    trial_recipe,
+)
 from udacisense.pipeline.search_spec import SearchSpec
 from udacisense.stages import STAGES
 
@@ -33,6 +43,8 @@ def test_the_first_trials_spread_over_every_registered_stage_and_are_all_differe
         points, _ = initial_design(SearchSpec(seed=seed), model, [])
         assert len(points) == 6 and len({configuration_key(point) for point in points}) == 6
         assert any(used(point, "prune_channels") for point in points[:3]), f"seed {seed}: no pruned configuration among the first three"
+        for stage in searched:  # the stage decisions take the first coordinates: each stage is used and left out within six
+            assert 0 < sum(used(point, stage) for point in points) < 6, f"seed {seed}: {stage} is used in all or none of the first six"
     designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), model, [])[0]]
     for stage in searched:  # every stage is both used and left out, and its own choices vary
         assert 0 < sum(used(point, stage) for point in designs) < len(designs)
@@ -61,6 +73,29 @@ def test_the_hand_recipe_is_the_first_point_and_every_draw_is_a_valid_recipe():
             assert stages[-1]["stage"] == "quantize"  # the artifact-building stage runs last
 
 
+def test_every_queued_point_and_every_sampler_draw_goes_through_optuna():
+    """What the search runs: the design's points queued in a study, then optuna's own TPE draws, each read back through
+    optuna's suggest calls into stages that their own validators accept."""
+    model = TinyNet(width=16)
+    spec = SearchSpec(seed=3, initial_trials=6)
+    mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
+    points, used_points = initial_design(spec, model, mobile)
+    points += explore(spec, model, 30, {configuration_key(point) for point in points}, used_points)[0]
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=proxy_sampler(spec))
+    for point in points:
+        study.enqueue_trial(point)
+    for number in range(len(points) + 15):
+        trial = study.ask()
+        stages = draw_pipeline(TrialDraw(spec, model, "proxy", optuna_pick(trial)), spec)
+        if number < len(points):
+            assert trial.params == points[number]  # a queued point is run as drawn
+        for stage in stages:
+            STAGES[stage["stage"]].params.model_validate({key: value for key, value in stage.items() if key not in ("stage", "id")})
+        study.tell(trial, [80.0 + number % 7, 1.0 + number % 3, 0.5])
+    assert len(study.trials) == len(points) + 15
+
+
 def test_the_search_options_narrow_the_space_by_name():
     model = TinyNet(width=16)
     spec = SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "factorize": [False],
@@ -82,6 +117,13 @@ def test_the_search_options_narrow_the_space_by_name():
         explore(SearchSpec(space={"prune_channels": [True], "prune_channels.budget.macs": [0.3]}), model, 1, set(), 0)
     with pytest.raises(UdaciSenseError, match="unknown stage 'prune_chanels' \\(did you mean 'prune_channels'\\?"):
         SearchSpec(space={"prune_chanels.ratio": [0.5]})
+    with pytest.raises(UdaciSenseError, match="search.space.quantize.methd is no dimension of the search \\(did you mean 'quantize.method'\\?"):
+        check_space_names(SearchSpec(space={"quantize.methd": ["static"]}), model)
+    with pytest.raises(UdaciSenseError, match="search.space.prune_channels.fine_tune.epochs is set by the stage"):
+        check_space_names(SearchSpec(space={"prune_channels.fine_tune.epochs": 3}), model)
+    check_space_names(spec, model)  # every name of the first spec is a dimension
+    with pytest.raises(UdaciSenseError, match=r"search.space.quantize.max_drop takes some of \[None, 0.25, 0.5, 1.0\] \(got \[False\]\)"):
+        explore(SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "quantize.max_drop": [False]}), model, 1, set(), 0)
 
 
 def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_twice(tmp_path, tiny_baseline):

@@ -227,3 +227,18 @@ def test_the_compression_commands_flags_and_help_come_from_the_stage_parameters(
                     continue
                 assert f"--{field.replace('_', '-')}" in help_text, f"{command}: no flag for {model.__name__}.{field}"
                 assert info.description and info.description in help_text, f"{command}: {model.__name__}.{field} has no help of its own"
+
+
+def test_generated_flags_build_the_stage_a_recipe_would_hold():
+    from udacisense.cli import build_parser
+    from udacisense.cli.compress import _stage
+
+    args = build_parser().parse_args(["prune", "--checkpoint", "b.pt", "--budget", "macs=0.35,params=0.3", "--protect", "a,b",
+                                      "--sensitivity-ratios", "0.5,0.75", "--epochs", "2", "--teacher", "self", "--temperature", "2"])
+    assert _stage(args, "prune_channels") == {
+        "stage": "prune_channels", "budget": {"macs": 0.35, "params": 0.3}, "protect": ("a", "b"), "sensitivity_ratios": (0.5, 0.75),
+        "fine_tune": {"epochs": 2}, "distill": {"temperature": 2.0, "teacher": "self"}}
+    args = build_parser().parse_args(["quantize", "--checkpoint", "b.pt", "--no-per-channel", "--method", "qat", "--epochs", "1"])
+    assert _stage(args, "quantize") == {"stage": "quantize", "method": "qat", "per_channel": False, "fine_tune": {"epochs": 1, "lr": 0.002}}
+    args = build_parser().parse_args(["prune", "--checkpoint", "b.pt", "--method", "unstructured", "--ratio", "0.5", "--scope", "layer"])
+    assert _stage(args, "prune_unstructured") == {"stage": "prune_unstructured", "ratio": 0.5, "scope": "layer"}

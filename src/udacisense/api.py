@@ -25,6 +25,7 @@ from typing import Any
 import torch.nn as nn
 
 from udacisense.errors import UdaciSenseError
+from udacisense.io import config_hash
 from udacisense.models import create_model
 from udacisense.stages import STAGES, StageParams
 
@@ -60,13 +61,13 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise UdaciSenseError(f"checkpoint {path} does not exist; train one with 'udacisense train'")
-    model, payload = load_model(path)
-    _ORIGIN[model] = _Origin(path.resolve(), {"name": payload["input"]["dataset"]} | training_data(path))
+    model, _ = load_model(path)
+    _ORIGIN[model] = _Origin(path.resolve(), training_data(path))
     return model.eval()
 
 
 def compress(model: nn.Module | str | Path, params: StageParams, data: str | dict[str, Any] | None = None, *,
-             name: str | None = None, runs_dir: str | Path = "runs", formats: tuple[str, ...] = (), min_agreement: float | None = None) -> Compressed:
+             name: str | None = None, runs_dir: str | Path = "runs", formats: str | list[str] = (), min_agreement: float | None = None) -> Compressed:
     """Run the stage whose parameter type ``params`` is on ``model`` (a model from this API, or a checkpoint path), with
     its data (default: what the model was trained on; options such as ``{"train_subset": 5000}`` change it, a data set
     name replaces it); ``formats`` also exports and validates those artifacts. Every artifact is held to
@@ -79,7 +80,9 @@ def compress(model: nn.Module | str | Path, params: StageParams, data: str | dic
         known = ", ".join(stage.params.__name__ for stage in STAGES.values())
         raise UdaciSenseError(f"{type(params).__name__} is no stage's parameters; give one of {known}")
     stages = [{"stage": stage.name, **params.model_dump(mode="json", exclude_defaults=True)}]
-    result, run_dir, used = _run(model, stages, data, name or stage.name, runs_dir, list(formats), min_agreement)
+    # one folder per stage and parameters: a second call with other parameters does not replace the first one's model
+    name = name or f"{stage.name}-{config_hash(stages)[:8]}"
+    result, run_dir, used = _run(model, stages, data, name, runs_dir, [formats] if isinstance(formats, str) else list(formats), min_agreement)
     record = result["stages"][-1]
     compressed = load_checkpoint(record["checkpoint"])
     _ORIGIN[compressed] = _Origin(Path(record["checkpoint"]).resolve(), used)
@@ -99,11 +102,12 @@ def export(model: nn.Module | str | Path, formats: str | list[str], data: str | 
 
 
 def search(model: nn.Module | str | Path, data: str | dict[str, Any] | None = None, *, name: str = "search",
-           runs_dir: str | Path = "runs", resume: bool = False, min_agreement: float | None = None, **options: Any) -> dict[str, Any]:
+           runs_dir: str | Path = "runs", resume: bool = True, min_agreement: float | None = None, **options: Any) -> dict[str, Any]:
     """``udacisense search`` from ``model``: ``options`` are the search's settings (``budget="10m"``, ``max_drop=1.0``,
     ``max_latency_ms``, ``stages=[...]``, ``space={...}``, ...). Returns what ``pareto.json`` holds (the front, every
     trial, the best point per objective); each front point's recipe is a file ``udacisense run`` reproduces. A trial's
-    artifact is held to ``min_agreement`` as :func:`compress` holds it."""
+    artifact is held to ``min_agreement`` as :func:`compress` holds it. Called again, it goes on with the same search
+    (its budget counts on, as ``--resume`` does); ``resume=False`` starts it afresh."""
     from udacisense.config import validate_config
     from udacisense.pipeline.recipe import validate_recipe
     from udacisense.pipeline.search import Search
@@ -166,10 +170,9 @@ def _checkpoint_of(model: nn.Module | str | Path, runs_dir: Path) -> Path:
 def _data_options(model: nn.Module | str | Path, checkpoint: Path, data: str | dict[str, Any] | None) -> dict[str, Any]:
     """The recipe's data section: what the model was trained or compressed with, changed by ``data`` options (e.g.
     ``{"train_subset": 5000}``); a data set name alone is another data set."""
-    from udacisense.checkpoint import load_checkpoint as read_payload
     from udacisense.checkpoint import training_data
 
     if isinstance(data, str):
         return {"name": data}
-    own = dict(_ORIGIN[model].data) if isinstance(model, nn.Module) else {"name": read_payload(checkpoint)["input"]["dataset"]} | training_data(checkpoint)
+    own = dict(_ORIGIN[model].data) if isinstance(model, nn.Module) else training_data(checkpoint)
     return own | dict(data or {})

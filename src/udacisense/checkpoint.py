@@ -68,16 +68,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def training_data(checkpoint: str | Path) -> dict[str, Any]:
-    """The data options a ``udacisense train`` checkpoint was trained with (data set name, root and validation split),
-    read from the ``config.yaml`` beside it; empty for a checkpoint from elsewhere. Compressing on the same root and split
-    keeps its validation images out of every fine-tune."""
+    """The data options a checkpoint was trained with: its data set's name (from its input contract) and, for a
+    ``udacisense train`` checkpoint, the root and validation split from the ``config.yaml`` beside it. Compressing on
+    the same root and split keeps its validation images out of every fine-tune."""
     import yaml
 
+    data = {"name": load_checkpoint(checkpoint)["input"]["dataset"]}
     trained_with = Path(checkpoint).parent / "config.yaml"
     if not trained_with.is_file():
-        return {}
+        return data
     saved = (yaml.safe_load(trained_with.read_text()) or {}).get("data") or {}
-    return {key: saved[key] for key in ("name", "root", "val_fraction", "split_seed") if saved.get(key) is not None}
+    return data | {key: saved[key] for key in ("name", "root", "val_fraction", "split_seed") if saved.get(key) is not None}
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -40,16 +40,16 @@ def add_commands(commands) -> None:
     _recipe_arguments(check)
     add_command(commands, "recipes", "list the shipped recipes and the registered stages", "example:\n  udacisense recipes", run_recipes)
 
-    search = add_command(commands, "search", "search compression recipes for the most accurate, fastest and smallest int8 models "
-                         "within constraints", SEARCH_EXAMPLE, run_search)
+    search = add_command(commands, "search", "search compression recipes (drawn from every registered stage) for the most accurate, "
+                         "fastest and smallest artifacts within constraints", SEARCH_EXAMPLE, run_search)
     search.add_argument("recipe", nargs="?", help="a recipe whose data, baseline and search: section to use (default: --checkpoint alone)")
     search.add_argument("--checkpoint", type=Path, help="the fp32 baseline checkpoint to compress")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override a recipe value, e.g. data.root=...")
     search.add_argument("--budget", help="search time: 600s, 90m, 2h (a resumed search counts on)")
     search.add_argument("--trials", type=int, help="stop after this many trials")
     search.add_argument("--max-drop", type=float, help="constraint: validation top-1 drop, points (default 1.0)")
-    search.add_argument("--max-latency-ms", type=float, help="constraint: int8 .pte p50 at batch 1, 1 thread")
-    search.add_argument("--max-size-mb", type=float, help="constraint: int8 .pte file size")
+    search.add_argument("--max-latency-ms", type=float, help="constraint: the trial's artifact p50 at batch 1, 1 thread")
+    search.add_argument("--max-size-mb", type=float, help="constraint: the trial's artifact file size")
     search.add_argument("--proxy-epochs", type=int, help="fine-tune epochs of a first trial (default 2)")
     search.add_argument("--full-epochs", type=int, help="fine-tune epochs of a promoted candidate (default 10)")
     search.add_argument("--storage", help="optuna storage shared by several workers, e.g. postgresql://user@host:5432/db")

@@ -52,6 +52,7 @@ from udacisense.io import atomic_write, config_hash, write_json
 from udacisense.pipeline.recipe import Pipeline, apply_override, validate_recipe
 from udacisense.pipeline.runner import artifact_file, finished_result, run_pipeline, share_baseline
 from udacisense.pipeline.search_spec import SearchSpec
+from udacisense.registry import did_you_mean
 from udacisense.runs import FILE_ONLY, WorkClock, get_logger, prepare_run_dir, run_dir_lock
 
 SEARCH_FOLDER = "search"  # a search's own folder in its run folder: the study, trials/<hash>/ (each a run), the front
@@ -72,7 +73,7 @@ PROMOTION = "promotion_"  # the proxy study's user attrs promotion_1, promotion_
 def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: list[str] = ()) -> Pipeline:
     """The recipe whose data and baseline a search uses: a recipe file or name, a checkpoint alone, or both
     (the checkpoint replaces the recipe's baseline)."""
-    from udacisense.checkpoint import load_checkpoint, training_data
+    from udacisense.checkpoint import training_data
     from udacisense.pipeline.recipe import load_recipe
 
     if recipe is None and checkpoint is None:
@@ -82,7 +83,7 @@ def search_base(recipe: str | Path | None, checkpoint: Path | None, overrides: l
     overrides = list(overrides) + ([f"baseline={json.dumps({'checkpoint': str(checkpoint)})}"] if checkpoint is not None else [])
     if recipe is not None:
         return load_recipe(recipe, overrides)
-    data = {"name": load_checkpoint(checkpoint)["input"]["dataset"]} | training_data(checkpoint)  # its root and validation split
+    data = training_data(checkpoint)  # its root and validation split
     raw = {"name": "search", "data": data, "stages": []}
     for item in overrides:
         apply_override(raw, item)
@@ -114,6 +115,8 @@ class TrialDraw:
         self._pick = pick
         self._prefix = ""
         self.params: dict[str, Any] = {}
+        self.asked: set[str] = set()  # every dimension name this draw met (drawn, fixed by the search options or not)
+        self.set_names: set[str] = set()  # the names the stages set themselves: not dimensions
 
     def stage(self, name: str, draw_space: Callable[["TrialDraw"], None]) -> dict[str, Any]:
         """The parameters ``draw_space`` draws for stage ``name``."""
@@ -144,6 +147,7 @@ class TrialDraw:
         return bool(self._choose(name, "present", (True, False)))
 
     def set(self, name: str, value: Any) -> None:
+        self.set_names.add(self._prefix + name)
         *parents, leaf = name.split(".")
         target = self.params
         for part in parents:
@@ -152,17 +156,18 @@ class TrialDraw:
 
     def _override(self, name: str) -> tuple[str, Any]:
         full = self._prefix + name
+        self.asked.add(full)
         return full, self._overrides.get(full)
 
     def _choose(self, name: str, kind: str, options: Sequence[Any]) -> Any:
         full, override = self._override(name)
         if override is None:
             return self._pick(full, kind, tuple(options))
-        if not isinstance(override, list):
-            return override
-        if not override:
-            raise UdaciSenseError(f"search.space.{full} is an empty list; give at least one of {list(options)}")
-        return override[0] if len(override) == 1 else self._pick(full, kind, tuple(override))
+        values = override if isinstance(override, list) else [override]
+        unknown = [value for value in values if value not in options]
+        if unknown or not values:
+            raise UdaciSenseError(f"search.space.{full} takes some of {list(options)} (got {override})")
+        return values[0] if len(values) == 1 else self._pick(full, kind, tuple(values))
 
 
 def searched_stages(spec: SearchSpec) -> list[Any]:
@@ -179,16 +184,27 @@ def searched_stages(spec: SearchSpec) -> list[Any]:
 
 def draw_pipeline(draw: TrialDraw, spec: SearchSpec) -> list[dict[str, Any]]:
     """The stages of one trial: for every searched stage, whether it is used, then its parameters, with the search's
-    fixed settings (``stage_options``; the calibration size where the stage takes one)."""
+    fixed settings (``fine_tune`` in every fine-tune, ``stage_options``, the calibration size where the stage takes one)."""
     stages = []
     for stage in searched_stages(spec):
         if not draw.present(stage.name):
             continue
-        params = draw.stage(stage.name, stage.params.search_space) | spec.stage_options.get(stage.name, {})
+        params = draw.stage(stage.name, stage.params.search_space)
+        if "fine_tune" in params:
+            params["fine_tune"] = spec.fine_tune | params["fine_tune"]  # the drawn epochs and rate win
+        params = merged(params, spec.stage_options.get(stage.name, {}))
         if "calibration_images" in stage.params.model_fields:
             params.setdefault("calibration_images", spec.calibration_images)
         stages.append({"stage": stage.name, "id": stage.name, **params})
     return stages
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied section by section (a nested dict changes only the keys it names)."""
+    result = dict(base)
+    for key, value in changes.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
 
 
 def trial_recipe(base: dict[str, Any], stages: list[dict[str, Any]], spec: SearchSpec, summary: str, fidelity: str) -> dict[str, Any]:
@@ -219,7 +235,7 @@ def describe_params(stages: list[dict[str, Any]], params: dict[str, Any]) -> str
     'prune_channels (budget.macs 0.31, budget.params 0.24, importance taylor) + quantize (method qat)'."""
     parts = []
     for stage in (stage["stage"] for stage in stages):
-        values = [f"{name[len(stage) + 1:]} {_short(value)}" for name, value in params.items() if name.startswith(f"{stage}.") and value is not False]
+        values = [f"{name[len(stage) + 1:]} {_short(value)}" for name, value in params.items() if name.startswith(f"{stage}.") and value not in (False, None)]
         parts.append(f"{stage} ({', '.join(values)})" if values else stage)
     return " + ".join(parts) or "the baseline alone (fp32)"
 
@@ -234,8 +250,9 @@ def configuration_key(params: dict[str, Any]) -> str:
 
 
 def unit_pick(point: Sequence[float], dimensions: dict[str, int]) -> Pick:
-    """Values from a point of the unit cube: each name takes the next coordinate the first time it is asked, so the
-    first decisions (which stages) spread the most evenly."""
+    """Values from a point of the unit cube: a name in ``dimensions`` reads its coordinate, any other name takes the
+    next free one the first time it is asked (the search gives the stage decisions the first coordinates, which a
+    Halton sequence spreads the most evenly)."""
     def pick(name: str, kind: str, options: Sequence[Any]) -> Any:
         unit = point[dimensions.setdefault(name, len(dimensions)) % len(point)]
         if kind == "float":
@@ -467,10 +484,10 @@ class Search:
         label = f"{fidelity[0]}{trial.number}"
         self._last = {"trial": label, "summary": f"[{fidelity}]"}
         started = time.perf_counter()
-        stages = draw_pipeline(TrialDraw(self.spec, self.baseline, fidelity, optuna_pick(trial)), self.spec)
-        if fidelity == "proxy":
-            self._never_twice(trial)
         try:
+            stages = draw_pipeline(TrialDraw(self.spec, self.baseline, fidelity, optuna_pick(trial)), self.spec)
+            if fidelity == "proxy":
+                self._never_twice(trial)
             summary = describe_params(stages, trial.params)
             trial.set_user_attr("summary", summary)
             self._last["summary"] = f"[{fidelity}] {summary}"
@@ -491,6 +508,8 @@ class Search:
             constraints = constraint_values(measured, self.spec)
             for key, value in constraints.items():  # the TPE sampler reads these (see proxy_sampler)
                 trial.set_constraint(key, value)
+        except RepeatedConfiguration:  # not a trial: dropped without a reason, replaced by a new point
+            raise
         except KeyboardInterrupt:
             # optuna marks the trial failed; queued again, a --resume reruns it (its runner resumes from its last stage)
             self.studies[fidelity].enqueue_trial(trial.params, user_attrs=trial.user_attrs)
@@ -530,6 +549,7 @@ class Search:
         proxy = self.studies["proxy"]
         if "design" in proxy.user_attrs:
             return
+        check_space_names(self.spec, self.baseline)
         points, used = initial_design(self.spec, self.baseline, self.hand_stages)
         proxy.set_user_attr("halton_used", used)
         proxy.set_user_attr("design", points)
@@ -718,6 +738,28 @@ def initial_design(spec: SearchSpec, baseline: torch.nn.Module, hand_stages: lis
     return points + more, used
 
 
+def check_space_names(spec: SearchSpec, baseline: torch.nn.Module, draws: int = 64) -> None:
+    """Every name in the search's ``space`` option must be a dimension some trial draws (a mistyped name would narrow
+    nothing, in silence): the names met in ``draws`` quasi-random draws, which reach every branch of the spaces."""
+    from scipy.stats import qmc
+
+    if not spec.space:
+        return
+    sequence = qmc.Halton(d=HALTON_DIMENSIONS, scramble=True, seed=spec.seed)
+    asked: set[str] = set()
+    fixed: set[str] = set()
+    for _ in range(draws):
+        draw = TrialDraw(spec.model_copy(update={"space": {}}), baseline, "proxy", unit_pick(sequence.random(1)[0], {}))
+        draw_pipeline(draw, spec)
+        asked |= draw.asked
+        fixed |= draw.set_names
+    for name in spec.space:
+        if name in fixed and name not in asked:
+            raise UdaciSenseError(f"search.space.{name} is set by the stage, not drawn; fix it with search.stage_options instead")
+        if name not in asked:
+            raise UdaciSenseError(f"search.space.{name} is no dimension of the search ({did_you_mean(name, sorted(asked))})")
+
+
 def explore(spec: SearchSpec, baseline: torch.nn.Module, count: int, seen: set[str], start: int) -> tuple[list[dict[str, Any]], int]:
     """Up to ``count`` configurations not in ``seen`` from the scrambled Halton sequence of the search's seed, read from
     point ``start`` on; and where the reading stopped. Each point's first coordinates decide which stages are used,
@@ -731,7 +773,8 @@ def explore(spec: SearchSpec, baseline: torch.nn.Module, count: int, seen: set[s
     used = start
     while len(points) < count and used - start < EXPLORE_ATTEMPTS:
         point: dict[str, Any] = {}
-        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(unit_pick(sequence.random(1)[0], {}), point)), spec)
+        stage_first = {stage.name: index for index, stage in enumerate(searched_stages(spec))}  # which stages: the first coordinates
+        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(unit_pick(sequence.random(1)[0], stage_first), point)), spec)
         used += 1
         if configuration_key(point) not in seen:
             seen.add(configuration_key(point))

@@ -43,8 +43,7 @@ class Quantize(QuantizeConfig, StageParams):
         training (a short fine-tune at a tenth of the learning rate)."""
         if space.choice("method", ("static", "qat")) == "static":
             space.choice("observer", ("histogram", "minmax"))
-            if space.present("max_drop"):
-                space.choice("max_drop", (0.25, 0.5, 1.0))
+            space.choice("max_drop", (None, 0.25, 0.5, 1.0))  # None: every layer int8
         else:
             draw_fine_tune(space, lr_scale=0.1, epochs_scale=0.2)
 
