@@ -45,12 +45,13 @@ def import_plugin():
     return sys.modules["weight_clustering_plugin"]
 
 
-FAST_SEARCH = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
-               "--set", "search.stages=[prune_channels, quantize]", "--set", "search.space.quantize.max_drop=[null]",
+# a short search's settings, then its space: channel pruning and then int8 in every trial, no mixed precision
+FAST_SETTINGS = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
+                 "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
+                 "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "export.min_agreement=90"]
+FAST_SEARCH = [*FAST_SETTINGS, "--set", "search.stages=[prune_channels, quantize]", "--set", "search.space.quantize.max_drop=[null]",
                "--set", "search.stage_options={prune_channels: {sensitivity_images: 300, sensitivity_ratios: [0.5]}}",
-               "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",
-               "--set", "data.train_subset=2000", "--set", "threads=1", "--set", "search.space.prune_channels=[true]", "--set", "search.space.quantize=[true]",
-               "--set", "export.min_agreement=90"]
+               "--set", "search.space.prune_channels=[true]", "--set", "search.space.quantize=[true]"]
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: with two intra-op threads each, two workers on two cores train about 5x slower (measured).

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import FAST_SEARCH, TinyNet, import_plugin
+from conftest import FAST_SETTINGS, TinyNet, import_plugin
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import apply_override, load_recipe
@@ -130,7 +130,7 @@ def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_
     """The weight-clustering plugin (tests/plugins/) declares its own space; nothing under src/ names it."""
     import_plugin()
     command = ["search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "3", "--max-drop", "50", "--name", "plugin",
-               "--runs-dir", str(tmp_path), *FAST_SEARCH, "--set", "search.stages=[weight_clustering]"]
+               "--runs-dir", str(tmp_path), *FAST_SETTINGS, "--set", "search.stages=[weight_clustering]"]
     assert main(command) == 0
     folder = tmp_path / "plugin" / "search"
     study = optuna.load_study(study_name="plugin-proxy", storage=f"sqlite:///{folder / 'study.db'}")
