@@ -110,7 +110,6 @@ class TrialDraw:
         self.fine_tune_epochs = spec.proxy_epochs if fidelity == "proxy" else spec.full_epochs
         self.lr = spec.lr
         self.baseline = baseline
-        self.max_size_mb = spec.max_size_mb
         self._overrides = spec.space
         self._pick = pick
         self._prefix = ""
@@ -263,9 +262,12 @@ def unit_pick(point: Sequence[float], dimensions: dict[str, int]) -> Pick:
 
 
 def recipe_pick(stages: list[dict[str, Any]]) -> Pick:
-    """Values from a hand-written recipe's own stages: its point in the space (a range's value clipped into the range;
-    a choice it does not make, the first option)."""
-    by_kind = {str(stage["stage"]): stage for stage in stages}
+    """Values from a hand-written recipe's own stages, their defaults filled in: its point in the space (a range's value
+    clipped into the range; a choice it does not make, the first option)."""
+    from udacisense.stages import STAGES
+
+    by_kind = {str(stage["stage"]): STAGES[str(stage["stage"])].params.model_validate(_without_ids(stage)).model_dump(mode="json")
+               for stage in stages if str(stage["stage"]) in STAGES}
 
     def value_at(name: str) -> Any:
         kind, *path = name.split(".")

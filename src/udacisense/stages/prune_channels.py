@@ -43,7 +43,7 @@ class PruneChannels(ChannelPruneConfig, FineTuned):
     def search_space(cls, space: SearchDraw) -> None:
         """A MACs and parameter budget planned by sensitivity, a channel ranking and a fine-tune."""
         space.float("budget.macs", 0.15, 0.8)
-        space.float("budget.params", *parameter_shares(space.baseline, space.max_size_mb))
+        space.float("budget.params", 0.1, 0.8)
         space.choice("importance", ("l2", "taylor"))
         draw_fine_tune(space)
 
@@ -53,22 +53,6 @@ class PruneChannels(ChannelPruneConfig, FineTuned):
         if len(rules) != 1:
             raise ValueError(f"give exactly one of ratio, budget or layer_ratios (got {', '.join(rules) or 'none'})")
         return self
-
-
-def parameter_shares(model: nn.Module, max_size_mb: float | None, low: float = 0.1, high: float = 0.8) -> tuple[float, float]:
-    """The range of parameter shares to search, cut to those whose int8 artifact can fit in ``max_size_mb``.
-
-    An int8 artifact stores at least one byte per kept convolution or linear weight, and the planner's parameter share
-    also counts the other parameters (biases, BatchNorm, which int8 export folds or widens), so a plan keeping a share
-    ``f`` of the ``P`` parameters is at least ``f * P - others`` bytes: shares above ``(limit + others) / P`` cannot fit.
-    A bound, not an estimate: nothing that could fit is left out.
-    """
-    if max_size_mb is None:
-        return low, high
-    weights = sum(module.weight.numel() for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear)))
-    total = sum(parameter.numel() for parameter in model.parameters())
-    highest = (max_size_mb * 1e6 + total - weights) / total
-    return (low, high) if highest >= high else (min(low, highest / 2), highest)
 
 
 def describe(params: PruneChannels, info: dict[str, Any]) -> str:
