@@ -23,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,11 +104,13 @@ def main() -> None:
     for row in rows[1:]:
         row["dominates_recipe"] = dominates(row, rows[0])
     results = {"machine": machine(), "recipe": args.recipe, "baseline": str(baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
-               "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows,
+               "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows, "date": time.strftime("%Y-%m-%d"),
+               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
                "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
     name = "search" if args.recipe == "mobile" else f"search_{args.recipe}"  # one results file and doc section per recipe
     save_results(name, results)
-    lines = [f"## Search against {label}", "", f"`{results['command']}` on {describe_machine(results['machine'])}. "
+    lines = [f"### Search against {label}", "", f"`{results['command']}` on {describe_machine(results['machine'])}; "
+             f"{results['date']}, commit {results['commit']}. "
              f"{label} took {hand_seconds / 60:.1f} min; the search's budget was {budget / 60:.1f} min, in which it ran "
              f"{pareto['trial_count']} trials ({len(pareto['failed'])} failed: "
              f"{'; '.join(row['summary'] + ': ' + row['error'] for row in pareto['failed']) or 'none'}). Latency: each artifact's `.pte`, "
