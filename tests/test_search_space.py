@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import FAST_SETTINGS, TinyNet, import_plugin
+from conftest import FAST_SETTINGS, import_plugin
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import apply_override, load_recipe
@@ -36,16 +36,15 @@ def used(point: dict, stage: str) -> bool:
 
 
 def test_the_first_trials_spread_over_every_registered_stage_and_are_all_different():
-    model = TinyNet(width=16)
     searched = [name for name, stage in STAGES.items() if stage.params.search_order is not None]
     assert {"prune_channels", "prune_unstructured", "factorize", "quantize"} <= set(searched)
     for seed in range(8):
-        points, _ = initial_design(SearchSpec(seed=seed), model, [])
+        points, _ = initial_design(SearchSpec(seed=seed), [])
         assert len(points) == 6 and len({configuration_key(point) for point in points}) == 6
         assert any(used(point, "prune_channels") for point in points[:3]), f"seed {seed}: no pruned configuration among the first three"
         for stage in searched:  # the stage decisions take the first coordinates: each stage is used and left out within six
             assert 0 < sum(used(point, stage) for point in points) < 6, f"seed {seed}: {stage} is used in all or none of the first six"
-    designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), model, [])[0]]
+    designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), [])[0]]
     for stage in searched:  # every stage is both used and left out, and its own choices vary
         assert 0 < sum(used(point, stage) for point in designs) < len(designs)
     assert {point["quantize.method"] for point in designs if used(point, "quantize")} == {"static", "qat"}
@@ -54,17 +53,16 @@ def test_the_first_trials_spread_over_every_registered_stage_and_are_all_differe
 
 
 def test_the_hand_recipe_is_the_first_point_and_every_draw_is_a_valid_recipe():
-    model = TinyNet(width=16)
     mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
     builtin = ["prune_channels", "factorize", "prune_unstructured", "quantize"]  # a plugin another test registered is left out
-    points, _ = initial_design(SearchSpec(stages=builtin), model, mobile)
+    points, _ = initial_design(SearchSpec(stages=builtin), mobile)
     assert points[0] == {"prune_channels": True, "prune_channels.budget.macs": 0.3, "prune_channels.budget.params": 0.25,
                          "prune_channels.importance": "l2", "prune_channels.distill": True, "prune_channels.distill.temperature": 4.0,
                          "factorize": False, "prune_unstructured": False, "quantize": True, "quantize.method": "qat",
                          "quantize.distill": True, "quantize.distill.temperature": 4.0}
     spec = SearchSpec(stages=builtin)
-    for point in points + explore(spec, model, 40, set(), 100)[0]:
-        stages = draw_pipeline(TrialDraw(spec, model, "proxy", lambda name, kind, options: point[name]), spec)
+    for point in points + explore(spec, 40, set(), 100)[0]:
+        stages = draw_pipeline(TrialDraw(spec, "proxy", lambda name, kind, options: point[name]), spec)
         for stage in stages:  # every stage's own validator accepts what its space drew
             STAGES[stage["stage"]].params.model_validate({key: value for key, value in stage.items() if key not in ("stage", "id")})
         recipe = trial_recipe(BASE, stages, spec, "", "proxy")
@@ -76,18 +74,17 @@ def test_the_hand_recipe_is_the_first_point_and_every_draw_is_a_valid_recipe():
 def test_every_queued_point_and_every_sampler_draw_goes_through_optuna():
     """What the search runs: the design's points queued in a study, then optuna's own TPE draws, each read back through
     optuna's suggest calls into stages that their own validators accept."""
-    model = TinyNet(width=16)
     spec = SearchSpec(seed=3, initial_trials=6)
     mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
-    points, used_points = initial_design(spec, model, mobile)
-    points += explore(spec, model, 30, {configuration_key(point) for point in points}, used_points)[0]
+    points, used_points = initial_design(spec, mobile)
+    points += explore(spec, 30, {configuration_key(point) for point in points}, used_points)[0]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=proxy_sampler(spec))
     for point in points:
         study.enqueue_trial(point)
     for number in range(len(points) + 15):
         trial = study.ask()
-        stages = draw_pipeline(TrialDraw(spec, model, "proxy", optuna_pick(trial)), spec)
+        stages = draw_pipeline(TrialDraw(spec, "proxy", optuna_pick(trial)), spec)
         if number < len(points):
             assert trial.params == points[number]  # a queued point is run as drawn
         for stage in stages:
@@ -97,14 +94,13 @@ def test_every_queued_point_and_every_sampler_draw_goes_through_optuna():
 
 
 def test_the_search_options_narrow_the_space_by_name():
-    model = TinyNet(width=16)
     spec = SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "factorize": [False],
                              "prune_channels": {"budget.macs": [0.2, 0.3], "importance": "taylor"}})
-    points, _ = explore(spec, model, 12, set(), 0)
+    points, _ = explore(spec, 12, set(), 0)
     assert len(points) == 12
     for point in points:  # a fixed value is not a dimension: the trial does not draw it, the pipeline has it
         assert not {"quantize", "quantize.method", "factorize", "prune_channels.importance"} & set(point)
-        stages = {stage["stage"]: stage for stage in draw_pipeline(TrialDraw(spec, model, "proxy", lambda name, kind, options: point[name]), spec)}
+        stages = {stage["stage"]: stage for stage in draw_pipeline(TrialDraw(spec, "proxy", lambda name, kind, options: point[name]), spec)}
         assert stages["quantize"]["method"] == "static" and "factorize" not in stages
         if used(point, "prune_channels"):
             assert 0.2 <= stages["prune_channels"]["budget"]["macs"] <= 0.3 and stages["prune_channels"]["importance"] == "taylor"
@@ -114,16 +110,16 @@ def test_the_search_options_narrow_the_space_by_name():
     apply_override(raw, "search.space.quantize.method=[static]")  # under search.space the rest of the key is one name
     assert raw == {"search": {"space": {"quantize.method": ["static"]}}}
     with pytest.raises(UdaciSenseError, match=r"search.space.prune_channels.budget.macs is a range: give \[low, high\]"):
-        explore(SearchSpec(space={"prune_channels": [True], "prune_channels.budget.macs": [0.3]}), model, 1, set(), 0)
+        explore(SearchSpec(space={"prune_channels": [True], "prune_channels.budget.macs": [0.3]}), 1, set(), 0)
     with pytest.raises(UdaciSenseError, match="unknown stage 'prune_chanels' \\(did you mean 'prune_channels'\\?"):
         SearchSpec(space={"prune_chanels.ratio": [0.5]})
     with pytest.raises(UdaciSenseError, match="search.space.quantize.methd is no dimension of the search \\(did you mean 'quantize.method'\\?"):
-        check_space_names(SearchSpec(space={"quantize.methd": ["static"]}), model)
+        check_space_names(SearchSpec(space={"quantize.methd": ["static"]}))
     with pytest.raises(UdaciSenseError, match="search.space.prune_channels.fine_tune.epochs is set by the stage"):
-        check_space_names(SearchSpec(space={"prune_channels.fine_tune.epochs": 3}), model)
-    check_space_names(spec, model)  # every name of the first spec is a dimension
+        check_space_names(SearchSpec(space={"prune_channels.fine_tune.epochs": 3}))
+    check_space_names(spec)  # every name of the first spec is a dimension
     with pytest.raises(UdaciSenseError, match=r"search.space.quantize.max_drop takes some of \[None, 0.25, 0.5, 1.0\] \(got \[False\]\)"):
-        explore(SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "quantize.max_drop": [False]}), model, 1, set(), 0)
+        explore(SearchSpec(space={"quantize": [True], "quantize.method": ["static"], "quantize.max_drop": [False]}), 1, set(), 0)
 
 
 def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_twice(tmp_path, tiny_baseline):
@@ -144,7 +140,5 @@ def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_
         result = json.loads((folder / "trials" / trial.user_attrs["key"] / "result.json").read_text())
         assert result["stages"][0]["stage"] == "weight_clustering" and result["stages"][0]["info"]["layers"] > 0
     spec = SearchSpec.model_validate(json.loads((folder / "pareto.json").read_text())["spec"])
-    from udacisense.checkpoint import load_model
-
-    design, _ = initial_design(spec, load_model(tiny_baseline)[0], [])
+    design, _ = initial_design(spec, [])
     assert [t.params for t in sorted(done, key=lambda t: t.number)] == design[:3]  # the first trials are the design's points

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import optuna
-import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -106,10 +105,9 @@ class TrialDraw:
     stage sees): every value the space asks for comes from ``pick`` (optuna's trial, a point of the initial design, or
     the hand recipe) unless the search's ``space:`` fixes it; what is drawn or set becomes the stage's parameters."""
 
-    def __init__(self, spec: SearchSpec, baseline: torch.nn.Module, fidelity: str, pick: Pick) -> None:
+    def __init__(self, spec: SearchSpec, fidelity: str, pick: Pick) -> None:
         self.fine_tune_epochs = spec.proxy_epochs if fidelity == "proxy" else spec.full_epochs
         self.lr = spec.lr
-        self.baseline = baseline
         self._overrides = spec.space
         self._pick = pick
         self._prefix = ""
@@ -400,9 +398,6 @@ class Search:
     def _run(self) -> dict[str, Any]:
         if self.base["baseline"].get("checkpoint") is None:
             self.base["baseline"] = {"checkpoint": str(self._train_baseline())}
-        from udacisense.checkpoint import load_model
-
-        self.baseline = load_model(Path(self.base["baseline"]["checkpoint"]))[0]
         self._queue_initial_design()
         # The budget counts this worker's time over every invocation (a resumed search goes on from the time spent,
         # including the trial a kill interrupted), so a search split across sessions costs what one run would.
@@ -487,7 +482,7 @@ class Search:
         self._last = {"trial": label, "summary": f"[{fidelity}]"}
         started = time.perf_counter()
         try:
-            stages = draw_pipeline(TrialDraw(self.spec, self.baseline, fidelity, optuna_pick(trial)), self.spec)
+            stages = draw_pipeline(TrialDraw(self.spec, fidelity, optuna_pick(trial)), self.spec)
             if fidelity == "proxy":
                 self._never_twice(trial)
             summary = describe_params(stages, trial.params)
@@ -496,7 +491,7 @@ class Search:
             recipe = trial_recipe(self.base, stages, self.spec, summary, fidelity)
             trial.set_user_attr("fine_tunes", any("fine_tune" in stage for stage in stages))
             if fidelity == "proxy":  # how much longer each stage trains at full fidelity (the budget rule's estimate)
-                full = draw_pipeline(TrialDraw(self.spec, self.baseline, "full", fixed_pick(trial.params)), self.spec)
+                full = draw_pipeline(TrialDraw(self.spec, "full", fixed_pick(trial.params)), self.spec)
                 trial.set_user_attr("epoch_scale", {stage["id"]: again["fine_tune"]["epochs"] / stage["fine_tune"]["epochs"]
                                                     for stage, again in zip(stages, full) if "fine_tune" in stage})
             trial.set_user_attr("recipe", recipe)  # in the study: a worker on another machine can write this point's recipe
@@ -551,8 +546,8 @@ class Search:
         proxy = self.studies["proxy"]
         if "design" in proxy.user_attrs:
             return
-        check_space_names(self.spec, self.baseline)
-        points, used = initial_design(self.spec, self.baseline, self.hand_stages)
+        check_space_names(self.spec)
+        points, used = initial_design(self.spec, self.hand_stages)
         proxy.set_user_attr("halton_used", used)
         proxy.set_user_attr("design", points)
 
@@ -573,7 +568,7 @@ class Search:
         seen = {configuration_key(t.params) for t in proxy.get_trials(deepcopy=False)}
         seen |= {configuration_key(t.system_attrs.get("fixed_params", {})) for t in proxy.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
         seen |= {configuration_key(point) for point in proxy.user_attrs.get("design", [])}
-        points, used = explore(self.spec, self.baseline, count, seen, proxy.user_attrs.get("halton_used", 0))
+        points, used = explore(self.spec, count, seen, proxy.user_attrs.get("halton_used", 0))
         proxy.set_user_attr("halton_used", used)
         if count and not points:
             raise SpaceExhausted(f"no configuration of the space is left undrawn after {EXPLORE_ATTEMPTS} tries")
@@ -727,20 +722,20 @@ class Search:
         return str(path)
 
 
-def initial_design(spec: SearchSpec, baseline: torch.nn.Module, hand_stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def initial_design(spec: SearchSpec, hand_stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The first ``initial_trials`` configurations of a search, as trial values by name: the hand recipe's own point
     when there is one (so the search measures what it should beat), then points of a scrambled Halton sequence, all
     different; and how many Halton points were read."""
     points: list[dict[str, Any]] = []
     if hand_stages:
         point: dict[str, Any] = {}
-        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(recipe_pick(hand_stages), point)), spec)
+        draw_pipeline(TrialDraw(spec, "proxy", recorded(recipe_pick(hand_stages), point)), spec)
         points.append(point)
-    more, used = explore(spec, baseline, spec.initial_trials - len(points), {configuration_key(point) for point in points}, 0)
+    more, used = explore(spec, spec.initial_trials - len(points), {configuration_key(point) for point in points}, 0)
     return points + more, used
 
 
-def check_space_names(spec: SearchSpec, baseline: torch.nn.Module, draws: int = 64) -> None:
+def check_space_names(spec: SearchSpec, draws: int = 64) -> None:
     """Every name in the search's ``space`` option must be a dimension some trial draws (a mistyped name would narrow
     nothing, in silence): the names met in ``draws`` quasi-random draws, which reach every branch of the spaces."""
     from scipy.stats import qmc
@@ -751,7 +746,7 @@ def check_space_names(spec: SearchSpec, baseline: torch.nn.Module, draws: int = 
     asked: set[str] = set()
     fixed: set[str] = set()
     for _ in range(draws):
-        draw = TrialDraw(spec.model_copy(update={"space": {}}), baseline, "proxy", unit_pick(sequence.random(1)[0], {}))
+        draw = TrialDraw(spec.model_copy(update={"space": {}}), "proxy", unit_pick(sequence.random(1)[0], {}))
         draw_pipeline(draw, spec)
         asked |= draw.asked
         fixed |= draw.set_names
@@ -762,7 +757,7 @@ def check_space_names(spec: SearchSpec, baseline: torch.nn.Module, draws: int = 
             raise UdaciSenseError(f"search.space.{name} is no dimension of the search ({did_you_mean(name, sorted(asked))})")
 
 
-def explore(spec: SearchSpec, baseline: torch.nn.Module, count: int, seen: set[str], start: int) -> tuple[list[dict[str, Any]], int]:
+def explore(spec: SearchSpec, count: int, seen: set[str], start: int) -> tuple[list[dict[str, Any]], int]:
     """Up to ``count`` configurations not in ``seen`` from the scrambled Halton sequence of the search's seed, read from
     point ``start`` on; and where the reading stopped. Each point's first coordinates decide which stages are used,
     so consecutive points differ there first. Fewer than ``count`` when the space has no more to give."""
@@ -776,7 +771,7 @@ def explore(spec: SearchSpec, baseline: torch.nn.Module, count: int, seen: set[s
     while len(points) < count and used - start < EXPLORE_ATTEMPTS:
         point: dict[str, Any] = {}
         stage_first = {stage.name: index for index, stage in enumerate(searched_stages(spec))}  # which stages: the first coordinates
-        draw_pipeline(TrialDraw(spec, baseline, "proxy", recorded(unit_pick(sequence.random(1)[0], stage_first), point)), spec)
+        draw_pipeline(TrialDraw(spec, "proxy", recorded(unit_pick(sequence.random(1)[0], stage_first), point)), spec)
         used += 1
         if configuration_key(point) not in seen:
             seen.add(configuration_key(point))

@@ -37,7 +37,6 @@ class SearchDraw(Protocol):
 
     fine_tune_epochs: int  # this trial's fidelity: the epochs of a fine-tune after a cut
     lr: float  # the search's fine-tune learning rate
-    baseline: nn.Module  # the model the search compresses (read only), for a space that depends on it
 
     def float(self, name: str, low: float, high: float) -> float: ...
     def choice(self, name: str, options: Sequence[Any]) -> Any: ...
