@@ -23,6 +23,7 @@ from udacisense.pipeline.search import (
     initial_design,
     optuna_pick,
     proxy_sampler,
+    recipe_stages,
     trial_recipe,
 )
 from udacisense.pipeline.search_spec import SearchSpec
@@ -39,12 +40,12 @@ def test_the_first_trials_spread_over_every_registered_stage_and_are_all_differe
     searched = [name for name, stage in STAGES.items() if stage.params.search_order is not None]
     assert {"prune_channels", "prune_unstructured", "factorize", "quantize"} <= set(searched)
     for seed in range(8):
-        points, _ = initial_design(SearchSpec(seed=seed), [])
+        points, _ = initial_design(SearchSpec(seed=seed), {})
         assert len(points) == 6 and len({configuration_key(point) for point in points}) == 6
         assert any(used(point, "prune_channels") for point in points[:3]), f"seed {seed}: no pruned configuration among the first three"
         for stage in searched:  # the stage decisions take the first coordinates: each stage is used and left out within six
             assert 0 < sum(used(point, stage) for point in points) < 6, f"seed {seed}: {stage} is used in all or none of the first six"
-    designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), [])[0]]
+    designs = [point for seed in range(8) for point in initial_design(SearchSpec(seed=seed), {})[0]]
     for stage in searched:  # every stage is both used and left out, and its own choices vary
         assert 0 < sum(used(point, stage) for point in designs) < len(designs)
     assert {point["quantize.method"] for point in designs if used(point, "quantize")} == {"static", "qat"}
@@ -53,7 +54,7 @@ def test_the_first_trials_spread_over_every_registered_stage_and_are_all_differe
 
 
 def test_the_hand_recipe_is_the_first_point_and_every_draw_is_a_valid_recipe():
-    mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
+    mobile = recipe_stages(load_recipe("mobile"))
     builtin = ["prune_channels", "factorize", "prune_unstructured", "quantize"]  # a plugin another test registered is left out
     points, _ = initial_design(SearchSpec(stages=builtin), mobile)
     assert points[0] == {"prune_channels": True, "prune_channels.budget.macs": 0.3, "prune_channels.budget.params": 0.25,
@@ -75,7 +76,7 @@ def test_every_queued_point_and_every_sampler_draw_goes_through_optuna():
     """What the search runs: the design's points queued in a study, then optuna's own TPE draws, each read back through
     optuna's suggest calls into stages that their own validators accept."""
     spec = SearchSpec(seed=3, initial_trials=6)
-    mobile = load_recipe("mobile").recipe.model_dump(mode="json")["stages"]
+    mobile = recipe_stages(load_recipe("mobile"))
     points, used_points = initial_design(spec, mobile)
     points += explore(spec, 30, {configuration_key(point) for point in points}, used_points)[0]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -140,5 +141,5 @@ def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_
         result = json.loads((folder / "trials" / trial.user_attrs["key"] / "result.json").read_text())
         assert result["stages"][0]["stage"] == "weight_clustering" and result["stages"][0]["info"]["layers"] > 0
     spec = SearchSpec.model_validate(json.loads((folder / "pareto.json").read_text())["spec"])
-    design, _ = initial_design(spec, [])
+    design, _ = initial_design(spec, {})
     assert [t.params for t in sorted(done, key=lambda t: t.number)] == design[:3]  # the first trials are the design's points

@@ -41,6 +41,13 @@ def test_a_stage_name_or_parameter_model_registered_twice_is_refused():
         register_stage("twice", STAGES["quantize"].params, lambda params, info: "")(lambda model, params, context: StageOutput(model))
     assert "twice" not in STAGES
 
+    class Ordered(StageParams):  # placed in a drawn pipeline, but with nothing to draw
+        search_order = 50
+
+    with pytest.raises(ValueError, match="needs both search_order and a search_space classmethod"):
+        register_stage("ordered", Ordered, lambda params, info: "")(lambda model, params, context: StageOutput(model))
+    assert "ordered" not in STAGES
+
 
 def test_every_stage_declares_its_ordering_facts_and_a_one_line_description():
     built = {name: stage.params.model_validate(example).builds_artifact() for name, stage, example in (

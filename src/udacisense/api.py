@@ -58,9 +58,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     """The model of a checkpoint written by ``udacisense train`` or any stage, in eval mode."""
     from udacisense.checkpoint import load_model, training_data
 
-    path = Path(path)
-    if not path.is_file():
-        raise UdaciSenseError(f"checkpoint {path} does not exist; train one with 'udacisense train'")
+    path = _existing(Path(path))
     model, _ = load_model(path)
     _ORIGIN[model] = _Origin(path.resolve(), training_data(path))
     return model.eval()
@@ -142,29 +140,28 @@ def _checkpoint_of(model: nn.Module | str | Path, runs_dir: Path) -> Path:
     """A checkpoint holding ``model`` as it is now: its own file when unchanged since it was read, else a new one (named
     by its weights) beside the runs, with the contract and model spec of the checkpoint it came from."""
     from udacisense.checkpoint import load_checkpoint as read_payload
-    from udacisense.checkpoint import tensors_digest, write_checkpoint_payload
+    from udacisense.checkpoint import save_checkpoint, tensors_digest
 
     if not isinstance(model, nn.Module):
-        path = Path(model)
-        if not path.is_file():
-            raise UdaciSenseError(f"checkpoint {path} does not exist; train one with 'udacisense train'")
-        return path.resolve()
+        return _existing(Path(model)).resolve()
     origin = _ORIGIN.get(model)
     if origin is None:
         raise UdaciSenseError("this model has no checkpoint to take its input contract from: train it with 'udacisense train', "
                               "then load it with udacisense.load_checkpoint(path)")
     payload = read_payload(origin.checkpoint)
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    state = model.state_dict()
     digest = tensors_digest(state.values())
     if digest == tensors_digest(payload["state_dict"].values()) and list(state) == list(payload["state_dict"]):
         return origin.checkpoint
-    from udacisense.checkpoint import layer_structure
-
-    payload |= {"state_dict": state, "layers": {name: type(module).__name__ for name, module in model.named_modules()},
-                "structure": layer_structure(model)}
-    path = write_checkpoint_payload(runs_dir / ".models" / f"{digest[:16]}.pt", payload).resolve()
+    path = save_checkpoint(runs_dir / ".models" / f"{digest[:16]}.pt", model, payload["model"], payload["input"]).resolve()
     _ORIGIN[model] = _Origin(path, origin.data)
     return path
+
+
+def _existing(checkpoint: Path) -> Path:
+    if not checkpoint.is_file():
+        raise UdaciSenseError(f"checkpoint {checkpoint} does not exist; train one with 'udacisense train'")
+    return checkpoint
 
 
 def _data_options(model: nn.Module | str | Path, checkpoint: Path, data: str | dict[str, Any] | None) -> dict[str, Any]:

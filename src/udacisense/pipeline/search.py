@@ -259,13 +259,14 @@ def unit_pick(point: Sequence[float], dimensions: dict[str, int]) -> Pick:
     return pick
 
 
-def recipe_pick(stages: list[dict[str, Any]]) -> Pick:
-    """Values from a hand-written recipe's own stages, their defaults filled in: its point in the space (a range's value
-    clipped into the range; a choice it does not make, the first option)."""
-    from udacisense.stages import STAGES
+def recipe_stages(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """A validated recipe's stages by kind, every parameter given (defaults included): the hand recipe's point."""
+    return {planned.kind: planned.params.model_dump(mode="json") for planned in pipeline.stages}
 
-    by_kind = {str(stage["stage"]): STAGES[str(stage["stage"])].params.model_validate(_without_ids(stage)).model_dump(mode="json")
-               for stage in stages if str(stage["stage"]) in STAGES}
+
+def recipe_pick(by_kind: dict[str, dict[str, Any]]) -> Pick:
+    """Values from a hand-written recipe's stages (:func:`recipe_stages`): its point in the space (a range's value
+    clipped into the range; a choice it does not make, the first option)."""
 
     def value_at(name: str) -> Any:
         kind, *path = name.split(".")
@@ -333,7 +334,7 @@ class Search:
         self.logger = get_logger(self.run_dir, "search")
         self.log = log or self.logger.info
         self.base = base.recipe.model_dump(mode="json", exclude={"stages", "export", "targets", "search"}, exclude_defaults=True) | {"name": name}
-        self.hand_stages = base.recipe.model_dump(mode="json")["stages"]  # the hand recipe's own point opens the design
+        self.hand_stages = recipe_stages(base)  # the hand recipe's own point opens the design
         self.exhausted = ""  # why no new configuration can be drawn, once that is so
         # the recipe's own agreement tolerance, if it sets one, judges each trial's int8 artifact as it would any run's
         if tolerance := base.recipe.export.model_dump(include={"min_agreement"}, exclude_defaults=True):
@@ -722,7 +723,7 @@ class Search:
         return str(path)
 
 
-def initial_design(spec: SearchSpec, hand_stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def initial_design(spec: SearchSpec, hand_stages: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The first ``initial_trials`` configurations of a search, as trial values by name: the hand recipe's own point
     when there is one (so the search measures what it should beat), then points of a scrambled Halton sequence, all
     different; and how many Halton points were read."""
@@ -768,10 +769,10 @@ def explore(spec: SearchSpec, count: int, seen: set[str], start: int) -> tuple[l
     points: list[dict[str, Any]] = []
     seen = set(seen)
     used = start
+    stage_first = {stage.name: index for index, stage in enumerate(searched_stages(spec))}  # which stages: the first coordinates
     while len(points) < count and used - start < EXPLORE_ATTEMPTS:
         point: dict[str, Any] = {}
-        stage_first = {stage.name: index for index, stage in enumerate(searched_stages(spec))}  # which stages: the first coordinates
-        draw_pipeline(TrialDraw(spec, "proxy", recorded(unit_pick(sequence.random(1)[0], stage_first), point)), spec)
+        draw_pipeline(TrialDraw(spec, "proxy", recorded(unit_pick(sequence.random(1)[0], dict(stage_first)), point)), spec)
         used += 1
         if configuration_key(point) not in seen:
             seen.add(configuration_key(point))

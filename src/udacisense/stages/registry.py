@@ -45,17 +45,16 @@ class SearchDraw(Protocol):
 
 
 class StageParams(StrictModel):
-    """Base of every stage's parameters; the methods are what the recipe validator and the search ask of a stage."""
+    """Base of every stage's parameters; the methods are what the recipe validator and the search ask of a stage.
+
+    A stage the search may draw sets ``search_order`` and defines the classmethod ``search_space(space: SearchDraw)``,
+    which draws its parameters for one trial (only valid combinations: a drawn stage that its own validator rejects
+    fails the trial); :func:`register_stage` refuses one without the other.
+    """
 
     # Where the search places this stage in a trial's pipeline (lower first; an artifact-building stage last);
     # None: the search never draws it.
     search_order: ClassVar[int | None] = None
-
-    @classmethod
-    def search_space(cls, space: SearchDraw) -> None:
-        """Draw this stage's parameters for one search trial from ``space`` (called only when ``search_order`` is set).
-        Draw only valid combinations: a drawn stage that its own validator rejects fails the trial."""
-        raise NotImplementedError(f"{cls.__name__} sets search_order but draws no search space")
 
     def builds_artifact(self) -> str | None:
         """The export format this stage produces itself (e.g. an int8 ``.pte``): the model is final after it."""
@@ -127,6 +126,8 @@ def register_stage(name: str, params: type[StageParams], describe: Describe):
     def decorator(handler: Handler) -> Handler:
         if any(stage.params is params for stage in STAGES.values()):
             raise ValueError(f"the parameter model {params.__name__} of stage '{name}' is registered twice")
+        if (params.search_order is None) == callable(getattr(params, "search_space", None)):
+            raise ValueError(f"stage '{name}': {params.__name__} needs both search_order and a search_space classmethod, or neither")
         STAGES.register(name, Stage(name, params, handler, describe))
         return handler
 
