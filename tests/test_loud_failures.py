@@ -132,9 +132,10 @@ def test_qat_on_a_briefly_trained_mobilenet_converts_what_it_trained(digits, tmp
     assert main(["train", "--model", "mobilenet_v3_small", "--data", "imagefolder", "--data-root", str(digits), "--channels", "1",
                  "--image-size", "28", "--epochs", "12", "--threads", "1", "--name", "base", "--runs-dir", str(tmp_path)]) == 0
     # --min-agreement 95: int8 and fake-quantized arithmetic round differently, and this weak model has many near-ties
-    # (98.25% agreement measured on these 400 images, 67.75% before the fix): the default 98% would be a coin toss
+    # (98.25% agreement measured on these 400 images, 67.75% before the fix): the default 98% would be a coin toss.
+    # --no-references: the baseline's own fp32 .pte (25 s of lowering) is not what this test is about
     assert main(["quantize", "--checkpoint", str(tmp_path / "base" / "best.pt"), "--method", "qat", "--epochs", "2", "--runs", "5",
-                 "--min-agreement", "95", "--threads", "1", "--name", "qat", "--runs-dir", str(tmp_path)]) == 0
+                 "--min-agreement", "95", "--no-references", "--threads", "1", "--name", "qat", "--runs-dir", str(tmp_path)]) == 0
     capsys.readouterr()
     record = [json.loads(line) for line in (tmp_path / "qat" / "stages.jsonl").read_text().splitlines()][-1]
     metrics = record["metrics"]
@@ -142,6 +143,7 @@ def test_qat_on_a_briefly_trained_mobilenet_converts_what_it_trained(digits, tmp
     assert metrics["source_top1"] > above_chance(labels, 10, 30)  # a model that learned: the check below means something
     assert abs(metrics["test_top1"] - metrics["source_top1"]) <= 1.0
     assert metrics["conversion_agreement"] >= 96.0
+    assert json.loads((tmp_path / "qat" / "result.json").read_text())["baseline"]["references"] == {}  # --no-references: none built
 
 
 def test_a_command_refused_before_any_work_leaves_no_run_folder(tiny_baseline, tmp_path, capsys):

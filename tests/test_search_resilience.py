@@ -4,7 +4,8 @@ that fails validation, Ctrl-C, an error outside any trial, and a second process 
 file from test_search.py so that pytest-xdist runs the two files side by side.)
 
 The tests of what surrounds a trial replace the runner with a stand-in that returns measurements at once
-(``fake_runner``): what they check is the search loop, not training."""
+(``fake_runner`` in this process, tests/fake_trials.py in a process of its own): what they check is the search
+loop, its studies and its resume, not training."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import FAST_SEARCH, brute_force_front
+from fake_trials import fake_result
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.search import Search, search_base
@@ -38,18 +40,12 @@ def search_command(tiny_baseline: Path, runs: Path, name: str, trials: int) -> l
 
 @pytest.fixture
 def fake_runner(monkeypatch) -> list[bool]:
-    """The runner replaced by what its result.json would say, at once: numbers that differ between configurations
-    (from the trial's configuration hash), and an artifact that passed validation unless the test appends False to
-    the returned list (one entry per trial, in order)."""
+    """The runner replaced by what its result.json would say (tests/fake_trials.py), with an artifact that passed
+    validation unless the test appends False to the returned list (one entry per trial, in order)."""
     verdicts: list[bool] = []
 
     def run_pipeline(pipeline: Any, runs_dir: Path, *, resume: bool, name: str, report: bool) -> dict[str, Any]:
-        passed = verdicts.pop(0) if verdicts else True
-        score = int(name[:4], 16) / 0xFFFF
-        validation = {"top1": 80.0 + 10 * score, "passed": passed, "failures": [] if passed else ["top-1 agreement 92.30% < 98.0%"]}
-        artifact = {"validation": validation, "latency": {"1_thread": {"p50_ms": 1.0 + score}}, "bytes": int(1e5 * (2 - score)), "file": "model.pte"}
-        return {"deploy": {"artifacts": {"pte-int8": artifact}}, "baseline": {"metrics": {"test_top1": 88.0}}, "machine": {"isa": "test"},
-                "stages": []}
+        return fake_result(name, passed=verdicts.pop(0) if verdicts else True)
 
     monkeypatch.setattr("udacisense.pipeline.search.run_pipeline", run_pipeline)
     return verdicts
@@ -59,30 +55,40 @@ def study_of(runs: Path, name: str, fidelity: str = "proxy") -> optuna.Study:
     return optuna.load_study(study_name=f"{name}-{fidelity}", storage=f"sqlite:///{runs / name / 'search' / 'study.db'}")
 
 
+FAKE_TRIALS = Path(__file__).resolve().parent / "fake_trials.py"
+
+
+def fake_search(tiny_baseline: Path, log: Path, trial_seconds: float, *argv: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of ``udacisense search`` in a process of its own whose trials are stand-ins
+    (tests/fake_trials.py) that take ``trial_seconds`` and are listed in ``log``: the search's studies, storage, lock,
+    clock and resume are all real."""
+    environment = os.environ | {"UDACISENSE_FAKE_TRIAL_LOG": str(log), "UDACISENSE_FAKE_TRIAL_SECONDS": str(trial_seconds)}
+    return [sys.executable, str(FAKE_TRIALS), "search", "--checkpoint", str(tiny_baseline), "--budget", "10m", *argv, *FAST_SEARCH], environment
+
+
 def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unmet_constraints(tmp_path, tiny_baseline):
     """SIGKILL during the second trial; --resume keeps the first and reruns the second. No trial can be 1 ns fast: the
     search ends with exit status 1, says so, and still writes the least-violating points."""
-    command = [sys.executable, "-m", "udacisense.cli", "search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "2",
-               "--max-latency-ms", "0.000001", "--name", "killed", "--runs-dir", str(tmp_path), *FAST_SEARCH,
-               "--set", "search.space.quantize.method=[static]"]
+    started = tmp_path / "started.log"
+    command, environment = fake_search(tiny_baseline, started, 2.0, "--trials", "2", "--max-latency-ms", "0.000001", "--name", "killed",
+                          "--runs-dir", str(tmp_path))
     folder = tmp_path / "killed" / "search"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=environment)
+    deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if len(list((folder / "trials").glob("*/result.json"))) == 1 and len(list((folder / "trials").glob("*/stages.jsonl"))) == 2:
-            time.sleep(1.0)  # inside the second trial
+        if started.is_file() and len(started.read_text().split()) == 2:
+            time.sleep(0.5)  # inside the second trial
             os.killpg(process.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     assert process.wait(timeout=60) == -signal.SIGKILL, "the search finished before it could be killed"
-    first = next((folder / "trials").glob("*/result.json"))
-    first_written = first.stat().st_mtime_ns
     spent_before_the_kill = float((folder / ".seconds").read_text())
 
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=environment)
     assert resumed.returncode == 1, resumed.stderr
     assert "NO TRIAL MET THE CONSTRAINTS" in resumed.stdout + resumed.stderr
-    assert first.stat().st_mtime_ns == first_written  # the finished trial was not run again
+    first, second, *again = started.read_text().split()
+    assert again == [second] and first != second  # the finished trial was not run again; the interrupted one was
     log = (tmp_path / "killed" / "search.log").read_text()
     assert "was interrupted: queued again" in log
     result = json.loads((folder / "pareto.json").read_text())
@@ -90,19 +96,17 @@ def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unm
     assert result["elapsed_seconds"] > spent_before_the_kill > 0  # the budget's clock went on from the killed run's time
     complete = study_of(tmp_path, "killed").get_trials(states=(COMPLETE,))  # no configuration measured twice:
     assert len(complete) == 2 == len({json.dumps(trial.params, sort_keys=True) for trial in complete})
-    assert len(list((folder / "trials").glob("*/result.json"))) == 2
     assert all(Path(point["recipe"]).is_file() for point in result["front"])
-
 
 
 def test_two_workers_on_one_postgresql_study_share_trials_without_duplicates(tmp_path, tiny_baseline, postgres_url):
     """Two worker processes on one study in a real PostgreSQL server: each trial is run by one worker, and each worker's
     pareto.json holds the front of all trials (the union of both workers' work)."""
-    command = [sys.executable, "-m", "udacisense.cli", "search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "2",
-               "--max-drop", "10", "--storage", postgres_url, "--name", "shared", *FAST_SEARCH, "--set", "search.space.quantize.method=[static]"]
+    command, environment = fake_search(tiny_baseline, tmp_path / "started.log", 1.0, "--trials", "4", "--max-drop", "10", "--storage", postgres_url,
+                          "--name", "shared")
     workers = [subprocess.Popen(command + ["--runs-dir", str(tmp_path / f"worker{index}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for index in (0, 1)]
-    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+                                text=True, env=environment) for index in (0, 1)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
 
     study = optuna.load_study(study_name="shared-proxy", storage=postgres_url)

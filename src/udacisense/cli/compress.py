@@ -14,6 +14,7 @@ from typing import Any
 from udacisense.cli.common import add_command, augment_argument, key_values, nproc_argument, optimizer_arguments, train_options
 from udacisense.cli.fields import add_field_flags, field_values
 from udacisense.errors import UdaciSenseError
+from udacisense.pipeline.recipe import ExportSpec
 
 PRUNE_EXAMPLE = """example:
   udacisense prune --checkpoint runs/baseline/best.pt --ratio 0.5 --epochs 10 --teacher self --name pruned50
@@ -97,6 +98,7 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
     parser.add_argument("--min-agreement", type=float, help="validation: top-1 agreement (percent) of every artifact the command builds "
                         "with the model it came from; below it the command fails (default 98)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
+    add_field_flags(parser, {"export": ExportSpec}, only=("references",))
     parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     nproc_argument(parser)
@@ -148,6 +150,7 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
         "baseline": {"checkpoint": str(args.source)},
         "stages": [stage],
         "export": {"formats": parse_formats(args.formats) if args.formats else [], "latency_runs": args.runs,
+                   **field_values(args, ExportSpec, only=("references",)),
                    **({"min_agreement": args.min_agreement} if args.min_agreement is not None else {})},
         **({"threads": args.threads} if args.threads else {}),
     }
