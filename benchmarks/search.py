@@ -103,7 +103,7 @@ def main() -> None:
               "latency_ms": latency[trial], "megabytes": paths[trial][1].stat().st_size / 1e6} for trial, point in front.items()]
     for row in rows[1:]:
         row["dominates_recipe"] = dominates(row, rows[0])
-    results = {"machine": machine(), "recipe": args.recipe, "baseline": str(baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
+    results = {"machine": machine(), "recipe": args.recipe, "baseline": str(args.baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
                "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows, "date": time.strftime("%Y-%m-%d"),
                "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
                "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}

@@ -53,6 +53,21 @@ def test_user_errors_are_one_line_with_exit_code_2(args, message, capsys, tmp_pa
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argument, message", [
+    ("in_channels=3", "model '{model}' cannot take this data's 1x28x28 images (channels x height x width): Given groups=1, weight of size"),
+    ("num_classes=3", "model '{model}' gives outputs of shape (1, 3) for one image, not (1, 10): build it with num_classes=10"),
+])
+def test_a_model_that_does_not_fit_the_data_is_one_line_before_training_and_leaves_the_name_free(argument, message, tmp_path, capsys,
+                                                                                                 user_model_file):
+    model = f"{user_model_file}:TinyNet"
+    common = ["train", "--data", "synthetic", "--model", model, "--model-arg", "width=16", "--epochs", "1", "--batch-size", "32", "--threads", "1",
+              "--name", "fits", "--runs-dir", str(tmp_path)]  # trained_run's settings, which learn
+    code, _, err = run_cli(capsys, *common, "--model-arg", argument)
+    assert code == 2 and message.format(model=model) in err and err.count("\n") == 1
+    assert not (tmp_path / "fits" / "last.pt").exists()  # refused before the first step
+    assert run_cli(capsys, *common)[0] == 0  # the corrected command is not refused for the folder the first one left
+
+
 def test_unknown_config_key_suggests_the_right_one(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epoch: 3\n")

@@ -46,6 +46,18 @@ def test_int8_pte_is_small_and_agrees(bundle):
     assert onnx_int8["validation"]["agreement"] >= 95.0
 
 
+def test_the_export_names_what_xnnpack_left_out_and_what_it_cost(bundle):
+    """MobileNetV3's layout conversions stay outside the delegate: the export lists them and ExecuTorch's own profiler
+    (ETDump, a fresh process at 1 thread) says how much of the execution they took; its kernels are those operators."""
+    _, manifest = bundle
+    for kind in ("pte", "pte-int8"):
+        export = manifest["artifacts"][kind]["export"]
+        timing = export["outside_delegate"]
+        assert export["not_delegated_ops"] and timing["threads"] == 1 and timing["runs"] >= 40
+        assert 0 < timing["outside_delegate_ms"] < timing["execute_ms"] and timing["outside_delegate_share"] < 0.5
+        assert timing["kernels_ms"] and all(any(kernel.split(".")[0] in op for op in export["not_delegated_ops"]) for kernel in timing["kernels_ms"])
+
+
 def test_int8_pte_really_holds_int8_weights(bundle):
     folder, manifest = bundle
     fp32_bytes = manifest["source"]["state_dict_bytes"]

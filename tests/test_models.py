@@ -5,9 +5,11 @@ import torch.nn as nn
 from udacisense import UdaciSenseError
 from udacisense.models import MODELS, create_model
 
+ZOO = ["mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "efficientnet_lite0", "mobilevit_xxs", "mobilevitv2_050"]
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large", "resnet18"])
-@pytest.mark.parametrize("channels, size", [(1, 28), (3, 28), (1, 32), (3, 32)])
+
+@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])  # Fashion-MNIST, CIFAR-10
 def test_output_shape_for_channels_and_sizes(name, channels, size):
     model = create_model(name, num_classes=7, in_channels=channels).eval()
     with torch.no_grad():
@@ -21,10 +23,30 @@ def test_mobilenet_stem_keeps_spatial_resolution_for_small_inputs():
     assert features.shape[-2:] == (2, 2)  # torchvision's ImageNet stem would give 1x1
 
 
-def test_width_multiplier_shrinks_mobilenet():
-    full = sum(p.numel() for p in create_model("mobilenet_v3_small").parameters())
-    half = sum(p.numel() for p in create_model("mobilenet_v3_small", width_mult=0.5).parameters())
-    assert half < 0.6 * full
+@pytest.mark.parametrize("name, last_stage", [("efficientnet_lite0", "blocks"), ("mobilevit_xxs", "model.stages"),
+                                              ("mobilevitv2_050", "model.stages")])
+def test_the_timm_models_keep_a_2x2_map_of_a_28_px_image(name, last_stage):
+    """A stride-1 stem, as the MobileNetV3s have: the ImageNet stride of 32 would leave 1x1 of a 28 px image. MobileViT
+    pads 28 px to 32, so that every 2x2 patch grid is whole and no block interpolates."""
+    model = create_model(name).eval()
+    shapes = []
+    model.get_submodule(last_stage).register_forward_hook(lambda _module, _inputs, output: shapes.append(tuple(output.shape[-2:])))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 28, 28))
+    assert shapes == [(2, 2)]
+
+
+def test_the_timm_models_have_their_published_sizes():
+    millions = {name: sum(p.numel() for p in create_model(name, num_classes=1000, in_channels=3).parameters()) / 1e6
+                for name in ("efficientnet_lite0", "mobilevit_xxs", "mobilevitv2_050")}
+    assert millions == pytest.approx({"efficientnet_lite0": 4.65, "mobilevit_xxs": 1.27, "mobilevitv2_050": 1.37}, abs=0.02)
+
+
+@pytest.mark.parametrize("name, default_width", [("mobilenet_v3_small", 1.0), ("efficientnet_lite0", 1.0), ("mobilevitv2_050", 0.5)])
+def test_width_multiplier_shrinks_the_families_that_have_one(name, default_width):
+    full = sum(p.numel() for p in create_model(name).parameters())
+    narrower = sum(p.numel() for p in create_model(name, width_mult=default_width / 2).parameters())
+    assert narrower < 0.6 * full
 
 
 def test_batchnorm_momentum_is_not_torchvisions_stale_default():

@@ -36,7 +36,7 @@ from udacisense.evaluate import evaluate
 from udacisense.health import HINT, judge_training
 from udacisense.io import write_json
 from udacisense.lr_range import lr_range_test
-from udacisense.models import create_model
+from udacisense.models import check_fits, create_model
 from udacisense.runs import FILE_ONLY, get_logger, prepare_run_dir, run_dir_lock, save_config
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -517,18 +517,19 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         config = config.model_copy(update={"runs_dir": distributed.private_runs_dir(config.runs_dir, config.name, resume), "tracking": TrackingConfig()})
     distributed.barrier()  # rank 0 starts changing the run folder only after the others copied it
     with run_dir_lock(Path(config.runs_dir) / config.name):
+        # the data and the model first: a mistake in either is one line that leaves no run folder to refuse the fixed command
+        dataset = get_dataset(config.data)
+        model_kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.input_shape[0], **config.model.kwargs}
+        model_spec = {"name": config.model.name, "kwargs": model_kwargs}
+        seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
+        model = create_model(config.model.name, **model_kwargs)
+        check_fits(model, config.model.name, dataset.input_shape, dataset.num_classes)
         run_dir = prepare_run_dir(config.runs_dir, config.name, resume=resume, overwrite=overwrite)
         logger = get_logger(run_dir, "train")
         if resume:
             _check_resume_config(run_dir, config)
         save_config(run_dir, config.model_dump(mode="json"))
         with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):  # opened first: a bad store fails before any work
-            dataset = get_dataset(config.data)
-            channels = dataset.input_shape[0]
-            model_kwargs = {"num_classes": dataset.num_classes, "in_channels": channels, **config.model.kwargs}
-            model_spec = {"name": config.model.name, "kwargs": model_kwargs}
-            seed_everything(config.train.seed)  # the initial weights too: the same config trains the same model
-            model = create_model(config.model.name, **model_kwargs)
             logger.info(
                 f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
                 f"input {dataset.input_shape}; model {config.model.name} "

@@ -26,6 +26,7 @@ from udacisense.data import dataset_for_contract
 from udacisense.deploy.bench import bench_artifact
 from udacisense.deploy.validate import Tolerances
 from udacisense.formats import FORMATS
+from udacisense.formats.base import describe_not_delegated
 from udacisense.io import sha256_of, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size
@@ -148,9 +149,10 @@ def describe(entry: dict[str, Any]) -> str:
     check = entry["validation"]
     one = entry["latency"]["1_thread"]["p50_ms"]
     verdict = "PASS" if check["passed"] else "FAIL: " + "; ".join(check["failures"])
+    outside = describe_not_delegated(entry["export"])
     return (
         f"{entry['bytes'] / 1e6:.2f} MB, top-1 {check['top1']:.2f}%, agreement {check['agreement']:.2f}%, "
-        f"max|diff| {check['max_abs_diff']:.1e}, {one:.3f} ms (1 thread) {verdict}"
+        f"max|diff| {check['max_abs_diff']:.1e}, {one:.3f} ms (1 thread) {verdict}" + (f"; {outside}" if outside else "")
     )
 
 

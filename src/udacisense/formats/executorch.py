@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
+from udacisense.errors import UdaciSenseError
 from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
 from udacisense.io import atomic_write
 from udacisense.upstream import hush_kernel_preference_notice
@@ -92,6 +93,66 @@ def preload_executorch() -> None:
     import executorch.runtime  # noqa: F401
 
 
+# Runs in a fresh process (the thread pool is sized once, before anything runs): the program with ExecuTorch's own
+# profiler on, ``runs`` executions after a warm-up, then its ETDump written to a file.
+_PROFILE_CHILD = r"""
+import sys, torch
+from udacisense.formats.executorch import preload_executorch
+preload_executorch()
+from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+from executorch.runtime import Runtime
+path, shape, threads, runs, etdump = sys.argv[1], [int(side) for side in sys.argv[2].split(",")], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+_unsafe_reset_threadpool(threads)
+program = Runtime.get().load_program(path, enable_etdump=True)
+method = program.load_method("forward")
+example = torch.randn(shape)
+for _ in range(runs):
+    method.execute([example])
+program.write_etdump_result_to_file(etdump, etdump + ".debug")
+"""
+
+
+def time_outside_delegate(path: Path, input_shape: tuple[int, ...], threads: int = 1, runs: int = 50) -> dict[str, Any]:
+    """Where a ``.pte``'s execution time goes, from ExecuTorch's profiler (ETDump) in a fresh process at ``threads``:
+    the share of ``Method::execute`` spent in operators outside the XNNPACK delegate (ExecuTorch's own kernels), and
+    each such kernel's median milliseconds. The first fifth of the runs are warm-up and not counted."""
+    import statistics
+    import subprocess
+    import tempfile
+
+    from executorch.devtools import Inspector
+
+    with tempfile.TemporaryDirectory() as folder:
+        etdump = Path(folder) / "profile.etdp"
+        done = subprocess.run([sys.executable, "-c", _PROFILE_CHILD, str(path), ",".join(map(str, input_shape)), str(threads), str(runs),
+                               str(etdump)], capture_output=True, text=True)
+        if done.returncode != 0 or not etdump.is_file():
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise UdaciSenseError(f"profiling {path} in ExecuTorch failed: {lines[-1][:200] if lines else 'no profile written'}")
+        inspector = Inspector(etdump_path=str(etdump))
+    warmup = runs // 5
+    execute, outside, kernels = [], [], {}
+    for block in inspector.event_blocks:
+        if block.name != "Execute":
+            continue
+        for event in block.events:
+            if event.perf_data is None:
+                continue
+            samples = list(event.perf_data.raw)[warmup:]
+            if event.name == "Method::execute":
+                execute += samples
+            elif event.name == "OPERATOR_CALL":  # one non-delegated instruction: its kernel and the dispatch around it
+                outside.append(samples)
+            elif event.name.startswith("native_call_"):
+                kernels[event.name.removeprefix("native_call_")] = kernels.get(event.name.removeprefix("native_call_"), 0.0) + statistics.median(samples)
+    if not execute:
+        raise UdaciSenseError(f"ExecuTorch's profile of {path} holds no execution")
+    outside_ms = sum(statistics.median(samples) for samples in outside)
+    execute_ms = statistics.median(execute)
+    return {"threads": threads, "runs": len(execute), "execute_ms": execute_ms, "outside_delegate_ms": outside_ms,
+            "outside_delegate_share": outside_ms / execute_ms, "kernels_ms": dict(sorted(kernels.items(), key=lambda item: -item[1]))}
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """ExecuTorch's cpuinfo prints probe noise to fd 2 on x86 hosts; keep the console readable."""
@@ -110,11 +171,18 @@ def _quiet_stderr():
 
 
 def _export_fp32(model, example, path, calibration):
-    return export_pte(model, example, path)
+    return _with_outside_time(export_pte(model, example, path), path, tuple(example.shape))
 
 
 def _export_int8(model, example, path, calibration):
-    return export_pte(model, example, path, calibration())
+    return _with_outside_time(export_pte(model, example, path, calibration()), path, tuple(example.shape))
+
+
+def _with_outside_time(info: dict[str, Any], path: Path, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The export's record, with what the operators XNNPACK did not delegate cost (when there are any)."""
+    if info["not_delegated_ops"]:
+        info["outside_delegate"] = time_outside_delegate(path, input_shape)
+    return info
 
 
 # ExecuTorch's Android (org.pytorch.executorch) and iOS (ExecuTorch Swift package) APIs: the one place app code calls them.

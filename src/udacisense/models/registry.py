@@ -33,3 +33,24 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UdaciSenseError(f"'{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def check_fits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """One zero image of ``input_shape`` (C, H, W) through ``model`` in eval mode, before any training: a model that
+    cannot take the data's images (another channel count, a size its architecture cannot reach) or that gives another
+    number of outputs than the data has classes fails here in one line, not in a traceback during the first epoch."""
+    import torch
+
+    training = model.training
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(1, *input_shape))
+    except Exception as error:  # any layer's complaint: the model's own message says which layer and what it expected
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        size = "x".join(str(side) for side in input_shape)
+        raise UdaciSenseError(f"model '{name}' cannot take this data's {size} images (channels x height x width): {detail}") from None
+    finally:
+        model.train(training)
+    if tuple(logits.shape) != (1, num_classes):
+        raise UdaciSenseError(f"model '{name}' gives outputs of shape {tuple(logits.shape)} for one image, not (1, {num_classes}): "
+                              f"build it with num_classes={num_classes}")

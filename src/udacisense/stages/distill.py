@@ -63,7 +63,7 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
     """Knowledge distillation: train the student (current model, a fresh one, or another architecture) on a teacher's soft targets."""
     from udacisense.config import ModelConfig, RunConfig
     from udacisense.distillation import load_teacher
-    from udacisense.models import create_model
+    from udacisense.models import check_fits, create_model
     from udacisense.train import fine_tune, seed_everything, train_run
 
     info: dict[str, Any] = {}
@@ -89,6 +89,8 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
     if model_spec:
         seed_everything(params.train.seed)  # a new student's initial weights are part of the reproducible run
     student = create_model(model_spec["name"], **model_spec["kwargs"]) if model_spec else model
+    if model_spec:
+        check_fits(student, model_spec["name"], tuple(context.contract["shape"][1:]), len(context.contract["classes"]))
     context.logger.info(f"distilling from {teacher_path} (T={params.temperature}, alpha={params.alpha})")
     fine_tune(student, context.dataset, params.train, context.folder / "student", model_spec or context.model_spec, teacher=teacher,
               distillation=library_config(DistillConfig, params), logger=context.logger, augment=augmentation(context.data_config),
