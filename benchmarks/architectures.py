@@ -122,7 +122,10 @@ def main() -> None:
     else:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         rows = [measure(spec, args) for spec in args.models.split(",")]
-        result = {"command": " ".join(["python benchmarks/architectures.py", *sys.argv[1:]]),
+        options = [] if args.models == MODELS else [f"--models {args.models}"]
+        options += [f"--{name} {value}" for name, value in (("epochs", args.epochs), ("train-subset", args.train_subset))
+                    if value != parser.get_default(name.replace("-", "_"))]
+        result = {"command": " ".join(["python benchmarks/architectures.py", *options]),  # where the runs went is no part of it
                   "date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": machine(), "epochs": args.epochs,
                   "train_subset": args.train_subset, "rows": rows}
         save_results("architectures", result)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from udacisense.cli.common import add_command
+from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
 
 EXPORT_EXAMPLE = """example:
@@ -76,8 +77,10 @@ def _bundle_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-images", type=int, default=256, help="training images for int8 calibration")
     parser.add_argument("--data-root", type=Path, help="where the checkpoint's data set lives, if not the default")
     parser.add_argument("--test-subset", type=int, help="validate on only this many test images (default: all)")
-    parser.add_argument("--min-agreement", type=float, default=99.0, help="top-1 agreement with the source, percent")
-    parser.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest fp32 logit difference allowed")
+    parser.add_argument("--min-agreement", type=float, default=Tolerances.min_agreement, help="top-1 agreement with the source, percent "
+                        "(default %(default)s)")
+    parser.add_argument("--max-abs-diff", type=float, default=Tolerances.max_abs_diff_fp32, help="largest fp32 logit difference allowed "
+                        "(default %(default)s)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
     parser.add_argument("--sign", type=Path, metavar="PRIVATE_KEY", help="sign the manifest with this PEM key (it stays out of the bundle)")
 
@@ -86,7 +89,7 @@ def run_export(args: argparse.Namespace) -> int:
     from udacisense.bundle.build import build_bundle, format_table, remove_bundle
     from udacisense.bundle.signing import sign_bundle
     from udacisense.bundle.verify import verify_bundle
-    from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
+    from udacisense.deploy.validate import require_validated, validation_failures
     from udacisense.formats import parse_formats
 
     if args.sign is not None and not args.sign.is_file():  # before minutes of export, not after
@@ -114,7 +117,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_bundle(args: argparse.Namespace) -> int:
     from udacisense.bundle.signing import sign_bundle
     from udacisense.bundle.variants import build_variant_bundle, format_variants, resolve_sources
-    from udacisense.deploy.validate import Tolerances, require_validated, validation_failures
+    from udacisense.deploy.validate import require_validated, validation_failures
     from udacisense.formats import parse_formats
     from udacisense.pipeline.sources import parse_variant_specs, variant_models
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from udacisense.checkpoint import load_checkpoint
 from udacisense.config import DataConfig, StrictModel, TrackingConfig, TrainConfig, validate_config
+from udacisense.deploy.validate import Tolerances
 from udacisense.errors import UdaciSenseError
 from udacisense.formats import FORMATS
 from udacisense.io import parse_yaml, read_yaml
@@ -41,9 +42,9 @@ class ExportSpec(StrictModel):
 
     formats: tuple[str, ...] = ("pte-int8", "onnx")
     calibration_images: int = Field(default=256, gt=0, description="int8 calibration images for formats quantized at export")
-    min_agreement: float = Field(default=98.0, ge=0, le=100, description="validation: top-1 agreement of every artifact (stage-built "
+    min_agreement: float = Field(default=Tolerances.min_agreement, ge=0, le=100, description="validation: top-1 agreement of every artifact (stage-built "
                                  "or shipped) with the model it was made from, percent; below it the run fails")
-    max_abs_diff: float = Field(default=1e-3, gt=0, description="validation: largest logit difference of an fp32 artifact from its model")
+    max_abs_diff: float = Field(default=Tolerances.max_abs_diff_fp32, gt=0, description="validation: largest logit difference of an fp32 artifact from its model")
     latency_runs: int = Field(default=200, gt=0, description="timed runs per latency measurement")
     sign: Path | None = Field(default=None, description="private key (PEM, 'udacisense keygen') that signs the bundle's manifest; "
                               "the key stays out of the bundle")
