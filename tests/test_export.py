@@ -151,6 +151,33 @@ def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):
     assert "eager fp32" in out and "PASS" in out and "bundle verified" in out
 
 
+@torch.library.custom_op("udacisense_test::twice", mutates_args=())
+def twice(images: torch.Tensor) -> torch.Tensor:
+    """A user's own operator: PyTorch runs it, but no mobile runtime has a kernel for it."""
+    return images * 2
+
+
+@twice.register_fake
+def _(images: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(images)
+
+
+def test_a_model_the_converter_cannot_handle_is_one_line_naming_the_operator(tmp_path):
+    from conftest import TinyNet
+    from udacisense.errors import ExportFailed
+    from udacisense.formats import FORMATS
+
+    class WithCustomOperator(TinyNet):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return super().forward(twice(images))
+
+    with pytest.raises(ExportFailed) as failure:
+        FORMATS.get("pte").export(WithCustomOperator().eval(), torch.zeros(1, 1, 28, 28), tmp_path, list)
+    message = str(failure.value)
+    assert message.startswith("pte: ") and "udacisense_test" in message and "twice" in message and "\n" not in message
+    assert failure.value.exit_status == 1
+
+
 def test_coreml_converts_and_is_marked_not_run(tmp_path):
     from conftest import TinyNet
     from udacisense.formats import FORMATS

@@ -34,6 +34,14 @@ class ValidationFailed(UdaciSenseError):
     label = "VALIDATION FAILED"
 
 
+class ExportFailed(UdaciSenseError):
+    """A format's converter could not handle the model (an operator it has no lowering for): one line in its words,
+    which name the operator, and exit status 1."""
+
+    exit_status = 1
+    label = "EXPORT FAILED"
+
+
 class StorageFull(UdaciSenseError):
     """A write failed because the disk or quota is full: the job stopped (exit status 1), and files written before,
     each written atomically, are intact."""

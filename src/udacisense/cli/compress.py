@@ -16,6 +16,8 @@ from udacisense.cli.fields import add_field_flags, field_values
 from udacisense.errors import UdaciSenseError
 from udacisense.pipeline.recipe import ExportSpec
 
+EXPORT_FLAGS = ("min_agreement", "references")  # the recipe's export section, as far as a one-stage command needs it
+
 PRUNE_EXAMPLE = """example:
   udacisense prune --checkpoint runs/baseline/best.pt --ratio 0.5 --epochs 10 --teacher self --name pruned50
   udacisense prune --checkpoint runs/baseline/best.pt --budget macs=0.35,params=0.3 --epochs 10 --teacher self
@@ -95,10 +97,8 @@ def _stage_arguments(parser: argparse.ArgumentParser, source: str = "checkpoint"
     augment_argument(parser)
     parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     parser.add_argument("--formats", default="", help="also export and validate these formats into a bundle, e.g. pte-int8,onnx")
-    parser.add_argument("--min-agreement", type=float, help="validation: top-1 agreement (percent) of every artifact the command builds "
-                        "with the model it came from; below it the command fails (default 98)")
+    add_field_flags(parser, {"export": ExportSpec}, only=EXPORT_FLAGS)
     parser.add_argument("--runs", type=int, default=200, help="timed runs per latency measurement")
-    add_field_flags(parser, {"export": ExportSpec}, only=("references",))
     parser.add_argument("--name", help="run folder name (default: <checkpoint folder>_<command>)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     nproc_argument(parser)
@@ -150,8 +150,7 @@ def run_stage(args: argparse.Namespace, stage: dict[str, Any]) -> dict[str, Any]
         "baseline": {"checkpoint": str(args.source)},
         "stages": [stage],
         "export": {"formats": parse_formats(args.formats) if args.formats else [], "latency_runs": args.runs,
-                   **field_values(args, ExportSpec, only=("references",)),
-                   **({"min_agreement": args.min_agreement} if args.min_agreement is not None else {})},
+                   **field_values(args, ExportSpec, only=EXPORT_FLAGS)},
         **({"threads": args.threads} if args.threads else {}),
     }
     result = run_pipeline(validate_recipe(raw), args.runs_dir, resume=args.resume, overwrite=args.overwrite)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import ExportFailed, UdaciSenseError
 from udacisense.registry import Registry
 
 Calibration = Callable[[], list[torch.Tensor]]
@@ -99,7 +99,13 @@ class ExportFormat:
     def export(self, model: nn.Module, example: torch.Tensor, folder: Path, calibration: Calibration) -> tuple[Path, dict[str, Any]]:
         """Write the artifact into ``folder``; ``calibration()`` yields batches of ``example``'s shape (int8 formats)."""
         path = folder / self.file_name
-        return path, self.exporter(model, example, path, calibration)
+        try:
+            return path, self.exporter(model, example, path, calibration)
+        except UdaciSenseError:
+            raise
+        except Exception as error:  # the converter's own first line names the operator it has no lowering for
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise ExportFailed(f"{self.name}: {type(error).__name__}: {lines[0][:300] if lines else 'no message'}") from error
 
 
 FORMATS: Registry[ExportFormat] = Registry("export format")

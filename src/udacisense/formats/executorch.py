@@ -94,7 +94,7 @@ def preload_executorch() -> None:
 
 
 # Runs in a fresh process (the thread pool is sized once, before anything runs): the program with ExecuTorch's own
-# profiler on, ``runs`` executions after a warm-up, then its ETDump written to a file.
+# profiler on, ``runs`` executions (the caller drops the first fifth as warm-up), then its ETDump written to a file.
 _PROFILE_CHILD = r"""
 import sys, torch
 from udacisense.formats.executorch import preload_executorch
@@ -143,8 +143,9 @@ def time_outside_delegate(path: Path, input_shape: tuple[int, ...], threads: int
                 execute += samples
             elif event.name == "OPERATOR_CALL":  # one non-delegated instruction: its kernel and the dispatch around it
                 outside.append(samples)
-            elif event.name.startswith("native_call_"):
-                kernels[event.name.removeprefix("native_call_")] = kernels.get(event.name.removeprefix("native_call_"), 0.0) + statistics.median(samples)
+            elif event.name.startswith("native_call_"):  # the kernel alone, inside its OPERATOR_CALL
+                kernel = event.name.removeprefix("native_call_")
+                kernels[kernel] = kernels.get(kernel, 0.0) + statistics.median(samples)
     if not execute:
         raise UdaciSenseError(f"ExecuTorch's profile of {path} holds no execution")
     outside_ms = sum(statistics.median(samples) for samples in outside)
