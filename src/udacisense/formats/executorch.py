@@ -30,7 +30,8 @@ def export_pte(
     """Write ``model`` as an XNNPACK-lowered ``.pte``; int8 when calibration batches are given.
 
     Returns what was delegated: XNNPACK runs delegated nodes with its optimized kernels, the rest
-    falls back to ExecuTorch's portable kernels, which can be many times slower.
+    falls back to ExecuTorch's portable kernels, which can be many times slower; when some were not, also what they
+    cost (``outside_delegate``: :func:`time_outside_delegate`).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
@@ -54,13 +55,16 @@ def export_pte(
         if row.op_type != "Total" and row.occurrences_in_non_delegated_graphs > 0 and row.op_type != "getitem"
     }
     total = info.num_delegated_nodes + info.num_non_delegated_nodes
-    return {
+    record = {
         "delegated_subgraphs": info.num_delegated_subgraphs,
         "delegated_nodes": info.num_delegated_nodes,
         "non_delegated_nodes": info.num_non_delegated_nodes,
         "delegated_share": info.num_delegated_nodes / total if total else 0.0,
         "not_delegated_ops": not_delegated,
     }
+    if not_delegated:  # what the operators outside the delegate cost, measured
+        record["outside_delegate"] = time_outside_delegate(path, tuple(example.shape))
+    return record
 
 
 def load_pte(kind: str, path: Path, threads: int | None) -> Runner:
@@ -172,18 +176,11 @@ def _quiet_stderr():
 
 
 def _export_fp32(model, example, path, calibration):
-    return _with_outside_time(export_pte(model, example, path), path, tuple(example.shape))
+    return export_pte(model, example, path)
 
 
 def _export_int8(model, example, path, calibration):
-    return _with_outside_time(export_pte(model, example, path, calibration()), path, tuple(example.shape))
-
-
-def _with_outside_time(info: dict[str, Any], path: Path, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The export's record, with what the operators XNNPACK did not delegate cost (when there are any)."""
-    if info["not_delegated_ops"]:
-        info["outside_delegate"] = time_outside_delegate(path, input_shape)
-    return info
+    return export_pte(model, example, path, calibration())
 
 
 # ExecuTorch's Android (org.pytorch.executorch) and iOS (ExecuTorch Swift package) APIs: the one place app code calls them.
