@@ -42,13 +42,11 @@ def measure(spec: str, args: argparse.Namespace) -> dict:
     name, _, width = spec.partition("@")
     label = spec.replace("@", "_w")
     run = args.runs_dir / label
-    started = time.perf_counter()
     train = ["train", "--model", name, "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--name", label,
              "--runs-dir", str(args.runs_dir), *(["--model-arg", f"width_mult={width}"] if width else []),
              *(["--resume"] if (run / "config.yaml").is_file() else [])]
     if udacisense(*train) != 0:
         return {"model": name, "width": float(width) if width else None, "failed": f"training failed: see {run / 'train.log'}"}
-    train_seconds = time.perf_counter() - started
     export_code = udacisense("export", "--checkpoint", str(run / "best.pt"), "--formats", "pte,pte-int8,onnx", "--output", str(run / "deploy"))
     if not (run / "deploy" / "manifest.json").is_file():
         return {"model": name, "width": float(width) if width else None, "failed": f"export failed (exit status {export_code}): see its output above"}
@@ -70,7 +68,7 @@ def measure(spec: str, args: argparse.Namespace) -> dict:
 
     return {"model": name, "width": float(width) if width else None, "params": sum(p.numel() for p in model.parameters()), "macs": macs,
             "test_top1": metrics["test_top1"], "epochs": args.epochs, "train_images": args.train_subset,
-            "train_seconds": round(train_seconds, 1), "export_exit_status": export_code,
+            "train_seconds": round(metrics["train_seconds"], 1), "export_exit_status": export_code,
             "pte": artifact("pte"), "pte-int8": artifact("pte-int8"), "onnx": artifact("onnx"), "eager_ms": manifest["source"]["latency"]["1_thread"]["p50_ms"]}
 
 

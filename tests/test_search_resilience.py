@@ -70,14 +70,14 @@ def test_killed_search_resumes_without_rerunning_finished_trials_and_reports_unm
     """SIGKILL during the second trial; --resume keeps the first and reruns the second. No trial can be 1 ns fast: the
     search ends with exit status 1, says so, and still writes the least-violating points."""
     started = tmp_path / "started.log"
-    command, environment = fake_search(tiny_baseline, started, 2.0, "--trials", "2", "--max-latency-ms", "0.000001", "--name", "killed",
+    command, environment = fake_search(tiny_baseline, started, 5.0, "--trials", "2", "--max-latency-ms", "0.000001", "--name", "killed",
                           "--runs-dir", str(tmp_path))
     folder = tmp_path / "killed" / "search"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=environment)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if started.is_file() and len(started.read_text().split()) == 2:
-            time.sleep(0.5)  # inside the second trial
+            time.sleep(0.5)  # inside the second trial, which takes 5 s
             os.killpg(process.pid, signal.SIGKILL)
             break
         time.sleep(0.05)

@@ -529,7 +529,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         if resume:
             _check_resume_config(run_dir, config)
         save_config(run_dir, config.model_dump(mode="json"))
-        with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):  # opened first: a bad store fails before any work
+        with tracking.tracked(config.tracking, run_dir, config.model_dump(mode="json")):  # opened before training: a bad store fails first
             logger.info(
                 f"data {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} val / {len(dataset.test)} test, "
                 f"input {dataset.input_shape}; model {config.model.name} "

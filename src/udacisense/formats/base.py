@@ -101,7 +101,7 @@ class ExportFormat:
         path = folder / self.file_name
         try:
             return path, self.exporter(model, example, path, calibration)
-        except UdaciSenseError:
+        except (UdaciSenseError, MemoryError, OSError):
             raise
         except Exception as error:  # the converter's own first line names the operator it has no lowering for
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -161,6 +161,6 @@ def describe_not_delegated(info: dict[str, Any]) -> str:
     if not info.get("not_delegated_ops"):
         return ""
     ops = ", ".join(f"{name.removeprefix('aten_').removesuffix('_default')} x{count}" for name, count in info["not_delegated_ops"].items())
-    timing = info.get("outside_delegate")
-    share = f": {100 * timing['outside_delegate_share']:.1f}% of the time ({timing['threads']} thread)" if timing else ""
+    timing = info.get("outside_delegate") or {}
+    share = f": {100 * timing['outside_delegate_share']:.1f}% of the time ({timing['threads']} thread)" if "threads" in timing else ""
     return f"not delegated: {ops}{share}"

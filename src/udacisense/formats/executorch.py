@@ -62,8 +62,11 @@ def export_pte(
         "delegated_share": info.num_delegated_nodes / total if total else 0.0,
         "not_delegated_ops": not_delegated,
     }
-    if not_delegated:  # what the operators outside the delegate cost, measured
-        record["outside_delegate"] = time_outside_delegate(path, tuple(example.shape))
+    if not_delegated:  # what the operators outside the delegate cost, measured; the file is good whatever the profiler says
+        try:
+            record["outside_delegate"] = time_outside_delegate(path, tuple(example.shape))
+        except UdaciSenseError as error:
+            record["outside_delegate"] = {"error": str(error)}
     return record
 
 
@@ -99,6 +102,7 @@ def preload_executorch() -> None:
 
 # Runs in a fresh process (the thread pool is sized once, before anything runs): the program with ExecuTorch's own
 # profiler on, ``runs`` executions (the caller drops the first fifth as warm-up), then its ETDump written to a file.
+PROFILE_TIMEOUT_SECONDS = 120  # a child that hangs (a runtime deadlock) must not hang the export
 _PROFILE_CHILD = r"""
 import sys, torch
 from udacisense.formats.executorch import preload_executorch
@@ -128,12 +132,18 @@ def time_outside_delegate(path: Path, input_shape: tuple[int, ...], threads: int
 
     with tempfile.TemporaryDirectory() as folder:
         etdump = Path(folder) / "profile.etdp"
-        done = subprocess.run([sys.executable, "-c", _PROFILE_CHILD, str(path), ",".join(map(str, input_shape)), str(threads), str(runs),
-                               str(etdump)], capture_output=True, text=True)
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROFILE_CHILD, str(path), ",".join(map(str, input_shape)), str(threads), str(runs),
+                                   str(etdump)], capture_output=True, text=True, timeout=PROFILE_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise UdaciSenseError(f"profiling {path} in ExecuTorch took over {PROFILE_TIMEOUT_SECONDS} s") from None
         if done.returncode != 0 or not etdump.is_file():
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             raise UdaciSenseError(f"profiling {path} in ExecuTorch failed: {lines[-1][:200] if lines else 'no profile written'}")
-        inspector = Inspector(etdump_path=str(etdump))
+        try:
+            inspector = Inspector(etdump_path=str(etdump))
+        except Exception as error:  # a profile this version cannot parse: the export itself is unaffected
+            raise UdaciSenseError(f"ExecuTorch's profile of {path} could not be read: {type(error).__name__}: {error}") from None
     warmup = runs // 5
     execute, outside, kernels = [], [], {}
     for block in inspector.event_blocks:
@@ -143,6 +153,8 @@ def time_outside_delegate(path: Path, input_shape: tuple[int, ...], threads: int
             if event.perf_data is None:
                 continue
             samples = list(event.perf_data.raw)[warmup:]
+            if not samples:
+                continue
             if event.name == "Method::execute":
                 execute += samples
             elif event.name == "OPERATOR_CALL":  # one non-delegated instruction: its kernel and the dispatch around it

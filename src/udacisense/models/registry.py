@@ -45,7 +45,7 @@ def check_fits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_cl
     try:
         with torch.no_grad():
             logits = model.eval()(torch.zeros(1, *input_shape))
-    except Exception as error:  # any layer's complaint: the model's own message says which layer and what it expected
+    except (RuntimeError, ValueError) as error:  # a layer's shape complaint says which layer and what it expected; a bug keeps its traceback
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         size = "x".join(str(side) for side in input_shape)
         raise UdaciSenseError(f"model '{name}' cannot take this data's {size} images (channels x height x width): {detail}") from None

@@ -65,7 +65,7 @@ def efficientnet_lite0(num_classes: int = 10, in_channels: int = 1, width_mult: 
 
 @register_model("mobilevit_xxs")
 def mobilevit_xxs(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """MobileViT-XXS (timm), stride-1 stem, input zero-padded to a multiple of 32 px: about 1.0 M parameters at 10
+    """MobileViT-XXS (timm), stride-1 stem, input zero-padded to a multiple of 32 px: about 0.95 M parameters at 10
     classes. The family has no width multiplier (XXS, XS and S are separate configurations)."""
     import timm
 
