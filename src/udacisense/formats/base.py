@@ -99,13 +99,21 @@ class ExportFormat:
     def export(self, model: nn.Module, example: torch.Tensor, folder: Path, calibration: Calibration) -> tuple[Path, dict[str, Any]]:
         """Write the artifact into ``folder``; ``calibration()`` yields batches of ``example``'s shape (int8 formats)."""
         path = folder / self.file_name
-        try:
+        with converter_errors(self.name):
             return path, self.exporter(model, example, path, calibration)
-        except (UdaciSenseError, MemoryError, OSError):
-            raise
-        except Exception as error:  # the converter's own first line names the operator it has no lowering for
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            raise ExportFailed(f"{self.name}: {type(error).__name__}: {lines[0][:300] if lines else 'no message'}") from error
+
+
+@contextlib.contextmanager
+def converter_errors(format_name: str) -> Iterator[None]:
+    """A converter's exception inside the block becomes one line, :class:`ExportFailed`, in the converter's own words,
+    whose first line names the operator it has no lowering for (e.g. ``Missing out variants: {'my_ops::twice'}``)."""
+    try:
+        yield
+    except (UdaciSenseError, MemoryError, OSError):
+        raise
+    except Exception as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ExportFailed(f"{format_name}: {type(error).__name__}: {lines[0][:300] if lines else 'no message'}") from error
 
 
 FORMATS: Registry[ExportFormat] = Registry("export format")

@@ -73,6 +73,7 @@ def describe(params: Quantize, info: dict[str, Any]) -> str:
 @register_stage("quantize", Quantize, describe)
 def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) -> StageOutput:
     """Quantization to int8: static post-training, quantization-aware training or dynamic, built as the shipped artifact."""
+    from udacisense.formats.base import converter_errors
     from udacisense.formats.executorch import export_pte
     from udacisense.formats.torchscript import export_ptl
     from udacisense.profile import serialized_size
@@ -100,7 +101,8 @@ def quantize_stage(model: nn.Module, params: Quantize, context: StageContext) ->
         graph, source, info["history"] = _quantization_aware_training(model, params, float_layers, context)
     info["float_layers"] = list(float_layers)
     path = context.folder / "model_int8.pte"
-    info["export"] = export_pte(graph, example, path)
+    with converter_errors("pte-int8"):
+        info["export"] = export_pte(graph, example, path)
     return StageOutput(model, info, artifacts={"pte-int8": path}, source=source)
 
 
