@@ -78,7 +78,7 @@ def main() -> None:
 
     label = f"{args.recipe}.yaml"
     hand = recipe_run(args.recipe, baseline, args.runs_dir, both + as_flags(args.recipe_set))
-    # the steps' work clocks count every invocation (a run split across sessions); the last invocation's wall time also
+    # the steps' work clocks count every invocation (a run resumed after an interruption); the last invocation's wall time also
     # holds the export, so a run in one piece is counted whole
     hand_seconds = max(sum(stage["seconds"] for stage in hand["stages"]) + hand["baseline"]["seconds"], hand["seconds_this_invocation"])
     artifact = hand["deploy"]["artifacts"]["pte-int8"]
