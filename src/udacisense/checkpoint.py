@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import UdaciSenseError, first_line
 from udacisense.io import atomic_write
 
 FORMAT = "udacisense-checkpoint"
@@ -56,9 +56,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises a zoo of types for damaged zip/pickle data
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise UdaciSenseError(
-            f"checkpoint {path} is corrupt or not loadable safely ({reason}); re-create it with 'udacisense train'"
+            f"checkpoint {path} is corrupt or not loadable safely ({first_line(error, 120)}); re-create it with 'udacisense train'"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UdaciSenseError(f"{path} is not a UdaciSense checkpoint (no '{FORMAT}' header); use a file written by udacisense")
@@ -92,8 +91,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         apply_structure(model, payload.get("structure", {}), payload["state_dict"])
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UdaciSenseError(f"checkpoint {path} does not match model '{payload['model']['name']}': {first}") from None
+        raise UdaciSenseError(f"checkpoint {path} does not match model '{payload['model']['name']}': {first_line(error)}") from None
     return model.eval(), payload
 
 

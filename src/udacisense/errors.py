@@ -1,5 +1,14 @@
 """The exception types users see: a one-line message that says what to do."""
 
+from __future__ import annotations
+
+
+def first_line(error: BaseException, limit: int | None = None, default: str | None = None) -> str:
+    """What a one-line message quotes of another library's exception: the first line of its message (at most ``limit``
+    characters), or ``default`` (the exception type's name) when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else default or type(error).__name__
+
 
 class UdaciSenseError(Exception):
     """A problem with the user's input or environment (not a bug).

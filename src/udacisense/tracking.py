@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from udacisense.config import TrackingConfig
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import UdaciSenseError, first_line
 from udacisense.io import write_json
 
 RUN_ID_FILE = "tracking.json"
@@ -123,8 +123,7 @@ def tracked(config: TrackingConfig, run_dir: Path, params: dict[str, Any]) -> It
     except UdaciSenseError:
         raise
     except Exception as error:  # an unreachable server, a store it cannot open: the user's setting, not a bug
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UdaciSenseError(f"MLflow tracking failed to start ({first}); check tracking.uri or MLFLOW_TRACKING_URI, or drop --track") from None
+        raise UdaciSenseError(f"MLflow tracking failed to start ({first_line(error, 200)}); check tracking.uri or MLFLOW_TRACKING_URI, or drop --track") from None
     token = _TRACKER.set(tracker)
     status = "FAILED"
     try:

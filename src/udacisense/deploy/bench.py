@@ -36,6 +36,7 @@ from udacisense.formats import FORMATS
 _SERVER = r"""
 import json, os, sys
 from udacisense.deploy.bench import _probe
+from udacisense.errors import first_line
 for line in sys.stdin:
     read, write = os.pipe()
     pid = os.fork()
@@ -47,7 +48,7 @@ for line in sys.stdin:
         try:
             reply = {"result": _probe(*json.loads(line))}
         except BaseException as error:
-            reply = {"error": str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__}
+            reply = {"error": first_line(error, 200)}
         with os.fdopen(write, "w") as pipe:
             pipe.write(json.dumps(reply))
         os._exit(0)

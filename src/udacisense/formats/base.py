@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from udacisense.errors import ExportFailed, UdaciSenseError
+from udacisense.errors import ExportFailed, UdaciSenseError, first_line
 from udacisense.registry import Registry
 
 Calibration = Callable[[], list[torch.Tensor]]
@@ -112,8 +112,7 @@ def converter_errors(format_name: str) -> Iterator[None]:
     except (UdaciSenseError, MemoryError, OSError):
         raise
     except Exception as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise ExportFailed(f"{format_name}: {type(error).__name__}: {lines[0][:300] if lines else 'no message'}") from error
+        raise ExportFailed(f"{format_name}: {type(error).__name__}: {first_line(error, 300, 'no message')}") from error
 
 
 FORMATS: Registry[ExportFormat] = Registry("export format")

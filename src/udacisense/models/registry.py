@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from udacisense.errors import UdaciSenseError
+from udacisense.errors import UdaciSenseError, first_line
 from udacisense.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
@@ -46,9 +46,8 @@ def check_fits(model: nn.Module, name: str, input_shape: tuple[int, ...], num_cl
         with torch.no_grad():
             logits = model.eval()(torch.zeros(1, *input_shape))
     except (RuntimeError, ValueError) as error:  # a layer's shape complaint says which layer and what it expected; a bug keeps its traceback
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         size = "x".join(str(side) for side in input_shape)
-        raise UdaciSenseError(f"model '{name}' cannot take this data's {size} images (channels x height x width): {detail}") from None
+        raise UdaciSenseError(f"model '{name}' cannot take this data's {size} images (channels x height x width): {first_line(error)}") from None
     finally:
         model.train(training)
     if tuple(logits.shape) != (1, num_classes):
