@@ -94,11 +94,11 @@ def test_recipe_mistakes_are_one_line_errors_that_say_what_to_do(change, expecte
 
 
 def test_shipped_recipes_are_valid_and_listed(capsys):
-    for name in ("seed", "mobile", "quickstart"):
+    for name in ("seed", "mobile", "quickstart", "cascade"):
         assert main(["check", name]) == 0
     assert main(["recipes"]) == 0
     listing = capsys.readouterr().out
-    assert all(name in listing for name in ("seed", "mobile", "quickstart", "prune_channels", "quantize", "distill"))
+    assert all(name in listing for name in ("seed", "mobile", "quickstart", "cascade", "prune_channels", "quantize", "distill"))
 
 
 def test_set_overrides_reach_stages_and_sections_and_reject_unknown_names(tmp_path):

@@ -5,14 +5,17 @@ drawn and run by a real search."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
 from conftest import FAST_SETTINGS, import_plugin
+from udacisense.checkpoint import load_model
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
+from udacisense.models import MODELS, STUDENT_WIDTHS, STUDENTS, register_model
 from udacisense.pipeline.recipe import apply_override, load_recipe
 from udacisense.pipeline.search import (
     TrialDraw,
@@ -143,3 +146,48 @@ def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_
     spec = SearchSpec.model_validate(json.loads((folder / "pareto.json").read_text())["spec"])
     design, _ = initial_design(spec, {})
     assert [t.params for t in sorted(done, key=lambda t: t.number)] == design[:3]  # the first trials are the design's points
+
+
+def test_the_search_draws_students_from_every_registered_phone_sized_model(monkeypatch):
+    """A model registered with student=True (a user's included) is one more choice of the distill stage's space, with
+    its width drawn only when it takes width_mult; teachers (ResNet-18, MobileNetV3-Large) are never drawn."""
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registration below ends with the test
+    monkeypatch.setitem(STUDENTS, "my_student", False)
+    register_model("my_student", student=True)(lambda num_classes=10, in_channels=1: None)
+    spec = SearchSpec(stages=["distill"], space={"distill": [True]})
+    points, _ = explore(spec, 24, set(), 0)
+    drawn = {point["distill.student.model"] for point in points}
+    assert drawn == set(STUDENTS) and {"my_student", "mobilenet_v3_small", "mobilevit_xxs"} <= drawn
+    assert not drawn & {"resnet18", "mobilenet_v3_large"}
+    for point in points:
+        (stage,) = draw_pipeline(TrialDraw(spec, "proxy", lambda name, kind, options: point[name]), spec)
+        params = STAGES["distill"].params.model_validate({key: value for key, value in stage.items() if key not in ("stage", "id")})
+        assert params.teacher == "baseline" and params.student.model == point["distill.student.model"]
+        assert params.train.epochs == 3 * spec.proxy_epochs  # a student trains from scratch: longer than a fine-tune after a cut
+        width = params.student.model_kwargs.get("width_mult")
+        assert (width in STUDENT_WIDTHS) if STUDENTS[params.student.model] else width is None
+        assert params.must_come_first()  # the search places it first (search_order 0)
+
+
+def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, fashion_run):
+    """One search over distill and prune_channels from a MobileNetV3-Small x0.75 baseline: a trial that trains a new
+    student (MobileNetV3-Small x0.5, distilled from the baseline) and a trial that prunes the baseline to 80% of its
+    MACs both end on the front: the student is the smaller file, the pruned baseline the more accurate one."""
+    _, summary = fashion_run
+    narrowed = ["search.space.distill.student.model=[mobilenet_v3_small]", "search.space.distill.student.model_kwargs.width_mult=[0.5]",
+                "search.space.prune_channels.budget.macs=0.8", "search.space.prune_channels.budget.params=0.8",
+                "search.space.prune_channels.importance=[l2]", "search.space.prune_channels.distill=[false]",
+                "search.stages=[distill, prune_channels]", "search.seed=1", "search.promote_every=10",  # seed 1: the design's first two points
+                "search.stage_options={prune_channels: {sensitivity_images: 300, sensitivity_ratios: [0.25]}}"]
+    command = ["search", "--checkpoint", f"{summary['run']}/best.pt", "--budget", "10m", "--trials", "2", "--max-drop", "50",
+               "--name", "students", "--runs-dir", str(tmp_path), *FAST_SETTINGS, *(item for setting in narrowed for item in ("--set", setting))]
+    assert main(command) == 0
+    result = json.loads((tmp_path / "students" / "search" / "pareto.json").read_text())
+    assert result["failed"] == [] and len(result["trials"]) == 2
+    front = {tuple(stage["stage"] for stage in yaml.safe_load(Path(point["recipe"]).read_text())["stages"]): point for point in result["front"]}
+    assert set(front) == {("distill",), ("prune_channels",)}
+    student, pruned = front[("distill",)], front[("prune_channels",)]
+    trial = json.loads((tmp_path / "students" / "search" / "trials" / student["key"] / "result.json").read_text())
+    model = load_model(trial["stages"][0]["checkpoint"])[1]["model"]
+    assert model == {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 10, "in_channels": 1, "width_mult": 0.5}}
+    assert student["megabytes"] < pruned["megabytes"] and student["top1"] < pruned["top1"]

@@ -249,3 +249,35 @@ def test_generated_flags_build_the_stage_a_recipe_would_hold():
     assert _stage(args, "quantize") == {"stage": "quantize", "method": "qat", "per_channel": False, "fine_tune": {"epochs": 1, "lr": 0.002}}
     args = build_parser().parse_args(["prune", "--checkpoint", "b.pt", "--method", "unstructured", "--ratio", "0.5", "--scope", "layer"])
     assert _stage(args, "prune_unstructured") == {"stage": "prune_unstructured", "ratio": 0.5, "scope": "layer"}
+
+
+# --- distillation cascade -------------------------------------------------------------------------
+
+
+def test_a_distill_stage_learns_from_the_previous_stage_model_in_a_cascade(tmp_path, tiny_baseline, real_fashion_mnist):
+    """teacher: previous: the second student is taught by the first (a weak TinyNet of width 4), not by the baseline,
+    so it agrees with the first on more test images than with the baseline."""
+    user_model = load_model(tiny_baseline)[1]["model"]["name"]  # the baseline's own file: path/to/my_models.py:TinyNet
+    first = {"stage": "distill", "id": "assistant", "teacher": "baseline", "student": {"model": user_model, "model_kwargs": {"width": 4}},
+             "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "threads": 1}}
+    second = {"stage": "distill", "id": "student", "teacher": "previous", "alpha": 1.0, "temperature": 2.0,
+              "student": {"model": user_model, "model_kwargs": {"width": 16}}, "train": {"epochs": 3, "batch_size": 64, "lr": 0.05, "threads": 1}}
+    recipe = quick_recipe("cascade", tiny_baseline, real_fashion_mnist, [first, second])
+    recipe["data"] |= {"train_subset": 2000, "val_fraction": 0.05}
+    with pytest.raises(UdaciSenseError, match="stage 2 \\(distill\\) trains a new student from scratch .*'teacher: previous' to learn from it"):
+        validate_recipe({**recipe, "stages": [first, {**second, "teacher": "baseline"}]})
+    result = run_pipeline(validate_recipe(recipe), tmp_path)
+    assistant, student = result["stages"]
+    assert student["info"]["teacher"] == "previous" and assistant["info"]["teacher"] == str(tiny_baseline)
+
+    def predictions(checkpoint) -> torch.Tensor:
+        from udacisense.data import dataset_for_contract
+
+        model, payload = load_model(checkpoint)
+        dataset = dataset_for_contract(payload["input"], root=real_fashion_mnist, test_subset=1000)
+        with torch.no_grad():
+            return model.eval()(dataset.normalization.apply(dataset.test.images)).argmax(1)
+
+    taught, by_assistant, by_baseline = predictions(student["checkpoint"]), predictions(assistant["checkpoint"]), predictions(tiny_baseline)
+    with_assistant, with_baseline = (taught == by_assistant).float().mean().item(), (taught == by_baseline).float().mean().item()
+    assert with_assistant > with_baseline + 0.2  # measured: 66% against 23% (the assistant and the baseline agree on 31%)

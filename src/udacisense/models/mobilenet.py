@@ -50,7 +50,7 @@ def build_mobilenet_v3(
     return model
 
 
-@register_model("mobilenet_v3_small")
+@register_model("mobilenet_v3_small", student=True, width_mult=True)
 def mobilenet_v3_small(**kwargs) -> MobileNetV3:
     """MobileNetV3-Small, stride-1 stem (about 1.5 M parameters at 10 classes)."""
     return build_mobilenet_v3("mobilenet_v3_small", **kwargs)

@@ -15,7 +15,24 @@ from udacisense.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model", other_names="or give your own as path/to/file.py:callable or package.module:callable")
-register_model = MODELS.register
+# The registered models the search may draw as a student distilled from the baseline (phone-sized ones, not teachers),
+# each with whether it takes ``width_mult``; the search then draws its width from STUDENT_WIDTHS too.
+STUDENTS: dict[str, bool] = {}
+STUDENT_WIDTHS = (0.5, 0.75, 1.0)
+
+
+def register_model(name: str, *, student: bool = False, width_mult: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: register ``builder(num_classes=..., in_channels=..., **kwargs) -> nn.Module`` as the model ``name``.
+    ``student=True`` lets the search draw it as a student distilled from the baseline (``width_mult=True``: at each of
+    :data:`STUDENT_WIDTHS`, passed as ``width_mult``)."""
+
+    def add(builder: ModelBuilder) -> ModelBuilder:
+        MODELS.register(name, builder)
+        if student:
+            STUDENTS[name] = width_mult
+        return builder
+
+    return add
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

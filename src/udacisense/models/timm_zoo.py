@@ -51,7 +51,7 @@ class PaddedToMultiple(nn.Module):
         return self.model(images)
 
 
-@register_model("efficientnet_lite0")
+@register_model("efficientnet_lite0", student=True, width_mult=True)
 def efficientnet_lite0(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
     """EfficientNet-Lite0 (timm), stride-1 stem: about 3.4 M parameters at 10 classes; ``width_mult`` is the family's
     channel multiplier (timm's Lite2 uses 1.1, Lite4 1.4; below 1 for a narrower student)."""
@@ -63,7 +63,7 @@ def efficientnet_lite0(num_classes: int = 10, in_channels: int = 1, width_mult: 
     return model
 
 
-@register_model("mobilevit_xxs")
+@register_model("mobilevit_xxs", student=True)
 def mobilevit_xxs(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """MobileViT-XXS (timm), stride-1 stem, input zero-padded to a multiple of 32 px: about 0.95 M parameters at 10
     classes. The family has no width multiplier (XXS, XS and S are separate configurations)."""
@@ -75,7 +75,7 @@ def mobilevit_xxs(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return PaddedToMultiple(model, MOBILEVIT_INPUT_MULTIPLE)
 
 
-@register_model("mobilevitv2_050")
+@register_model("mobilevitv2_050", student=True, width_mult=True)
 def mobilevitv2_050(num_classes: int = 10, in_channels: int = 1, width_mult: float = 0.5) -> nn.Module:
     """MobileViTv2 (timm's mobilevitv2_050 at ``width_mult`` 0.5; 0.75 and 1.0 are its _075 and _100), stride-1 stem,
     input zero-padded to a multiple of 32 px: about 1.1 M parameters at 10 classes and width 0.5."""

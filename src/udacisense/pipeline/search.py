@@ -187,13 +187,19 @@ def draw_pipeline(draw: TrialDraw, spec: SearchSpec) -> list[dict[str, Any]]:
         if not draw.present(stage.name):
             continue
         params = draw.stage(stage.name, stage.params.search_space)
-        if "fine_tune" in params:
-            params["fine_tune"] = spec.fine_tune | params["fine_tune"]  # the drawn epochs and rate win
+        if section := training_section(params):
+            params[section] = spec.fine_tune | params[section]  # the drawn epochs and rate win
         params = merged(params, spec.stage_options.get(stage.name, {}))
         if "calibration_images" in stage.params.model_fields:
             params.setdefault("calibration_images", spec.calibration_images)
         stages.append({"stage": stage.name, "id": stage.name, **params})
     return stages
+
+
+def training_section(stage: dict[str, Any]) -> str | None:
+    """The section of a drawn stage's parameters that trains for the trial's fidelity: a fine-tune after a cut
+    (``fine_tune``), a new student's training (``train``), or None."""
+    return next((section for section in ("fine_tune", "train") if section in stage), None)
 
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -490,11 +496,11 @@ class Search:
             trial.set_user_attr("summary", summary)
             self._last["summary"] = f"[{fidelity}] {summary}"
             recipe = trial_recipe(self.base, stages, self.spec, summary, fidelity)
-            trial.set_user_attr("fine_tunes", any("fine_tune" in stage for stage in stages))
+            trial.set_user_attr("fine_tunes", any(training_section(stage) for stage in stages))
             if fidelity == "proxy":  # how much longer each stage trains at full fidelity (the budget rule's estimate)
                 full = draw_pipeline(TrialDraw(self.spec, "full", fixed_pick(trial.params)), self.spec)
-                trial.set_user_attr("epoch_scale", {stage["id"]: again["fine_tune"]["epochs"] / stage["fine_tune"]["epochs"]
-                                                    for stage, again in zip(stages, full) if "fine_tune" in stage})
+                trial.set_user_attr("epoch_scale", {stage["id"]: again[section]["epochs"] / stage[section]["epochs"]
+                                                    for stage, again in zip(stages, full) if (section := training_section(stage))})
             trial.set_user_attr("recipe", recipe)  # in the study: a worker on another machine can write this point's recipe
             measured = self.run_trial(recipe)
             values = measured["top1"], measured["latency_ms"], measured["megabytes"]
