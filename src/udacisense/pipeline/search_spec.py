@@ -59,7 +59,8 @@ class SearchSpec(StrictModel):
     stage_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="fixed settings merged into a stage whenever a trial uses it, e.g. {prune_channels: {sensitivity_images: 500}}"
     )
-    fine_tune: dict[str, Any] = Field(default_factory=dict, description="fixed training settings of every trial (its fine-tunes and a new student's training), e.g. {batch_size: 64}")
+    fine_tune: dict[str, Any] = Field(default_factory=dict, description="fixed training settings of every trial (its fine-tunes and a new "
+                                      "student's training), e.g. {batch_size: 64}")
     space: dict[str, Any] = Field(default_factory=dict, description="narrowed dimensions by name, e.g. {quantize.method: [static], "
                                   "prune_channels.budget.macs: [0.2, 0.5], factorize: [false]}")
 
