@@ -97,7 +97,7 @@ def test_distill_and_factorize_stages_in_one_recipe_then_retime(tiny_baseline, r
     path.write_text(yaml.safe_dump(quick_recipe("two", checkpoint, real_fashion_mnist, stages)))
     result = run_pipeline(load_recipe(path), tmp_path)
     distilled, factorized = result["stages"]
-    assert distilled["info"]["teacher"] == str(checkpoint) and distilled["summary"].startswith("student current, T=4.0, α=0.5")
+    assert distilled["info"]["teacher"] == str(checkpoint) and distilled["summary"].startswith("student current, teacher baseline, T=4.0, α=0.5")
     rank = factorized["info"]["factorized"]["classifier"]["rank"]  # Linear(64, 10) -> Linear(64, r), Linear(r, 10)
     assert distilled["metrics"]["parameters"] - factorized["metrics"]["parameters"] == 64 * 10 - rank * (64 + 10)
     assert abs(factorized["metrics"]["test_top1"] - result["baseline"]["metrics"]["test_top1"]) < 15
