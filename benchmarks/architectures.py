@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
 
 MODELS = "mobilenet_v3_small,mobilenet_v3_small@0.75,mobilenet_v3_small@0.5,efficientnet_lite0,mobilevit_xxs,mobilevitv2_050"
 
@@ -116,15 +116,14 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
     args = parser.parse_args()
     if args.render:
-        result = json.loads((Path(__file__).parent / "results" / "architectures.json").read_text())
+        result = load_results("architectures")
     else:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         rows = [measure(spec, args) for spec in args.models.split(",")]
         options = [] if args.models == MODELS else [f"--models {args.models}"]
         options += [f"--{name} {value}" for name, value in (("epochs", args.epochs), ("train-subset", args.train_subset))
                     if value != parser.get_default(name.replace("-", "_"))]
         result = {"command": " ".join(["python benchmarks/architectures.py", *options]),  # where the runs went is no part of it
-                  "date": time.strftime("%Y-%m-%d"), "commit": commit, "machine": machine(), "epochs": args.epochs,
+                  "date": time.strftime("%Y-%m-%d"), "commit": head_commit(), "machine": machine(), "epochs": args.epochs,
                   "train_subset": args.train_subset, "rows": rows}
         save_results("architectures", result)
     replace_doc_section("architectures", render(result))

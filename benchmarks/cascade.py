@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
 
 ARMS = ("none", "direct", "cascade")
 
@@ -97,7 +96,7 @@ def render(result: dict) -> str:
             for arm, rows in by_arm.items() if rows]
     assistants = [row["assistant_top1"] for row in by_arm["cascade"]]
     return "\n".join([
-        "### Progressive distillation at equal training epochs",
+        "### 3.4 Progressive distillation at equal training epochs",
         "",
         f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}. "
         f"Teacher {result['teacher']} trained {result['teacher_epochs']} epochs ({result['teacher_top1']:.2f}% test top-1); "
@@ -126,17 +125,16 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
     args = parser.parse_args()
     if args.render:
-        result = json.loads((Path(__file__).parent / "results" / "cascade.json").read_text())
+        result = load_results("cascade")
     else:
         if args.epochs < 2:
             parser.error("--epochs must be at least 2: the cascade splits them between the assistant and the student")
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         teacher = train_teacher(args)
         seeds = [int(seed) for seed in args.seeds.split(",")]
         options = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("teacher", "teacher_epochs", "assistant", "student", "epochs",
                                                                                     "seeds", "train_subset")
                    if getattr(args, name) != parser.get_default(name)]
-        result = {"command": " ".join(["python benchmarks/cascade.py", *options]), "date": time.strftime("%Y-%m-%d"), "commit": commit,
+        result = {"command": " ".join(["python benchmarks/cascade.py", *options]), "date": time.strftime("%Y-%m-%d"), "commit": head_commit(),
                   "machine": machine(), "teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "teacher_top1": teacher["test_top1"],
                   "assistant": args.assistant, "student": args.student, "epochs": args.epochs, "seeds": seeds,
                   "train_subset": args.train_subset, "rows": []}

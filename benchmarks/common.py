@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from udacisense.profile import machine_info as machine  # noqa: F401  (re-exported for the scripts)
@@ -17,6 +18,11 @@ def describe_machine(info: dict) -> str:
     """'<cpu> (<isa flags>), <n> cores, GPU: <gpu or none>; torch <version>' from :func:`machine`'s result."""
     isa = f" ({', '.join(info['isa']) or 'no AVX2/VNNI'})" if "isa" in info else ""
     return f"{info['cpu']}{isa}, {info['cores']} cores, GPU: {info['gpu'] or 'none'}; torch {info['torch']}"
+
+
+def head_commit() -> str:
+    """The short hash of the checked-out commit: what a result was measured at."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
 def load_results(name: str) -> dict:

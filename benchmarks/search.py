@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, head_commit, machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.deploy.bench import bench_artifact  # noqa: E402
 from udacisense.pipeline.runner import artifact_file, finished_result  # noqa: E402
 from udacisense.pipeline.search import dominates, front_runs  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
         row["dominates_recipe"] = dominates(row, rows[0])
     results = {"machine": machine(), "recipe": args.recipe, "baseline": str(args.baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
                "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows, "date": time.strftime("%Y-%m-%d"),
-               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+               "commit": head_commit(),
                "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
     name = "search" if args.recipe == "mobile" else f"search_{args.recipe}"  # one results file and doc section per recipe
     save_results(name, results)
