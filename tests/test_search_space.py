@@ -4,7 +4,9 @@ drawn and run by a real search."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import optuna
@@ -15,7 +17,7 @@ from conftest import FAST_SETTINGS, import_plugin
 from udacisense.checkpoint import load_model
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
-from udacisense.models import MODELS, STUDENT_WIDTHS, STUDENTS, register_model
+from udacisense.models import MODEL_SOURCES, MODELS, STUDENT_WIDTHS, STUDENTS, register_model
 from udacisense.pipeline.recipe import apply_override, load_recipe
 from udacisense.pipeline.search import (
     TrialDraw,
@@ -169,17 +171,48 @@ def test_the_search_draws_students_from_every_registered_phone_sized_model(monke
         assert params.must_come_first()  # the search places it first (search_order 0)
 
 
-def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, fashion_run):
-    """One search over distill and prune_channels from a MobileNetV3-Small x0.75 baseline: a trial that trains a new
-    student (MobileNetV3-Small x0.5, distilled from the baseline) and a trial that prunes the baseline to 80% of its
-    MACs both end on the front: the student is the smaller file, the pruned baseline the more accurate one."""
-    _, summary = fashion_run
-    narrowed = ["search.space.distill.student.model=[mobilenet_v3_small]", "search.space.distill.student.model_kwargs.width_mult=[0.5]",
+# A user's own module: a phone-sized architecture (depthwise-separable convolutions) with a width multiplier, registered
+# as a student the search may draw.
+USER_STUDENT = """
+import torch.nn as nn
+from udacisense.models import register_model
+
+
+@register_model("separable_net", student=True, width_mult=True)
+class SeparableNet(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1, width_mult=1.0):
+        super().__init__()
+        width = int(16 * width_mult)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1, groups=width), nn.Conv2d(width, 2 * width, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.classifier = nn.Linear(2 * width, num_classes)
+
+    def forward(self, images):
+        return self.classifier(self.features(images))
+"""
+
+
+def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, tiny_baseline, monkeypatch):
+    """One search over distill and prune_channels from a user's CNN: a trial that trains a new student (a registered
+    user architecture at width 0.5, distilled from the baseline) and a trial that prunes the baseline to 80% of its MACs
+    both end on the front: the student is the smaller file, the pruned baseline the more accurate one."""
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registration below ends with the test
+    monkeypatch.setitem(STUDENTS, "separable_net", True)
+    monkeypatch.setitem(MODEL_SOURCES, "separable_net", "")
+    module = tmp_path / "my_students.py"
+    module.write_text(USER_STUDENT)
+    spec = importlib.util.spec_from_file_location("my_students", module)  # 'import my_students' in the user's notebook
+    monkeypatch.setitem(sys.modules, "my_students", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(sys.modules["my_students"])
+    narrowed = ["search.space.distill.student.model=[separable_net]", "search.space.distill.student.model_kwargs.width_mult=[0.5]",
                 "search.space.prune_channels.budget.macs=0.8", "search.space.prune_channels.budget.params=0.8",
                 "search.space.prune_channels.importance=[l2]", "search.space.prune_channels.distill=[false]",
                 "search.stages=[distill, prune_channels]", "search.seed=1", "search.promote_every=10",  # seed 1: the design's first two points
                 "search.stage_options={prune_channels: {sensitivity_images: 300, sensitivity_ratios: [0.25]}}"]
-    command = ["search", "--checkpoint", f"{summary['run']}/best.pt", "--budget", "10m", "--trials", "2", "--max-drop", "50",
+    command = ["search", "--checkpoint", str(tiny_baseline), "--budget", "10m", "--trials", "2", "--max-drop", "50",
                "--name", "students", "--runs-dir", str(tmp_path), *FAST_SETTINGS, *(item for setting in narrowed for item in ("--set", setting))]
     assert main(command) == 0
     result = json.loads((tmp_path / "students" / "search" / "pareto.json").read_text())
@@ -189,5 +222,6 @@ def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, f
     student, pruned = front[("distill",)], front[("prune_channels",)]
     trial = json.loads((tmp_path / "students" / "search" / "trials" / student["key"] / "result.json").read_text())
     model = load_model(trial["stages"][0]["checkpoint"])[1]["model"]
-    assert model == {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 10, "in_channels": 1, "width_mult": 0.5}}
+    assert model == {"name": "separable_net", "kwargs": {"num_classes": 10, "in_channels": 1, "width_mult": 0.5},
+                     "source": f"{module.resolve()}:SeparableNet"}  # rebuilt from there by the fresh-process latency probe
     assert student["megabytes"] < pruned["megabytes"] and student["top1"] < pruned["top1"]

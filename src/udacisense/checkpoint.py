@@ -28,10 +28,13 @@ VERSION = 1
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_spec: dict[str, Any], contract: dict[str, Any], **extra: Any) -> Path:
     """Write ``model``'s weights with what is needed to rebuild and feed it; ``extra`` holds training state."""
+    from udacisense.models import MODEL_SOURCES
+
+    source = model_spec.get("source") or MODEL_SOURCES.get(model_spec["name"])  # a model registered outside the package
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "model": {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))},
+        "model": {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))} | ({"source": source} if source else {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "layers": {name: type(module).__name__ for name, module in model.named_modules()},
         "structure": layer_structure(model),
@@ -85,7 +88,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from udacisense.models import create_model
 
     payload = load_checkpoint(path)
-    model = create_model(payload["model"]["name"], **payload["model"]["kwargs"])
+    model = create_model(payload["model"]["name"], payload["model"].get("source"), **payload["model"]["kwargs"])
     try:
         rebuild_layers(model, payload.get("layers", {}), payload.get("structure", {}), payload["state_dict"])
         apply_structure(model, payload.get("structure", {}), payload["state_dict"])

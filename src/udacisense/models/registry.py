@@ -6,6 +6,8 @@ A name that is not registered may also be ``path/to/file.py:callable`` or
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import torch.nn as nn
@@ -19,6 +21,9 @@ MODELS: Registry[ModelBuilder] = Registry("model", other_names="or give your own
 # each with whether it takes ``width_mult``; the search then draws its width from STUDENT_WIDTHS too.
 STUDENTS: dict[str, bool] = {}
 STUDENT_WIDTHS = (0.5, 0.75, 1.0)
+# Where each model registered from outside the package is defined (path/to/file.py:callable): a checkpoint carries it,
+# so the model rebuilds in a process that never ran the registration (a latency probe, a later command).
+MODEL_SOURCES: dict[str, str] = {}
 
 
 def register_model(name: str, *, student: bool = False, width_mult: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -28,6 +33,10 @@ def register_model(name: str, *, student: bool = False, width_mult: bool = False
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         MODELS.register(name, builder)
+        module = sys.modules.get(builder.__module__)
+        file = getattr(module, "__file__", None)
+        if file and not builder.__module__.startswith("udacisense."):  # a notebook's builder has no file to import again
+            MODEL_SOURCES[name] = f"{Path(file).resolve()}:{builder.__qualname__}"
         if student:
             STUDENTS[name] = width_mult
         return builder
@@ -35,12 +44,14 @@ def register_model(name: str, *, student: bool = False, width_mult: bool = False
     return add
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model, or a user's model given as ``file.py:callable`` / ``module:callable``."""
-    if ":" in name and name not in MODELS:
+def create_model(name: str, source: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model, or a user's model given as ``file.py:callable`` / ``module:callable``. ``source`` is where
+    a model registered from outside the package is defined (:data:`MODEL_SOURCES`, kept in its checkpoints): used when
+    this process has not registered ``name``."""
+    if name not in MODELS and (":" in name or source):
         from udacisense.models.user import load_user_builder
 
-        builder = load_user_builder(name)
+        builder = load_user_builder(name if ":" in name else source)
     else:
         builder = MODELS.get(name)
     try:
