@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from udacisense.checkpoint import save_checkpoint
 from udacisense.cli import main
 from udacisense.pipeline.recipe import list_recipes, load_recipe, resolve_recipe_path
 
@@ -135,7 +137,12 @@ def assert_round_trip(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_recipes_survive_the_round_trip(name, tmp_path):
+def test_shipped_recipes_survive_the_round_trip(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    teacher = SHIPPED[name].get("baseline", {}).get("checkpoint")
+    if teacher:  # student.yaml names teacher.yaml's checkpoint, which must exist for the recipe to load
+        Path(teacher).parent.mkdir(parents=True)
+        save_checkpoint(teacher, torch.nn.Linear(1, 1), {"name": "resnet18"}, {})
     path = tmp_path / f"{name}.yaml"
     path.write_text(resolve_recipe_path(name).read_text())
     assert_round_trip(path)
