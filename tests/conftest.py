@@ -227,8 +227,8 @@ def user_model_file_module(tmp_path_factory) -> Path:
 # Seconds of work per test file in one `make test` (Intel Xeon, 2 workers; pytest --durations=0, summed).
 # `make test` hands whole files to its two workers in collection order (--dist loadfile --no-loadscope-reorder), so
 # the files are collected longest first: the longest-processing-time rule, which leaves only short files to even out
-# the end. With xdist's own order (most tests first; the two-test search files came last) the suite took 593 s, 83 s more
-# than half its summed work (1,020 s).
+# the end. With xdist's own order (most tests first; the two-test search files came last) the suite once took 593 s,
+# 83 s more than half its summed work (1,020 s then).
 FILE_SECONDS = {  # measured with --durations=0 on 2026-12-06 (test_pipeline and test_search_space after that day's changes), rounded up
     "test_loud_failures.py": 207, "test_pipeline.py": 135, "test_distributed.py": 128, "test_export.py": 128, "test_search_space.py": 120,
     "test_search_resilience.py": 112, "test_commands.py": 84, "test_quantize.py": 80, "test_faults.py": 75, "test_training_health.py": 72,

@@ -1,9 +1,13 @@
+import importlib.util
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
 
 from udacisense import UdaciSenseError
-from udacisense.models import MODELS, create_model
+from udacisense.checkpoint import load_model, save_checkpoint
+from udacisense.models import MODEL_SOURCES, MODELS, create_model, register_model
 
 ZOO = ["mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "efficientnet_lite0", "mobilevit_xxs", "mobilevitv2_050"]
 
@@ -88,3 +92,43 @@ def test_bad_user_model_specs_are_clear(spec, message):
 def test_wrong_model_arguments_are_clear():
     with pytest.raises(UdaciSenseError, match="does not accept"):
         create_model("resnet18", width_mult=0.5)
+
+
+USER_MODULE = """
+import torch.nn as nn
+from udacisense.models import register_model
+
+
+@register_model("user_registered_net")
+class UserRegisteredNet(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1, source="labels"):
+        super().__init__()
+        self.source = source
+        self.linear = nn.Linear(in_channels * 28 * 28, num_classes)
+
+    def forward(self, images):
+        return self.linear(images.flatten(1))
+"""
+
+
+def test_a_model_registered_in_a_users_module_rebuilds_where_it_was_never_registered(tmp_path, monkeypatch):
+    """What a latency probe or a later command does with the checkpoint of a model a user registered: rebuild it from
+    the file its checkpoint names. A lambda cannot be imported by name, so it gets no source."""
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registrations below end with the test
+    for name in ("user_registered_net", "user_lambda"):  # monkeypatch deletes these keys again at the end
+        monkeypatch.setitem(MODEL_SOURCES, name, "")
+        del MODEL_SOURCES[name]
+    module_file = tmp_path / "user_nets.py"
+    module_file.write_text(USER_MODULE)
+    spec = importlib.util.spec_from_file_location("user_nets", module_file)  # 'import user_nets' in the user's code
+    monkeypatch.setitem(sys.modules, "user_nets", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(sys.modules["user_nets"])
+    register_model("user_lambda")(lambda num_classes=10, in_channels=1: nn.Linear(1, 1))
+    assert MODEL_SOURCES["user_registered_net"] == f"{module_file.resolve()}:UserRegisteredNet" and "user_lambda" not in MODEL_SOURCES
+
+    model = create_model("user_registered_net", source="weights")  # the model's own argument named 'source'
+    path = save_checkpoint(tmp_path / "net.pt", model, {"name": "user_registered_net", "kwargs": {"source": "weights"}}, {})
+    del MODELS._entries["user_registered_net"]  # as in a process that never imported user_nets
+    rebuilt, payload = load_model(path)
+    assert payload["model"]["source"] == f"{module_file.resolve()}:UserRegisteredNet" and rebuilt.source == "weights"
+    assert torch.equal(rebuilt.linear.weight, model.linear.weight)

@@ -93,7 +93,8 @@ def test_recipe_mistakes_are_one_line_errors_that_say_what_to_do(change, expecte
     assert expected in _error({"name": "r"} | change)
 
 
-def test_shipped_recipes_are_valid_and_listed(capsys, tiny_baseline):
+def test_shipped_recipes_are_valid_and_listed(capsys, tiny_baseline, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where no runs/teacher exists
     for name in ("seed", "mobile", "quickstart", "cascade", "teacher"):
         assert main(["check", name]) == 0
     assert main(["check", "student"]) == 2 and "runs/teacher/stages/00_baseline/best.pt does not exist" in capsys.readouterr().err
@@ -103,7 +104,6 @@ def test_shipped_recipes_are_valid_and_listed(capsys, tiny_baseline):
     assert all(name in listing for name in ("seed", "mobile", "quickstart", "cascade", "teacher", "student", "prune_channels", "quantize", "distill"))
 
 
-@pytest.mark.slow
 def test_the_teacher_recipe_resumes_after_an_interruption_and_the_student_recipe_learns_from_it(tmp_path, tiny_model_file, real_fashion_mnist,
                                                                                                  monkeypatch, capsys):
     """teacher.yaml for 2 epochs on 2,000 images, interrupted (Ctrl-C) after its first: --resume trains the second epoch

@@ -200,7 +200,7 @@ def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, t
     user architecture at width 0.5, distilled from the baseline) and a trial that prunes the baseline to 80% of its MACs
     both end on the front: the student is the smaller file, the pruned baseline the more accurate one."""
     monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registration below ends with the test
-    monkeypatch.setitem(STUDENTS, "separable_net", True)
+    monkeypatch.setitem(STUDENTS, "separable_net", True)  # set by the registration below; monkeypatch deletes both keys at the end
     monkeypatch.setitem(MODEL_SOURCES, "separable_net", "")
     module = tmp_path / "my_students.py"
     module.write_text(USER_STUDENT)

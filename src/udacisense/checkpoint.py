@@ -1,7 +1,9 @@
 """Checkpoints: architecture spec + state dict + input contract, saved atomically, loaded with weights_only=True.
 
 No module is ever pickled: a checkpoint rebuilds its model from the registry name and keyword
-arguments it stores, so a checkpoint from an untrusted source cannot run code on load. Every
+arguments it stores. A user's model is imported from the file or module the checkpoint names (its
+``path/to/file.py:callable`` name, or the ``source`` of a model registered outside the package), so
+load only checkpoints you trust, as you would run only code you trust. Every
 layer's type (``layers``) and the attributes that shape it (``structure``: plain integers per
 layer) are stored too, so a compressed model rebuilds from its registry architecture whatever the
 technique did: layers a stage swapped in (a low-rank pair of Linear layers, say) are built from a
@@ -30,7 +32,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_spec: dict[str, An
     """Write ``model``'s weights with what is needed to rebuild and feed it; ``extra`` holds training state."""
     from udacisense.models import MODEL_SOURCES
 
-    source = model_spec.get("source") or MODEL_SOURCES.get(model_spec["name"])  # a model registered outside the package
+    source = MODEL_SOURCES.get(model_spec["name"]) or model_spec.get("source")  # a model registered outside the package
     payload = {
         "format": FORMAT,
         "version": VERSION,

@@ -21,9 +21,25 @@ MODELS: Registry[ModelBuilder] = Registry("model", other_names="or give your own
 # each with whether it takes ``width_mult``; the search then draws its width from STUDENT_WIDTHS too.
 STUDENTS: dict[str, bool] = {}
 STUDENT_WIDTHS = (0.5, 0.75, 1.0)
-# Where each model registered from outside the package is defined (path/to/file.py:callable): a checkpoint carries it,
-# so the model rebuilds in a process that never ran the registration (a latency probe, a later command).
+# Where each model registered from outside the package is defined (package.module:callable, or path/to/file.py:callable
+# for a module outside any package): a checkpoint carries it, so the model rebuilds in a process that never ran the
+# registration (a latency probe, a later command).
 MODEL_SOURCES: dict[str, str] = {}
+
+
+def _builder_source(builder: ModelBuilder) -> str | None:
+    """Where a fresh process can import ``builder`` from, or None: the package's own models need no source, and a
+    builder in a script (``__main__``: importing it would run the script again), in a notebook (no file), or not at a
+    module's top level (a lambda, a local class) cannot be imported by name."""
+    module_name, qualname = getattr(builder, "__module__", None), getattr(builder, "__qualname__", "")
+    module = sys.modules.get(module_name or "")
+    if module is None or module_name == "__main__" or module_name.startswith("udacisense.") or not qualname.isidentifier():
+        return None
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.parent:  # a package's module: by name, so that its relative imports work
+        return f"{module_name}:{qualname}"
+    file = getattr(module, "__file__", None)
+    return f"{Path(file).resolve()}:{qualname}" if file else None
 
 
 def register_model(name: str, *, student: bool = False, width_mult: bool = False) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -33,10 +49,9 @@ def register_model(name: str, *, student: bool = False, width_mult: bool = False
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         MODELS.register(name, builder)
-        module = sys.modules.get(builder.__module__)
-        file = getattr(module, "__file__", None)
-        if file and not builder.__module__.startswith("udacisense."):  # a notebook's builder has no file to import again
-            MODEL_SOURCES[name] = f"{Path(file).resolve()}:{builder.__qualname__}"
+        source = _builder_source(builder)
+        if source:
+            MODEL_SOURCES[name] = source
         if student:
             STUDENTS[name] = width_mult
         return builder
@@ -44,10 +59,10 @@ def register_model(name: str, *, student: bool = False, width_mult: bool = False
     return add
 
 
-def create_model(name: str, source: str | None = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, source: str | None = None, /, **kwargs: Any) -> nn.Module:
     """Build a registered model, or a user's model given as ``file.py:callable`` / ``module:callable``. ``source`` is where
     a model registered from outside the package is defined (:data:`MODEL_SOURCES`, kept in its checkpoints): used when
-    this process has not registered ``name``."""
+    this process has not registered ``name``. Both are positional-only, so a model may take keyword arguments of those names."""
     if name not in MODELS and (":" in name or source):
         from udacisense.models.user import load_user_builder
 

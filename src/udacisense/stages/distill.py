@@ -102,7 +102,7 @@ def distill_stage(model: nn.Module, params: Distill, context: StageContext) -> S
         model_spec = {"name": params.student.model, "kwargs": kwargs}
     if model_spec:
         seed_everything(params.train.seed)  # a new student's initial weights are part of the reproducible run
-    student = create_model(model_spec["name"], **model_spec["kwargs"]) if model_spec else model
+    student = create_model(model_spec["name"], model_spec.get("source"), **model_spec["kwargs"]) if model_spec else model
     if model_spec:
         check_fits(student, model_spec["name"], tuple(context.contract["shape"][1:]), len(context.contract["classes"]))
     context.logger.info(f"distilling from {info['teacher']} (T={params.temperature}, alpha={params.alpha})")

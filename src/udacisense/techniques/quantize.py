@@ -163,22 +163,19 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 @contextmanager
 def _only_present_convolutions(graph: torch.fx.GraphModule) -> Iterator[None]:
     """torchao fuses (in prepare) and folds (in convert) BatchNorm with conv1d, conv2d, conv_transpose1d and
-    conv_transpose2d in turn, and for each it exports 24 pattern graphs with torch.export: about 20 s of every QAT
-    preparation and again of every conversion on 2 cores, whatever the model. Skip the kinds of convolution the graph
-    does not contain (a pattern without its convolution cannot match). Measured, with the same nodes and bit-identical
-    outputs: conversion of TinyNet 19.3 -> 4.5 s and of MobileNetV3-Small (width 0.5) 24.3 -> 9.0 s (2 threads);
-    preparation of MobileNetV3-Small 9.6 -> 4.9 s (1 thread)."""
+    conv_transpose2d in turn, exporting pattern graphs with torch.export for each kind, whatever the model (3 per kind to
+    fuse, 24 per kind to fold). Skip the kinds of convolution the graph does not contain (a pattern without its
+    convolution cannot match). Measured, with the same nodes and bit-identical outputs: conversion of TinyNet 19.3 ->
+    4.5 s and of MobileNetV3-Small (width 0.5) 24.3 -> 9.0 s (2 threads); preparation of MobileNetV3-Small 9.6 -> 4.9 s
+    (1 thread). A torchao without one of these helpers runs that step the slow way."""
     from torchao.quantization.pt2e import qat_utils
 
-    helpers = {name: getattr(qat_utils, name, None) for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper")}
-    if None in helpers.values():  # another torchao: prepare and convert the slow way
-        yield
-        return
+    helpers = {name: helper for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper") if (helper := getattr(qat_utils, name, None))}
     present = {getattr(node.target, "_opname", None) for node in graph.graph.nodes if node.op == "call_function"}
 
     def only_if_present(helper):
-        def run(module: torch.fx.GraphModule, conv_fn, example_inputs, is_cuda: bool) -> torch.fx.GraphModule:
-            return helper(module, conv_fn, example_inputs, is_cuda) if conv_fn.__name__ in present else module
+        def run(module: torch.fx.GraphModule, conv_fn, *args, **kwargs) -> torch.fx.GraphModule:
+            return helper(module, conv_fn, *args, **kwargs) if conv_fn.__name__ in present else module
 
         return run
 
