@@ -45,6 +45,27 @@ def import_plugin():
     return sys.modules["weight_clustering_plugin"]
 
 
+def forget_registrations(monkeypatch, *names: str) -> None:
+    """Models the test registers under ``names`` are forgotten at its end: the model registry, the students and the
+    sources (setitem, then del: monkeypatch removes a key it saw absent)."""
+    from udacisense.models import MODEL_SOURCES, MODELS, STUDENTS
+
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
+    for table in (STUDENTS, MODEL_SOURCES):
+        for name in names:
+            monkeypatch.setitem(table, name, None)
+            del table[name]
+
+
+def import_user_module(monkeypatch, path: Path):
+    """Import ``path`` as the user's own code would (``import <stem>``); sys.modules forgets it when the test ends."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, path.stem, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 # a short search's settings, then its space: channel pruning and then int8 in every trial, no mixed precision
 FAST_SETTINGS = ["--proxy-epochs", "1", "--full-epochs", "2", "--set", "search.promote_every=2", "--set", "search.promote=1",
                  "--set", "search.fine_tune={batch_size: 64}", "--set", "search.latency_runs=10", "--set", "search.calibration_images=32",

@@ -1,10 +1,8 @@
-import importlib.util
-import sys
-
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import forget_registrations, import_user_module
 from udacisense import UdaciSenseError
 from udacisense.checkpoint import load_model, save_checkpoint
 from udacisense.models import MODEL_SOURCES, MODELS, create_model, register_model
@@ -114,15 +112,10 @@ class UserRegisteredNet(nn.Module):
 def test_a_model_registered_in_a_users_module_rebuilds_where_it_was_never_registered(tmp_path, monkeypatch):
     """What a latency probe or a later command does with the checkpoint of a model a user registered: rebuild it from
     the file its checkpoint names. A lambda cannot be imported by name, so it gets no source."""
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registrations below end with the test
-    for name in ("user_registered_net", "user_lambda"):  # monkeypatch deletes these keys again at the end
-        monkeypatch.setitem(MODEL_SOURCES, name, "")
-        del MODEL_SOURCES[name]
+    forget_registrations(monkeypatch, "user_registered_net", "user_lambda")
     module_file = tmp_path / "user_nets.py"
     module_file.write_text(USER_MODULE)
-    spec = importlib.util.spec_from_file_location("user_nets", module_file)  # 'import user_nets' in the user's code
-    monkeypatch.setitem(sys.modules, "user_nets", importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(sys.modules["user_nets"])
+    import_user_module(monkeypatch, module_file)
     register_model("user_lambda")(lambda num_classes=10, in_channels=1: nn.Linear(1, 1))
     assert MODEL_SOURCES["user_registered_net"] == f"{module_file.resolve()}:UserRegisteredNet" and "user_lambda" not in MODEL_SOURCES
 

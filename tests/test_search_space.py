@@ -4,20 +4,18 @@ drawn and run by a real search."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-from conftest import FAST_SETTINGS, import_plugin
+from conftest import FAST_SETTINGS, forget_registrations, import_plugin, import_user_module
 from udacisense.checkpoint import load_model
 from udacisense.cli import main
 from udacisense.errors import UdaciSenseError
-from udacisense.models import MODEL_SOURCES, MODELS, STUDENT_WIDTHS, STUDENTS, register_model
+from udacisense.models import STUDENT_WIDTHS, STUDENTS, register_model
 from udacisense.pipeline.recipe import apply_override, load_recipe
 from udacisense.pipeline.search import (
     TrialDraw,
@@ -153,8 +151,7 @@ def test_a_stage_registered_from_outside_is_drawn_and_run_by_a_search_and_never_
 def test_the_search_draws_students_from_every_registered_phone_sized_model(monkeypatch):
     """A model registered with student=True (a user's included) is one more choice of the distill stage's space, with
     its width drawn only when it takes width_mult; teachers (ResNet-18, MobileNetV3-Large) are never drawn."""
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registration below ends with the test
-    monkeypatch.setitem(STUDENTS, "my_student", False)
+    forget_registrations(monkeypatch, "my_student")
     register_model("my_student", student=True)(lambda num_classes=10, in_channels=1: None)
     spec = SearchSpec(stages=["distill"], space={"distill": [True]})
     points, _ = explore(spec, 24, set(), 0)
@@ -199,14 +196,10 @@ def test_a_distilled_student_and_the_pruned_baseline_share_one_front(tmp_path, t
     """One search over distill and prune_channels from a user's CNN: a trial that trains a new student (a registered
     user architecture at width 0.5, distilled from the baseline) and a trial that prunes the baseline to 80% of its MACs
     both end on the front: the student is the smaller file, the pruned baseline the more accurate one."""
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))  # the registration below ends with the test
-    monkeypatch.setitem(STUDENTS, "separable_net", True)  # set by the registration below; monkeypatch deletes both keys at the end
-    monkeypatch.setitem(MODEL_SOURCES, "separable_net", "")
+    forget_registrations(monkeypatch, "separable_net")
     module = tmp_path / "my_students.py"
     module.write_text(USER_STUDENT)
-    spec = importlib.util.spec_from_file_location("my_students", module)  # 'import my_students' in the user's notebook
-    monkeypatch.setitem(sys.modules, "my_students", importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(sys.modules["my_students"])
+    import_user_module(monkeypatch, module)
     narrowed = ["search.space.distill.student.model=[separable_net]", "search.space.distill.student.model_kwargs.width_mult=[0.5]",
                 "search.space.prune_channels.budget.macs=0.8", "search.space.prune_channels.budget.params=0.8",
                 "search.space.prune_channels.importance=[l2]", "search.space.prune_channels.distill=[false]",
