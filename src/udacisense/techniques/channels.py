@@ -10,16 +10,18 @@ parameters, fewer MACs, a smaller file and a faster forward pass, with no masks 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch_pruning as tp
 from pydantic import Field, field_validator
 
 from udacisense.config import StrictModel
 from udacisense.errors import UdaciSenseError
+
+if TYPE_CHECKING:  # imported where used: Torch-Pruning pulls in timm and torchvision, 2.2 s of every command's start
+    import torch_pruning as tp
 
 Importance = Literal["l1", "l2", "bn", "taylor"]
 
@@ -48,6 +50,8 @@ class ChannelPruneConfig(StrictModel):
 
 def make_importance(name: str) -> tp.importance.Importance:
     """Torch-Pruning importance criterion for ``name``."""
+    import torch_pruning as tp
+
     criteria: dict[str, Callable[[], tp.importance.Importance]] = {
         "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
         "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -61,6 +65,8 @@ def make_importance(name: str) -> tp.importance.Importance:
 
 def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """Layers whose outputs are the model's outputs (their width is the class count): never prunable."""
+    import torch_pruning as tp
+
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     outputs = []
     for node in graph.module2node.values():
@@ -71,6 +77,8 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
 
 def make_channel_pruner(model: nn.Module, example: torch.Tensor, config: ChannelPruneConfig) -> tp.pruner.BasePruner:
     """A Torch-Pruning pruner for ``model`` that reaches ``config.ratio`` after ``config.steps`` calls to ``step()``."""
+    import torch_pruning as tp
+
     modules = dict(model.named_modules())
     named = list(config.protect) + list(config.layer_ratios)
     for name in named:

@@ -111,7 +111,8 @@ def quantize_pt2e_static(
     _check_layer_names(model, protect)  # before the export, which takes seconds
     quantizer = make_quantizer(backend, per_channel, observer, protect=protect)
     graph = torch.export.export(model.eval(), (example,)).module()
-    prepared = prepare_pt2e(graph, quantizer)
+    with _only_matchable_conv_bn_patterns(graph):
+        prepared = prepare_pt2e(graph, quantizer)
     seen = 0
     with torch.no_grad():
         for batch in calibration_batches:
@@ -144,7 +145,7 @@ def prepare_qat(
     batch = Dim("batch", min=2, max=65536)
     example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    with _only_present_convolutions(graph):
+    with _only_matchable_conv_bn_patterns(graph):
         prepared = prepare_qat_pt2e(graph, make_quantizer(backend, qat=True, protect=protect))
     return allow_train_eval(prepared)
 
@@ -154,24 +155,30 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    with _only_present_convolutions(prepared):
+    with _only_matchable_conv_bn_patterns(prepared):
         converted = convert_pt2e(prepared)
     _drop_unused_buffers(converted)
     return allow_train_eval(converted)
 
 
 @contextmanager
-def _only_present_convolutions(graph: torch.fx.GraphModule) -> Iterator[None]:
-    """torchao fuses (in prepare) and folds (in convert) BatchNorm with conv1d, conv2d, conv_transpose1d and
-    conv_transpose2d in turn, exporting pattern graphs with torch.export for each kind, whatever the model (3 per kind to
-    fuse, 24 per kind to fold). Skip the kinds of convolution the graph does not contain (a pattern without its
-    convolution cannot match). Measured, with the same nodes and bit-identical outputs: conversion of TinyNet 19.3 ->
-    4.5 s and of MobileNetV3-Small (width 0.5) 24.3 -> 9.0 s (2 threads); preparation of MobileNetV3-Small 9.6 -> 4.9 s
-    (1 thread). A torchao without one of these helpers runs that step the slow way."""
+def _only_matchable_conv_bn_patterns(graph: torch.fx.GraphModule) -> Iterator[None]:
+    """torchao fuses (in QAT preparation) and folds (in conversion) BatchNorm with conv1d, conv2d, conv_transpose1d and
+    conv_transpose2d in turn, and the XNNPACK quantizer annotates conv-BatchNorm pairs in every preparation, static or QAT;
+    each exports pattern graphs with torch.export for every kind, whatever the model (3 per kind to fuse, 24 to fold, 3 to
+    annotate). A pattern cannot match without its operators: skip the kinds of convolution the graph does not contain,
+    and the annotators where the graph being annotated has no BatchNorm (static preparation has folded it into the
+    convolutions by then). Measured, with the same nodes and bit-identical outputs: conversion of TinyNet 19.3 -> 4.5 s
+    and of MobileNetV3-Small (width 0.5) 24.3 -> 9.0 s (2 threads); QAT preparation of MobileNetV3-Small 9.6 -> 4.9 s,
+    static int8 of TinyNet 3.9 -> 1.9 s (1 thread). A torchao or ExecuTorch without one of these helpers runs that step
+    the slow way."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import OP_TO_ANNOTATOR
     from torchao.quantization.pt2e import qat_utils
 
-    helpers = {name: helper for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper") if (helper := getattr(qat_utils, name, None))}
-    present = {getattr(node.target, "_opname", None) for node in graph.graph.nodes if node.op == "call_function"}
+    def operators(module: torch.fx.GraphModule) -> set[str]:
+        return {getattr(node.target, "_opname", "") for node in module.graph.nodes if node.op == "call_function"}
+
+    present = operators(graph)
 
     def only_if_present(helper):
         def run(module: torch.fx.GraphModule, conv_fn, *args, **kwargs) -> torch.fx.GraphModule:
@@ -179,13 +186,26 @@ def _only_present_convolutions(graph: torch.fx.GraphModule) -> Iterator[None]:
 
         return run
 
+    def only_if_matchable(annotator, convolutions: set[str]):
+        def run(module: torch.fx.GraphModule, *args, **kwargs):
+            found = operators(module)
+            return annotator(module, *args, **kwargs) if found & convolutions and any("batch_norm" in op for op in found) else []
+
+        return run
+
+    helpers = {name: helper for name in ("_fuse_conv_bn_qat_helper", "_fold_conv_bn_qat_helper") if (helper := getattr(qat_utils, name, None))}
+    plain, transposed = {"conv1d", "conv2d"}, {"conv_transpose1d", "conv_transpose2d"}
+    kinds = {"conv_bn": plain, "conv_bn_relu": plain, "conv_transpose_bn": transposed, "conv_transpose_bn_relu": transposed}
+    annotators = {name: OP_TO_ANNOTATOR[name] for name in kinds if name in OP_TO_ANNOTATOR}
     for name, helper in helpers.items():
         setattr(qat_utils, name, only_if_present(helper))
+    OP_TO_ANNOTATOR.update({name: only_if_matchable(annotator, kinds[name]) for name, annotator in annotators.items()})
     try:
         yield
     finally:
         for name, helper in helpers.items():
             setattr(qat_utils, name, helper)
+        OP_TO_ANNOTATOR.update(annotators)
 
 
 def _drop_unused_buffers(graph: torch.fx.GraphModule) -> None:
