@@ -377,9 +377,11 @@ class Search:
                         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                     )
             except Exception as error:  # a wrong URL, an unreachable server, a missing driver: one line
-                # Workers starting together on an empty database race to create optuna's tables (a unique violation for
-                # the loser): wait and open it again. Anything else is the user's to fix.
-                if "unique" not in str(error).lower() or attempt == STORAGE_ATTEMPTS - 1:
+                # Workers starting together on an empty database race to create optuna's tables and types (the loser
+                # gets a unique violation, or PostgreSQL's DuplicateTable / DuplicateObject): wait and open it again.
+                # Anything else is the user's to fix.
+                raced = any(word in str(error).lower() for word in ("unique", "duplicate", "already exists"))
+                if not raced or attempt == STORAGE_ATTEMPTS - 1:
                     raise UdaciSenseError(f"cannot open the search storage {url}: {str(error).splitlines()[0]}") from None
                 time.sleep(1.0 + attempt)
         raise AssertionError("unreachable")
