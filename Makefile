@@ -8,10 +8,13 @@ DATASET_PKG := dataset-fashion-mnist
 
 .PHONY: demo test data browser postgres jdk install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
 
+# pip compiles the installed bytecode on one core; compileall compiles the same files on every core (the few files
+# written for newer Pythons fail to compile here, as they do under pip: hence the '-').
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,litert]'
+	-@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -134,8 +134,8 @@ def test_wrong_input_shape_is_a_clear_error(bundle):
 
 
 def test_unknown_format_is_a_clear_error():
-    with pytest.raises(UdaciSenseError, match=r"unknown export format .tflite. \(known: pte, pte-int8, onnx"):
-        parse_formats("pte,tflite")
+    with pytest.raises(UdaciSenseError, match=r"unknown export format .tensorrt. \(known: pte, pte-int8, onnx"):
+        parse_formats("pte,tensorrt")
 
 
 def test_every_format_declares_its_loader_or_that_it_cannot_run_here_and_the_selector_takes_the_phone_formats(tmp_path):
@@ -152,13 +152,14 @@ def test_every_format_declares_its_loader_or_that_it_cannot_run_here_and_the_sel
         else:
             with pytest.raises(UdaciSenseError, match=f"no runtime for artifact kind '{name}'"):
                 load_runner(name, missing)
-    assert phone_formats() == ["pte", "pte-int8"]
+    assert phone_formats() == ["pte", "pte-int8", "tflite", "tflite-int8"]
 
     variants = [{"id": f"m/{name}", "model": "m", "format": name, "file": f"m/{spec.file_name}", "golden": "m/golden.json", "top1": 90.0,
                  "bytes": 1, "sha256": "0" * 64, "runs_here": spec.runs_here, "validation_failures": []} for name, spec in FORMATS.items()]
     manifest = {"input": {"shape": [1, 1, 28, 28], "classes": ["a", "b"]}, "golden": {"count": 1, "atol": 1e-4}, "created": "now",
                 "models": {"m": {"input": {"mean": [0.5], "std": [0.5]}}}, "variants": variants}
-    assert [variant["format"] for variant in selector_spec(manifest)["variants"]] == phone_formats()
+    # the generated selector calls one phone runtime: that of the most preferred variant (ExecuTorch here)
+    assert [variant["format"] for variant in selector_spec(manifest)["variants"]] == ["pte", "pte-int8"]
 
 
 def test_cli_export_prints_the_table(tiny_baseline, tmp_path, capsys):

@@ -84,7 +84,7 @@ def _error(raw: dict) -> str:
         ({"stages": [{"stage": "prune_channels", "ratio": 0.5, "distill": {"teacher": "self"}}]}, "distill teaches during fine-tuning"),
         ({"stages": [{"stage": "prune_channels"}]}, "give exactly one of ratio, budget or layer_ratios"),
         ({"stages": [{"stage": "prune_unstructured", "ratio": 0.3}, {"stage": "prune_unstructured", "ratio": 0.5}]}, "two stages are called"),
-        ({"export": {"formats": ["tflite"]}}, "unknown export formats ['tflite']"),
+        ({"export": {"formats": ["tensorrt"]}}, "unknown export formats ['tensorrt']"),
         ({"baseline": {"checkpoint": "missing/best.pt"}}, "baseline.checkpoint missing/best.pt does not exist"),
         ({"stages": [{"stage": "distill", "teacher": "missing/large.pt"}]}, "stage 1 (distill) teacher missing/large.pt does not exist"),
     ],

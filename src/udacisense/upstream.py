@@ -56,3 +56,46 @@ def shallow_provenance_copies() -> Iterator[None]:
         yield
     finally:
         fx_traceback.copy = original
+
+
+# XNNPACK's passes that fuse a decomposed pattern back into one operator, with the operator every variant of the
+# pattern contains: a graph without that operator cannot match any of them.
+_PATTERN_PASSES = (
+    ("executorch.backends.xnnpack._passes.convert_to_upsample_bilinear2d", "ConvertToUpsampleBilinear2d", "bilinear_2d", "get_graphs_dict",
+     "upsample_bilinear2d"),
+    ("executorch.backends.xnnpack._passes.convert_to_sdpa", "ConvertToSDPAPass", "sdpa", "get_graphs", "_softmax"),
+)
+
+
+@contextmanager
+def xnnpack_patterns_only_where_they_can_match() -> Iterator[None]:
+    """While active, XNNPACK's bilinear-upsample and attention passes build their pattern graphs only for a graph that
+    holds the operator every pattern contains; otherwise they match against no patterns (and still retrace, as
+    before). Building the patterns exports a dozen small programs: 1.7 s for the bilinear ones alone, paid once per
+    process that lowers a ``.pte``, for models (CNNs without upsampling or attention) that can never match them."""
+    import importlib
+
+    patched = []
+    for module_name, class_name, holder, getter, anchor in _PATTERN_PASSES:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+        patterns = getattr(module, holder)
+        original_call = cls.call
+
+        def call(self, graph_module, original_call=original_call, patterns=patterns, getter=getter, anchor=anchor):
+            if any(node.op == "call_function" and anchor in str(node.target) for node in graph_module.graph.nodes):
+                return original_call(self, graph_module)
+            built = getattr(patterns, getter)
+            setattr(patterns, getter, lambda: {} if getter.endswith("dict") else [])
+            try:
+                return original_call(self, graph_module)
+            finally:
+                setattr(patterns, getter, built)
+
+        cls.call = call
+        patched.append((cls, original_call))
+    try:
+        yield
+    finally:
+        for cls, original_call in patched:
+            cls.call = original_call

@@ -74,8 +74,9 @@ def validation_failures(manifest: dict[str, Any]) -> list[str]:
     if "variants" in manifest:
         return [f"variant {row['id']} ({row['file']}): {'; '.join(row['validation_failures'])}"
                 for row in manifest["variants"] if row.get("validation_failures")]
-    return [f"{kind} ({entry['file']}): {'; '.join(entry['validation']['failures'])}"
-            for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
+    failed = [f"{kind} ({entry['file']}): {'; '.join(entry['validation']['failures'])}"
+              for kind, entry in manifest["artifacts"].items() if not entry.get("validation", {"passed": True})["passed"]]
+    return failed + [f"{kind}: not exported: {message}" for kind, message in manifest.get("export_failures", {}).items()]
 
 
 def require_validated(failures: list[str], where: str) -> None:

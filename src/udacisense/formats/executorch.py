@@ -16,7 +16,7 @@ import torch.nn as nn
 from udacisense.errors import UdaciSenseError
 from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
 from udacisense.io import atomic_write
-from udacisense.upstream import hush_kernel_preference_notice, shallow_provenance_copies
+from udacisense.upstream import hush_kernel_preference_notice, shallow_provenance_copies, xnnpack_patterns_only_where_they_can_match
 
 hush_kernel_preference_notice()  # torchao's import-time notice (see upstream.py), before anything imports torchao
 
@@ -43,7 +43,7 @@ def export_pte(
     source = model if isinstance(model, torch.fx.GraphModule) else model.eval()
     if calibration_batches is not None:
         source = quantize_pt2e_static(model, example, calibration_batches)
-    with shallow_provenance_copies():
+    with shallow_provenance_copies(), xnnpack_patterns_only_where_they_can_match():
         exported = torch.export.export(source, (example,))
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         info = get_delegation_info(edge.exported_program().graph_module)
