@@ -113,3 +113,17 @@ def test_a_variant_bundle_of_tflite_files_gets_a_litert_selector_that_compiles_a
         lines = run.stdout.splitlines()
         assert lines[-1] == "chosen none" and len(lines) == len(manifest["variants"]) + 1, lines
         assert all("golden check failed" in line for line in lines[:-1]), lines
+
+
+def test_a_bundle_with_executorch_and_litert_files_gets_a_snippet_pair_for_each_runtime(litert_bundle, tmp_path):
+    from udacisense.bundle.app_code import write_snippets
+
+    _, manifest = litert_bundle
+    both = manifest | {"artifacts": {"pte": {"file": "model_fp32.pte"}, **manifest["artifacts"]}}
+    write_snippets(tmp_path, both)
+    names = sorted(path.name for path in (tmp_path / "snippets").iterdir())
+    assert names == ["Classifier.kt", "Classifier.swift", "ClassifierExecuTorch.kt", "ClassifierExecuTorch.swift"]
+    primary, other = ((tmp_path / "snippets" / name).read_text() for name in ("Classifier.kt", "ClassifierExecuTorch.kt"))
+    # the int8 file is preferred (the LiteRT one here); the other runtime's pair loads its own file, under its own class name
+    assert "model_int8.tflite" in primary and "org.tensorflow.lite" in primary and "object UdaciSenseClassifier" in primary
+    assert "model_fp32.pte" in other and "org.pytorch.executorch" in other and "object UdaciSenseExecuTorchClassifier" in other

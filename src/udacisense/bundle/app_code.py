@@ -88,20 +88,28 @@ enum {class_name} {{
 
 
 def write_snippets(folder: Path, manifest: dict[str, Any]) -> None:
-    """Kotlin and Swift loaders whose shape, normalization and labels are filled from the manifest, for the artifact a
-    phone runtime loads (an int8 one first: the smallest to ship)."""
-    contract = manifest["input"]
+    """Kotlin and Swift loaders whose shape, normalization and labels are filled from the manifest: one pair per phone
+    runtime the bundle has a file for, loading its int8 file first (the smallest to ship). ``Classifier.{kt,swift}``
+    is for the bundle's preferred file; another runtime's pair is ``Classifier<Runtime>`` (e.g. ``ClassifierLiteRT.kt``)."""
     phone = phone_formats()
-    loaded = [kind for kind in manifest["artifacts"] if kind in phone]
-    kind = next((kind for kind in loaded if FORMATS[kind].quantized), loaded[0] if loaded else phone[0])
-    snippet = FORMATS[kind].snippet
-    # a bundle without such an artifact gets the snippet for a placeholder file of the first phone format's kind
-    file = manifest["artifacts"][kind]["file"] if loaded else "model" + Path(FORMATS[kind].file_name).suffix
+    loaded = sorted((kind for kind in manifest["artifacts"] if kind in phone), key=lambda kind: not FORMATS[kind].quantized)
+    per_runtime: dict[str, str] = {}
+    for kind in loaded or phone[:1]:  # a bundle without such a file gets the first phone format's code, for a placeholder file
+        per_runtime.setdefault(FORMATS[kind].snippet.name, kind)
+    snippets = folder / "snippets"
+    snippets.mkdir(exist_ok=True)
+    for index, (runtime, kind) in enumerate(per_runtime.items()):
+        file = manifest["artifacts"][kind]["file"] if loaded else "model" + Path(FORMATS[kind].file_name).suffix
+        _write_snippet_pair(snippets, manifest, FORMATS[kind].snippet, file, "" if index == 0 else runtime)
+
+
+def _write_snippet_pair(snippets: Path, manifest: dict[str, Any], snippet: Snippet, file: str, suffix: str) -> None:
+    contract = manifest["input"]
     _, channels, height, width = contract["shape"]
     values = {
         "runtime": snippet.name,
         "source": "udacisense export",
-        "class_name": "UdaciSenseClassifier",
+        "class_name": f"UdaciSense{suffix}Classifier",
         "shape_list": ", ".join(str(v) for v in contract["shape"]),
         "mean_list": ", ".join(f"{v:.6f}f" for v in contract["mean"]),
         "std_list": ", ".join(f"{v:.6f}f" for v in contract["std"]),
@@ -114,13 +122,11 @@ def write_snippets(folder: Path, manifest: dict[str, Any]) -> None:
         "extension": Path(file).suffix.lstrip("."),
     }
     version = manifest["versions"].get(snippet.package, "not installed")
-    snippets = folder / "snippets"
-    snippets.mkdir(exist_ok=True)
     kotlin = values | {"dependency": snippet.android_dependency.format(version=version)} | runtime_calls(snippet.kotlin, "modulePath", "SHAPE")
-    (snippets / "Classifier.kt").write_text(CLASSIFIER_KOTLIN.format(**kotlin))
+    (snippets / f"Classifier{suffix}.kt").write_text(CLASSIFIER_KOTLIN.format(**kotlin))
     swift = values | {"mean_list": values["mean_list"].replace("f", ""), "std_list": values["std_list"].replace("f", ""),
                       "dependency": snippet.ios_dependency.format(version=version)} | runtime_calls(snippet.swift, "modelPath", "shape")
-    (snippets / "Classifier.swift").write_text(CLASSIFIER_SWIFT.format(**swift))
+    (snippets / f"Classifier{suffix}.swift").write_text(CLASSIFIER_SWIFT.format(**swift))
 
 
 def selector_spec(manifest: dict[str, Any]) -> dict[str, Any]:
