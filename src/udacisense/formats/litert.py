@@ -31,8 +31,9 @@ def _litert_torch():
 
 
 def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibration_batches: Iterable[torch.Tensor] | None = None) -> dict[str, Any]:
-    """Write ``model`` as a ``.tflite`` flatbuffer; int8 (per-channel symmetric weights, int8 activations, float32 input
-    and output) when calibration batches are given, quantized by litert-torch's own PT2E quantizer."""
+    """Write ``model`` as a ``.tflite`` flatbuffer; when calibration batches are given, a full-integer int8 file
+    (per-channel symmetric weights, int8 activations, int8 input and output) quantized by litert-torch's own PT2E
+    quantizer."""
     litert_torch = _litert_torch()
     source = model.eval()
     options: dict[str, Any] = {}
@@ -63,7 +64,8 @@ def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibrati
 
 
 def load_tflite(kind: str, path: Path, threads: int | None) -> Runner:
-    """The model in LiteRT's interpreter with its XNNPACK delegate (float32 NCHW in and out, int8 files included)."""
+    """The model in LiteRT's interpreter with its XNNPACK delegate. It takes and returns float32 NCHW batches, as every
+    runner does: a full-integer file's int8 input is quantized and its int8 output dequantized here."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
