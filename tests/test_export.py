@@ -220,3 +220,19 @@ def test_latency_probes_run_in_fresh_children_and_a_broken_artifact_is_one_line(
     fp32, int8 = (run_probe(kind, folder / manifest["artifacts"][kind]["file"], (1, 1, 28, 28), runs=5) for kind in ("pte", "pte-int8"))
     assert fp32["latency"]["runs"] == 5 and fp32["latency"]["p50_ms"] > 0
     assert 0 < int8["memory"]["model_bytes"] < fp32["memory"]["model_bytes"] < 4 * manifest["artifacts"]["pte"]["bytes"]
+
+
+def test_export_reads_an_imagefolder_checkpoints_data_root_from_its_training_config(user_model_file, tmp_path, capsys):
+    from udacisense.cli import main
+    from udacisense.data.strokes import write_stroke_digits
+
+    digits = write_stroke_digits(tmp_path / "digits", train_per_class=20, test_per_class=5)
+    # one epoch on 200 images: whether it learned is not the point here (its verdict may be TRAINING FAILED); its checkpoint is
+    main(["train", "--model", f"{user_model_file}:TinyNet", "--data", "imagefolder", "--data-root", str(digits), "--channels", "1",
+          "--image-size", "28", "--epochs", "1", "--threads", "1", "--name", "base", "--runs-dir", str(tmp_path)])
+    assert (tmp_path / "base" / "last.pt").is_file()
+    capsys.readouterr()
+    # no --data-root: the checkpoint's config.yaml names the ImageFolder
+    code = main(["export", "--checkpoint", str(tmp_path / "base" / "last.pt"), "--formats", "ptl", "--runs", "5", "--output", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["test_images"] == 50

@@ -100,7 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"exporting {args.checkpoint} to {output}/ as {', '.join(formats)}")
     manifest = build_bundle(
         args.checkpoint, output, formats,
-        calibration_images=args.calibration_images, data_root=args.data_root, test_subset=args.test_subset,
+        calibration_images=args.calibration_images, data_root=args.data_root or _trained_root(args.checkpoint), test_subset=args.test_subset,
         tolerances=Tolerances(args.min_agreement, args.max_abs_diff), latency_runs=args.runs,
     )
     print(f"\nvalidated on {manifest['test_images']} test images, latency at batch 1 (p50):")
@@ -172,3 +172,11 @@ def run_keygen(args: argparse.Namespace) -> int:
     private, public = generate_key(args.path)
     print(f"private key {private} (keep it secret, out of any bundle); public key {public} (ship it with the app, pass it to verify --key)")
     return 0
+
+
+def _trained_root(checkpoint: Path) -> Path | None:
+    """The data root the checkpoint's training config names (an ImageFolder's), so that export needs no --data-root."""
+    from udacisense.checkpoint import training_data
+
+    root = training_data(checkpoint).get("root") if checkpoint.is_file() else None
+    return Path(root) if root else None
