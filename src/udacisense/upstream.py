@@ -72,7 +72,9 @@ def xnnpack_patterns_only_where_they_can_match() -> Iterator[None]:
     """While active, XNNPACK's bilinear-upsample and attention passes build their pattern graphs only for a graph that
     holds the operator every pattern contains; otherwise they match against no patterns (and still retrace, as
     before). Building the patterns exports a dozen small programs: 1.7 s for the bilinear ones alone, paid once per
-    process that lowers a ``.pte``, for models (CNNs without upsampling or attention) that can never match them."""
+    process that lowers a ``.pte``, for models (CNNs without upsampling or attention) that can never match them.
+    Measured: the same ``.pte`` files byte for byte (fp32 and int8; MobileNetV3-Small and a model with bilinear
+    upsampling), and MobileNetV3-Small's first fp32 lowering in a process 19.8 -> 16.0 s."""
     import importlib
 
     patched = []
