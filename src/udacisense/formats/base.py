@@ -24,6 +24,16 @@ Calibration = Callable[[], list[torch.Tensor]]
 Exporter = Callable[[nn.Module, torch.Tensor, Path, Calibration], dict[str, Any]]
 
 
+def fp32_exporter(export: Callable[[nn.Module, torch.Tensor, Path], dict[str, Any]]) -> Exporter:
+    """A format's :data:`Exporter` from a family's ``export(model, example, path)``: no calibration."""
+    return lambda model, example, path, calibration: export(model, example, path)
+
+
+def int8_exporter(export: Callable[[nn.Module, torch.Tensor, Path, list[torch.Tensor]], dict[str, Any]]) -> Exporter:
+    """A format's :data:`Exporter` from a family's ``export(model, example, path, calibration_batches)``."""
+    return lambda model, example, path, calibration: export(model, example, path, calibration())
+
+
 @dataclass
 class Runner:
     """A loaded artifact: ``predict`` takes a float32 (N, C, H, W) batch of ``batch_size`` (None: any)."""

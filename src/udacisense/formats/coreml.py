@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from udacisense.formats.base import ExportFormat
+from udacisense.formats.base import ExportFormat, fp32_exporter
 
 
 def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
@@ -38,8 +38,4 @@ def export_coreml(model: nn.Module, example: torch.Tensor, path: Path) -> dict[s
     return {"status": "converted, not run (Core ML executes only on Apple devices)", "coremltools": ct.__version__}
 
 
-def _export(model, example, path, calibration):
-    return export_coreml(model, example, path)
-
-
-COREML = ExportFormat("coreml", "Core ML", "model.mlpackage", _export, None, None, backend="coreml")  # no runtime here: Apple devices only
+COREML = ExportFormat("coreml", "Core ML", "model.mlpackage", fp32_exporter(export_coreml), None, None, backend="coreml")  # no runtime here: Apple devices only

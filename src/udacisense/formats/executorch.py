@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from udacisense.errors import UdaciSenseError
-from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
+from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input, fp32_exporter, int8_exporter
 from udacisense.io import atomic_write
 from udacisense.upstream import hush_kernel_preference_notice, shallow_provenance_copies, xnnpack_patterns_only_where_they_can_match
 
@@ -188,14 +188,6 @@ def _quiet_stderr():
             os.close(saved)
 
 
-def _export_fp32(model, example, path, calibration):
-    return export_pte(model, example, path)
-
-
-def _export_int8(model, example, path, calibration):
-    return export_pte(model, example, path, calibration())
-
-
 # ExecuTorch's Android (org.pytorch.executorch) and iOS (ExecuTorch Swift package) APIs: the one place app code calls them.
 EXECUTORCH_APP = Snippet(
     name="ExecuTorch",
@@ -225,6 +217,6 @@ EXECUTORCH_APP = Snippet(
 )
 
 EXECUTORCH = Runtime("executorch", load_pte, preload_executorch)
-PTE = ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", _export_fp32, EXECUTORCH, "pte", backend="xnnpack", snippet=EXECUTORCH_APP)
-PTE_INT8 = ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", _export_int8, EXECUTORCH, "pte", quantized=True, backend="xnnpack",
+PTE = ExportFormat("pte", "ExecuTorch fp32 (XNNPACK)", "model_fp32.pte", fp32_exporter(export_pte), EXECUTORCH, "pte", backend="xnnpack", snippet=EXECUTORCH_APP)
+PTE_INT8 = ExportFormat("pte-int8", "ExecuTorch int8 (XNNPACK)", "model_int8.pte", int8_exporter(export_pte), EXECUTORCH, "pte", quantized=True, backend="xnnpack",
                         snippet=EXECUTORCH_APP)

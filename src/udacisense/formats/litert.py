@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from udacisense.errors import UdaciSenseError
-from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input
+from udacisense.formats.base import AppCode, ExportFormat, Runner, Runtime, Snippet, check_input, fp32_exporter, int8_exporter
 from udacisense.io import atomic_write
 
 INSTALL_HINT = "install it with: pip install 'udacisense[litert]'"
@@ -108,14 +108,6 @@ def preload_litert() -> None:
         import ai_edge_litert.interpreter  # noqa: F401
 
 
-def _export_fp32(model, example, path, calibration):
-    return export_tflite(model, example, path)
-
-
-def _export_int8(model, example, path, calibration):
-    return export_tflite(model, example, path, calibration())
-
-
 # LiteRT's Android (com.google.ai.edge.litert, the org.tensorflow.lite API) and iOS (TensorFlowLiteSwift) interpreters.
 # A float file takes and gives float32 in the exported layout (NCHW); a full-integer file takes int8, so the app
 # quantizes the input with the input tensor's scale and zero point and dequantizes the logits, as the Python runner does.
@@ -166,6 +158,6 @@ LITERT_APP = Snippet(
 )
 
 LITERT = Runtime("litert", load_tflite, preload_litert)
-TFLITE = ExportFormat("tflite", "LiteRT fp32 (XNNPACK)", "model_fp32.tflite", _export_fp32, LITERT, "tflite", backend="xnnpack", snippet=LITERT_APP)
-TFLITE_INT8 = ExportFormat("tflite-int8", "LiteRT int8 (XNNPACK)", "model_int8.tflite", _export_int8, LITERT, "tflite", quantized=True,
+TFLITE = ExportFormat("tflite", "LiteRT fp32 (XNNPACK)", "model_fp32.tflite", fp32_exporter(export_tflite), LITERT, "tflite", backend="xnnpack", snippet=LITERT_APP)
+TFLITE_INT8 = ExportFormat("tflite-int8", "LiteRT int8 (XNNPACK)", "model_int8.tflite", int8_exporter(export_tflite), LITERT, "tflite", quantized=True,
                            backend="xnnpack", snippet=LITERT_APP)

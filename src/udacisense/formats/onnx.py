@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from udacisense.formats.base import ExportFormat, Runner, Runtime, check_input
+from udacisense.formats.base import ExportFormat, Runner, Runtime, check_input, fp32_exporter
 from udacisense.io import atomic_write
 
 INPUT_NAME = "image"
@@ -92,10 +92,6 @@ def preload_onnxruntime() -> None:
     import onnxruntime  # noqa: F401
 
 
-def _export_fp32(model, example, path, calibration):
-    return export_onnx(model, example, path)
-
-
 def _export_int8(model, example, path, calibration):
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = path.parent / ONNX.file_name  # reuse the fp32 ONNX when this bundle already has it
@@ -106,5 +102,5 @@ def _export_int8(model, example, path, calibration):
 
 
 ONNXRUNTIME = Runtime("onnxruntime", load_onnx, preload_onnxruntime)
-ONNX = ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", _export_fp32, ONNXRUNTIME, "onnx", backend="onnxruntime-cpu")
+ONNX = ExportFormat("onnx", "ONNX fp32", "model_fp32.onnx", fp32_exporter(export_onnx), ONNXRUNTIME, "onnx", backend="onnxruntime-cpu")
 ONNX_INT8 = ExportFormat("onnx-int8", "ONNX int8 (QDQ)", "model_int8.onnx", _export_int8, ONNXRUNTIME, "onnx", quantized=True, backend="onnxruntime-cpu")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from udacisense.formats.base import ExportFormat, Runner, Runtime, torch_threads
+from udacisense.formats.base import ExportFormat, Runner, Runtime, fp32_exporter, torch_threads
 from udacisense.io import atomic_write
 
 
@@ -44,8 +44,4 @@ def load_ptl(kind: str, path: Path, threads: int | None) -> Runner:
     return Runner(kind, predict, 1)
 
 
-def _export(model, example, path, calibration):
-    return export_ptl(model, example, path)
-
-
-PTL = ExportFormat("ptl", "TorchScript-lite", "model.ptl", _export, Runtime("lite-interpreter", load_ptl), "ptl", backend="pytorch-mobile")
+PTL = ExportFormat("ptl", "TorchScript-lite", "model.ptl", fp32_exporter(export_ptl), Runtime("lite-interpreter", load_ptl), "ptl", backend="pytorch-mobile")
