@@ -37,29 +37,23 @@ def export_tflite(model: nn.Module, example: torch.Tensor, path: Path, calibrati
     litert_torch = _litert_torch()
     source = model.eval()
     options: dict[str, Any] = {}
+    record: dict[str, Any] = {"converter": "litert-torch", "int8": False}
     if calibration_batches is not None:
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+        from udacisense.techniques.quantize import calibrate  # here: registering the formats should not import the quantizer
+
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
         prepared = prepare_pt2e(torch.export.export(source, (example,)).module(), quantizer)
-        seen = 0
-        with torch.no_grad():
-            for batch in calibration_batches:
-                prepared(batch)
-                seen += 1
-        if seen == 0:
-            raise UdaciSenseError("tflite-int8 needs at least one calibration batch")
+        record |= {"int8": True, "calibration_batches": calibrate(prepared, example, calibration_batches), "per_channel": True}
         source = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
         source.training = False  # what litert-torch reads (an exported graph refuses .eval()); the graph is already in eval form
         options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     data = litert_torch.convert(source, (example,), **options).model_content()
     atomic_write(path, lambda handle: handle.write(data))
-    record: dict[str, Any] = {"converter": "litert-torch", "int8": calibration_batches is not None}
-    if calibration_batches is not None:
-        record |= {"calibration_batches": seen, "per_channel": True}
     return record
 
 

@@ -113,6 +113,13 @@ def quantize_pt2e_static(
     graph = torch.export.export(model.eval(), (example,)).module()
     with _only_matchable_conv_bn_patterns(graph):
         prepared = prepare_pt2e(graph, quantizer)
+    calibrate(prepared, example, calibration_batches)
+    return allow_train_eval(convert_pt2e(prepared))
+
+
+def calibrate(prepared: torch.fx.GraphModule, example: torch.Tensor, calibration_batches: Iterable[torch.Tensor]) -> int:
+    """Run a PT2E-prepared graph on the calibration batches, so its observers see the activations; returns how many.
+    Every batch must have ``example``'s shape (exported graphs have a static batch size), and there must be one."""
     seen = 0
     with torch.no_grad():
         for batch in calibration_batches:
@@ -124,7 +131,7 @@ def quantize_pt2e_static(
             seen += 1
     if seen == 0:
         raise UdaciSenseError("static quantization needs at least one calibration batch")
-    return allow_train_eval(convert_pt2e(prepared))
+    return seen
 
 
 def prepare_qat(
