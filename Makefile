@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DATASET_PKG := dataset-fashion-mnist
 
-.PHONY: demo test data browser postgres jdk install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline clean
+.PHONY: demo test data browser postgres jdk web-runtime install benchmark-baseline benchmark-train-defaults benchmark-deploy benchmark-pipeline benchmark-peers clean
 
 # pip compiles the installed bytecode on one core; compileall compiles the same files on every core (the few files
 # written for newer Pythons fail to compile here, as they do under pip: hence the '-').
@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# onnxruntime-web, for the web format's page: pinned in package.json and package-lock.json, installed from the npm registry.
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	$(call apt_require,command -v npm,npm,the web page's runtime)
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+web-runtime: $(NODE_STAMP)
 
 # Fashion-MNIST is the default data set; Debian ships it as IDX files.
 data:
@@ -65,7 +74,7 @@ demo: install data
 # Lint first (ruff, seconds), then the whole suite: the slow real-data tests are part of it. Two workers, one test
 # file each at a time (module fixtures are shared within a file), longest files first, one intra-op thread each
 # (tests/conftest.py).
-test: install data browser postgres jdk
+test: install data browser postgres jdk web-runtime
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
@@ -83,6 +92,16 @@ benchmark-deploy: install data
 # seed.yaml vs mobile.yaml at full length, plus onnxruntime static int8 of the baseline (hours on 2 CPU cores).
 benchmark-pipeline: install data
 	$(BIN)/python benchmarks/pipeline.py
+
+# Peers side by side (benchmarks/peers.py): a 30-epoch MobileNetV3-Small on 12,000 Fashion-MNIST images, then mobile.yaml,
+# a search with twice its time, and every peer's int8 of the same baseline (NNCF/OpenVINO in their own venv); about
+# 1.5 hours on 2 CPU cores. Resumable: run it again after an interruption.
+PEERS_RUNS ?= runs/benchmarks/peers
+PEERS_SUBSET ?= 12000
+benchmark-peers: install data
+	@test -f $(PEERS_RUNS)/baseline/best.pt || $(BIN)/udacisense train --model mobilenet_v3_small --train-subset $(PEERS_SUBSET) --epochs 30 \
+		--name baseline --runs-dir $(PEERS_RUNS) --overwrite
+	$(BIN)/python benchmarks/peers.py --baseline $(PEERS_RUNS)/baseline/best.pt --runs-dir $(PEERS_RUNS) --set data.train_subset=$(PEERS_SUBSET)
 
 clean:
 	rm -rf runs .pytest_cache

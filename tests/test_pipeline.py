@@ -36,7 +36,7 @@ def tiny_recipe(model_file: Path, data_root: Path, **changes) -> dict:
             {"stage": "quantize", "method": "static", "calibration_images": 64},
         ],
         # a 3-epoch TinyNet's static int8 agrees about 97.4% with its fp32 model on these 1,000 images: under the default 98%
-        "export": {"formats": ["pte-int8", "onnx"], "latency_runs": 20, "variants": ["baseline"], "min_agreement": 95},
+        "export": {"formats": ["pte-int8", "onnx", "web"], "latency_runs": 20, "variants": ["baseline"], "min_agreement": 95},
     }
     return recipe | changes
 
@@ -214,6 +214,7 @@ def test_report_has_every_stage_the_targets_and_plots(tiny_run):
     assert f"{result['deploy']['artifacts']['pte-int8']['validation']['top1']:.2f}" in report
     page = (runs / "tiny" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 4 and "http://" not in page and "https://" not in page
+    assert '<a href="deploy/web/index.html">' in page and (runs / "tiny" / "deploy" / "web" / "index.html").is_file()  # the bundle's web page
 
 
 def test_export_variants_ship_every_listed_model_in_every_format_in_one_verified_bundle(tiny_run, capsys):
@@ -222,7 +223,8 @@ def test_export_variants_ship_every_listed_model_in_every_format_in_one_verified
     manifest = json.loads((folder / "manifest.json").read_text())
     assert result["variants"]["folder"] == str(folder) and set(manifest["models"]) == {"baseline", "quantize"}
     rows = {row["id"]: row for row in manifest["variants"]}
-    assert set(rows) == {f"{model}/{kind}" for model in ("baseline", "quantize") for kind in ("pte-int8", "onnx")}
+    assert set(rows) == {f"{model}/{kind}" for model in ("baseline", "quantize") for kind in ("pte-int8", "onnx", "web")}
+    assert all((folder / model / "web" / "index.html").is_file() for model in ("baseline", "quantize"))  # each model's page
     shipped = result["deploy"]["artifacts"]["pte-int8"]
     assert rows["quantize/pte-int8"]["sha256"] == shipped["sha256"]  # the final model's int8 artifact as its stage built it
     assert rows["baseline/onnx"]["top1"] == pytest.approx(result["baseline"]["metrics"]["test_top1"], abs=0.2)
@@ -237,7 +239,8 @@ def test_retime_times_the_variants_again_and_keeps_the_bundle_verified(tiny_run,
     before = json.loads((tmp_path / "tiny" / "variants" / "manifest.json").read_text())
     assert main(["run", str(recipe_path), "--runs-dir", str(tmp_path), "--resume", "--retime"]) == 0
     after = json.loads((tmp_path / "tiny" / "variants" / "manifest.json").read_text())
-    old, new = ({row["id"]: row["latency"]["1_thread"]["p50_ms"] for row in manifest["variants"]} for manifest in (before, after))
+    old, new = ({row["id"]: row["latency"]["1_thread"]["p50_ms"] for row in manifest["variants"] if row["runs_here"]} for manifest in (before, after))
+    assert len(old) == 4  # the web pages run in a browser, not here: nothing to time
     assert old.keys() == new.keys() and old != new and after["created"] == before["created"]  # timed again, not exported again
     model = json.loads((tmp_path / "tiny" / "variants" / "baseline" / "manifest.json").read_text())
     assert model["artifacts"]["onnx"]["latency"]["1_thread"]["p50_ms"] == new["baseline/onnx"]  # each model's manifest agrees

@@ -59,6 +59,12 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def size_of(path: str | Path) -> int:
+    """Bytes of a file, or of a directory's files."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(part.stat().st_size for part in path.rglob("*") if part.is_file())
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"

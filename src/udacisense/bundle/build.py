@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from udacisense.bundle.app_code import write_snippets
 from udacisense.bundle.golden import GOLDEN_ATOL, GOLDEN_COUNT, golden_outputs, write_golden
 from udacisense.bundle.signing import MANIFEST_FILE, bundle_files
+from udacisense.bundle.web import write_web_page
 from udacisense.checkpoint import load_model
 from udacisense.data import dataset_for_contract
 from udacisense.deploy.bench import bench_artifact
@@ -28,7 +29,8 @@ from udacisense.deploy.validate import Tolerances
 from udacisense.errors import ExportFailed
 from udacisense.formats import FORMATS
 from udacisense.formats.base import describe_not_delegated
-from udacisense.io import sha256_of, write_json
+from udacisense.formats.web import WEB_SOURCES
+from udacisense.io import sha256_of, size_of, write_json
 from udacisense.measure import check_artifact, source_logits
 from udacisense.profile import machine_info, serialized_size
 
@@ -71,7 +73,11 @@ def build_bundle(
 
     artifacts: dict[str, Any] = {}
     export_failures: dict[str, str] = {}
-    for kind in tqdm(formats, desc="export", disable=None):
+    page = "web" in formats
+    exported = [kind for kind in formats if kind != "web"]
+    if page and not any(kind in exported for kind in WEB_SOURCES):
+        exported.append(WEB_SOURCES[-1])  # the page runs the bundle's ONNX file: without one asked for, the fp32 one
+    for kind in tqdm(exported, desc="export", disable=None):
         started = time.perf_counter()
         export_format = FORMATS.get(kind)
         quantized = export_format.quantized or kind in prebuilt
@@ -127,6 +133,13 @@ def build_bundle(
         "machine": machine_info(),  # where the latencies above were measured, with its ISA flags
     }
     write_golden(output, golden_inputs, test_labels[:GOLDEN_COUNT], reference_logits[:GOLDEN_COUNT], artifacts)
+    if page:
+        try:
+            artifacts["web"] = write_web_page(output, artifacts, contract, golden_inputs, GOLDEN_ATOL)
+            log(f"  web: {artifacts['web']['page']} runs {artifacts['web']['model']} in onnxruntime-web; serve it with 'udacisense serve {output}'")
+        except ExportFailed as error:
+            export_failures["web"] = str(error)
+            log(f"  web: EXPORT FAILED: {error}")
     write_snippets(output, manifest)
     for entry in artifacts.values():
         entry.pop("golden_outputs", None)
@@ -177,7 +190,8 @@ def format_table(manifest: dict[str, Any]) -> str:
     ]
     for kind, entry in manifest["artifacts"].items():
         if "validation" not in entry:
-            rows.append(f"{kind:<11} {entry['runtime']:<17} {'':>8} {'':>9} {'converted, not run':>20}")
+            note = f"page around {entry['runs']}, run in the browser" if "runs" in entry else "converted, not run"
+            rows.append(f"{kind:<11} {entry['runtime']:<17} {entry['bytes'] / 1e6:>8.2f} {'':>9} {note}")
             continue
         check, latency = entry["validation"], entry["latency"]
         one = latency["1_thread"]["p50_ms"]
@@ -187,10 +201,6 @@ def format_table(manifest: dict[str, Any]) -> str:
             f"{eager_ms / one:>8.2f} {list(latency.values())[-1]['p50_ms']:>9.3f} {'PASS' if check['passed'] else 'FAIL':>6}"
         )
     return "\n".join(rows)
-
-
-def size_of(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def package_versions() -> dict[str, str]:

@@ -62,7 +62,8 @@ def _from_bundle(folder: Path, name: str) -> VariantSource:
     if not checkpoint.is_file():
         raise UdaciSenseError(f"{folder} was made from {checkpoint}, which is gone; give that model's checkpoint instead")
     # int8 artifacts cannot be made again from the checkpoint (their calibration or training is in them): take them as built
-    prebuilt = {kind: (folder / entry["file"], entry["export"]) for kind, entry in manifest["artifacts"].items() if entry.get("quantized")}
+    prebuilt = {kind: (folder / entry["file"], entry["export"]) for kind, entry in manifest["artifacts"].items()
+                if entry.get("quantized") and "page" not in entry}  # a web page is made again around the int8 file, when asked for
     return VariantSource(name, checkpoint, prebuilt)
 
 
@@ -164,7 +165,8 @@ def format_variants(manifest: dict[str, Any]) -> str:
     ]
     for row in manifest["variants"]:
         if not row["runs_here"]:
-            lines.append(f"{row['preference']:>2} {row['id']:<28} {row['backend']:<16} {row['dtype']:<5} {row['bytes'] / 1e6:>6.2f}  (cannot run here)")
+            where = "runs in a browser" if row["format"] == "web" else "cannot run here"
+            lines.append(f"{row['preference']:>2} {row['id']:<28} {row['backend']:<16} {row['dtype']:<5} {row['bytes'] / 1e6:>6.2f}  ({where})")
             continue
         one, many = row["latency"]["1_thread"], row["latency"].get(threads, row["latency"]["1_thread"])
         lines.append(f"{row['preference']:>2} {row['id']:<28} {row['backend']:<16} {row['dtype']:<5} {row['bytes'] / 1e6:>6.2f} "

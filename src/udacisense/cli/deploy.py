@@ -1,5 +1,5 @@
 """Deployment commands: ``export`` (export, validate and benchmark into a bundle), ``bundle`` (several variants in one
-bundle), ``select`` (the variant that fits this machine), ``verify`` and ``keygen``."""
+bundle), ``select`` (the variant that fits this machine), ``verify``, ``serve`` (a bundle's web page) and ``keygen``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,11 @@ def add_commands(commands) -> None:
                          "example:\n  udacisense verify runs/demo/deploy --key keys/release.pub", run_verify)
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--key", type=Path, metavar="PUBLIC_KEY", help="require a valid signature by this PEM public key")
+
+    serve = add_command(commands, "serve", "serve a bundle's web page on 127.0.0.1, for a browser",
+                        "example:\n  udacisense export --checkpoint runs/demo/best.pt --formats onnx-int8,web\n  udacisense serve runs/demo/deploy", run_serve)
+    serve.add_argument("bundle", type=Path, help="a bundle exported with the web format (or a bundle of variants)")
+    serve.add_argument("--port", type=int, default=0, help="the port on 127.0.0.1 (default: a free one, printed)")
 
     keygen = add_command(commands, "keygen", "make an Ed25519 key pair for signing bundles",
                          "example:\n  udacisense keygen keys/release   # writes keys/release (private) and keys/release.pub", run_keygen)
@@ -163,6 +168,30 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     signed = f"signature valid for {args.key}" if args.key else signature_note(args.bundle)
     print(f"bundle verified: hashes and golden outputs match; {signed}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from udacisense.bundle.web import page_server, web_pages
+
+    pages = web_pages(args.bundle)
+    if not pages:
+        raise UdaciSenseError(f"{args.bundle} has no web page: export it with the web format, e.g. "
+                              f"udacisense export --checkpoint best.pt --formats onnx-int8,web --output {args.bundle}")
+    try:
+        server = page_server(args.bundle, args.port)
+    except OSError as error:
+        raise UdaciSenseError(f"cannot serve on 127.0.0.1:{args.port}: {error.strerror}; choose another --port, or leave it out for a free one")
+    host, port = server.server_address[:2]
+    for page in pages:
+        print(f"http://{host}:{port}/{page.parent.relative_to(args.bundle).as_posix()}/", flush=True)
+    print(f"serving {args.bundle} (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 

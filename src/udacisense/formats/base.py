@@ -4,7 +4,7 @@ Each :class:`ExportFormat` says everything the rest of the toolkit needs to know
 write it, the :class:`Runtime` that loads and runs it here (None: it cannot run on this machine), the fp32 format an
 int8 artifact is compared with, whether exporting quantizes the model, and the phone runtime's app code
 (:class:`Snippet`) when the generated snippets and selectors load it on a phone. One file per format family
-(``executorch``, ``onnx``, ``torchscript``, ``coreml``) declares its formats; :mod:`udacisense.formats` registers them.
+(``executorch``, ``onnx``, ``litert``, ``torchscript``, ``coreml``, ``web``) declares its formats; :mod:`udacisense.formats` registers them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ExportFormat:
     name: str
     title: str
     file_name: str
-    exporter: Exporter
+    exporter: Exporter | None  # None: no model file of its own, but a wrapper the bundle builds around one (``web``)
     runtime: Runtime | None  # None: it cannot run on this machine (converted, not run)
     reference: str | None
     quantized: bool = False
@@ -108,6 +108,8 @@ class ExportFormat:
 
     def export(self, model: nn.Module, example: torch.Tensor, folder: Path, calibration: Calibration) -> tuple[Path, dict[str, Any]]:
         """Write the artifact into ``folder``; ``calibration()`` yields batches of ``example``'s shape (int8 formats)."""
+        if self.exporter is None:
+            raise UdaciSenseError(f"{self.name} is made around a bundle's model file: ask for it in a bundle (udacisense export --formats onnx,{self.name})")
         path = folder / self.file_name
         with converter_errors(self.name):
             return path, self.exporter(model, example, path, calibration)

@@ -254,6 +254,10 @@ def _deployment(result: dict[str, Any]) -> list[str]:
         lines.append(f"| baseline {reference['file']} | {kind} | {_mb(reference['bytes'])} | {reference['top1']:.2f} | {reference['agreement']:.2f} | "
                      f"{latency['1_thread']:.3f} ms | {list(latency.values())[-1]:.3f} ms | {_mb(reference['memory'].get('model_bytes', 0))} | |")
     for kind, entry in manifest["artifacts"].items():
+        if "page" in entry:  # the web page: the browser runs it, around an artifact measured above
+            lines.append(f"| **[{entry['page']}](deploy/{entry['page']})** | {entry['runtime']} | {_mb(entry['bytes'])} | "
+                         f"the page around `{entry['model']}`, run in the browser (`udacisense serve {result['run']}/deploy` serves it) | | | | | |")
+            continue
         if "validation" not in entry:
             lines.append(f"| **{entry['file']}** | {entry['runtime']} | {_mb(entry['bytes'])} | converted, not run here | | | | | |")
             continue
