@@ -205,16 +205,21 @@ def build_rows(args: argparse.Namespace, python: Path) -> tuple[dict[str, dict[s
         "tflite-int8", pruned, shape, dataset, work / "mobile-tflite-int8", seconds_before=prune["seconds"]))
 
     search_dir = args.runs_dir / "search"
-    budget = args.budget_factor * hand_seconds
+    budget_file = work / "search.budget"  # fixed when the search first starts: a resumed one keeps it
+    if not budget_file.is_file():
+        budget_file.write_text(f"{args.budget_factor * hand_seconds:.0f}\n")
+    budget = float(budget_file.read_text())
     done = work / "search.done"  # one uninterrupted search: once it has ended, a rerun reads it and never resumes it
     if not done.is_file():
-        if udacisense("search", "mobile", "--checkpoint", str(baseline), "--budget", f"{budget:.0f}s", "--max-drop", f"{max_drop:g}",
-                      "--max-size-mb", f"{max_megabytes:.6f}", "--name", "search", "--runs-dir", str(args.runs_dir), *flags,
-                      *(["--resume"] if search_dir.is_dir() else [])) != 0:
-            raise SystemExit(f"the search in {search_dir} failed; see its output above")
-        done.write_text(f"{budget:.0f}\n")
+        status = udacisense("search", "mobile", "--checkpoint", str(baseline), "--budget", f"{budget:.0f}s", "--max-drop", f"{max_drop:g}",
+                            "--max-size-mb", f"{max_megabytes:.6f}", "--name", "search", "--runs-dir", str(args.runs_dir), *flags,
+                            *(["--resume"] if search_dir.is_dir() else []))
+        if status not in (0, 1) or not (search_dir / "search" / "pareto.json").is_file():  # 1: it ended, and no point met the targets
+            raise SystemExit(f"the search in {search_dir} failed (exit status {status}); see its output above")
+        done.write_text("ended\n")
     pareto = json.loads((search_dir / "search" / "pareto.json").read_text())
-    search = {"trials": pareto["trial_count"], "seconds": pareto["elapsed_seconds"], "feasible_found": pareto["feasible_found"]}
+    search = {"trials": pareto["trial_count"], "seconds": pareto["elapsed_seconds"], "feasible_found": pareto["feasible_found"],
+              "failed": [f"{failure['summary']}: {failure['error']}" for failure in pareto["failed"]]}
     if pareto["feasible_found"]:  # the front's most accurate point as the search ranks them (validation split, never the test split)
         best = max(pareto["front"], key=lambda point: point["top1"])
         run = dict(front_runs(search_dir))[best["trial"]]
@@ -229,7 +234,7 @@ def build_rows(args: argparse.Namespace, python: Path) -> tuple[dict[str, dict[s
         row |= {"top1": 100 * float((predicted == truth).mean()), "agreement": 100 * float((predicted == reference).mean()),
                 "bytes": artifact_bytes(row)}
     context = {"shape": list(shape), "baseline": str(args.baseline), "baseline_top1": 100 * float((reference == truth).mean()),
-               "test_images": len(truth), "mobile_seconds": hand_seconds, "budget_seconds": budget, "max_drop": max_drop,
+               "test_images": len(truth), "mobile_seconds": hand_seconds, "budget_seconds": budget, "budget_factor": args.budget_factor, "max_drop": max_drop,
                "max_megabytes": max_megabytes, "data": recipe.data.model_dump(mode="json", exclude_defaults=True), "search": search}
     return built, context
 
@@ -311,9 +316,11 @@ def render(results: dict[str, Any]) -> str:
         f"{context['test_images']:,} test images in each artifact's runtime; latency at batch 1, 1 thread, median of "
         f"{results['rounds']} alternating fresh-process rounds of {results['runs']} runs (range of the rounds' p50 in brackets); "
         f"memory is the model's peak resident memory in its runtime (as `udacisense` measures every artifact); time is what "
-        f"making the artifact took from the fp32 baseline. mobile.yaml took {context['mobile_seconds'] / 60:.1f} min; the search "
-        f"had {context['budget_seconds'] / 60:.1f} min under mobile.yaml's targets (drop <= {context['max_drop']:g} pt, "
-        f"size <= {context['max_megabytes']:.3f} MB) and ran {context['search']['trials']} trials: "
+        f"making the artifact took from the fp32 baseline. mobile.yaml took {context['mobile_seconds'] / 60:.1f} min; the search's "
+        f"budget was {context['budget_seconds'] / 60:.1f} min ({context['budget_factor']:g}x mobile.yaml's time as first measured), "
+        f"under its targets (drop <= {context['max_drop']:g} pt, "
+        f"size <= {context['max_megabytes']:.3f} MB); it ran {context['search']['trials']} trials in "
+        f"{context['search']['seconds'] / 60:.1f} min ({len(context['search']['failed'])} failed): "
         + (f"its most accurate point on the validation split: {results['rows']['search']['summary']}." if "search" in results["rows"]
            else "**none met the targets**, so it has no row."),
         "",
@@ -343,15 +350,20 @@ def pareto_png(results: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from udacisense.report.plots import _png
+    from udacisense.report.plots import _label_clusters, _png
 
     rows = table_rows(results)
     largest = max(row["bytes"] for row in rows)
-    figure, axis = plt.subplots(figsize=(8.5, 5))
+    figure, axis = plt.subplots(figsize=(9, 5.2))
     for row in rows:
         color = "#dc2626" if row["ours"] else "#6b7280" if row["key"] in ("pte", "onnx", "tflite") else "#2563eb"
-        axis.scatter(row["p50_ms"], row["top1"], s=40 + 900 * row["bytes"] / largest, color=color, alpha=0.55, edgecolors="#111827", zorder=3)
-        axis.annotate(row["label"], (row["p50_ms"], row["top1"]), textcoords="offset points", xytext=(6, 3), fontsize=7)
+        axis.scatter(row["p50_ms"], row["top1"], s=30 + 700 * row["bytes"] / largest, color=color, alpha=0.55, edgecolors="#111827", zorder=3)
+    points = [{"label": f"{row['label']} ({row['bytes'] / 1e6:.2f} MB)", "latency_ms": row["p50_ms"], "top1": row["top1"]} for row in rows]
+    for (x, y), labels, across in _label_clusters(points, "latency_ms", x_share=0.12, y_share=0.06):  # near points share one label
+        left = across > 0.85
+        axis.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(-9 if left else 9, -4), fontsize=7,
+                      va="top", ha="right" if left else "left")
+    axis.margins(x=0.12, y=0.12)
     axis.set_xscale("log")
     axis.set_xlabel("p50 latency, batch 1, 1 thread (ms, log)")
     axis.set_ylabel("test top-1 (%)")

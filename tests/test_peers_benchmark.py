@@ -34,7 +34,8 @@ RESULTS = {
     "machine": {"cpu": "Test CPU", "isa": ["avx2"], "cores": 2, "gpu": None, "torch": "2.14.1"}, "date": "2026-12-06", "commit": "abc1234",
     "command": "python benchmarks/peers.py --baseline best.pt", "rounds": 5, "runs": 300,
     "context": {"baseline": "/runs/base/best.pt", "baseline_top1": 90.0, "test_images": 10000, "mobile_seconds": 600.0, "budget_seconds": 1200.0,
-                "max_drop": 1.0, "max_megabytes": 0.5, "data": {"train_subset": 12000}, "search": {"trials": 9, "seconds": 1200.0, "feasible_found": True}},
+                "budget_factor": 2.0, "max_drop": 1.0, "max_megabytes": 0.5, "data": {"train_subset": 12000},
+                "search": {"trials": 9, "seconds": 1200.0, "feasible_found": True, "failed": []}},
     "rows": {  # in no particular order: the table orders them
         "search": row("s/model_int8.pte", 89.5, 0.30, 0.20, 1.0, 1200.0, summary="prune 30% MACs, qat int8"),
         "pte": row("p/model.pte", 90.0, 6.0, 0.50, 6.5),
@@ -52,7 +53,7 @@ def test_table_orders_rows_marks_ours_and_names_each_axis_leader():
                                                        "| **mobile.yaml**", "| **search**"]
     assert "| 0.220 [0.210–0.240] | 0.264 | 1.10 | 10.0 min |" in table[3]  # p50 [rounds' range], p90, memory MB, compression time
     assert "`model.xml` | OpenVINO | 89.70% | 90.70% | 1.600 |" in table[2]
-    assert "Test CPU (avx2), 2 cores" in text and "commit abc1234" in text and "ran 9 trials" in text
+    assert "Test CPU (avx2), 2 cores" in text and "commit abc1234" in text and "it ran 9 trials in 20.0 min (0 failed): its most accurate" in text
     leaders = text.split("Who leads each axis")[1]
     # the 80% file is 10 pt below the baseline, beyond the 1 pt limit: never a leader; fp32 files are not in the race
     assert "- top-1: **mobile.yaml** (89.80%), ours." in leaders
@@ -64,7 +65,7 @@ def test_table_orders_rows_marks_ours_and_names_each_axis_leader():
 def test_a_search_that_met_no_target_has_no_row_and_the_text_says_so():
     results = RESULTS | {"rows": {key: row for key, row in RESULTS["rows"].items() if key != "search"}}
     text = peers.render(results)
-    assert "ran 9 trials: **none met the targets**, so it has no row." in text and "Test CPU (avx2)" in text
+    assert "it ran 9 trials in 20.0 min (0 failed): **none met the targets**, so it has no row." in text and "Test CPU (avx2)" in text
     assert "| **search** |" not in text and "- size: **mobile.yaml** (0.350 MB), ours." in text
 
 
