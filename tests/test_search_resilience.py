@@ -151,6 +151,22 @@ def test_any_exception_inside_a_trial_fails_that_trial_alone(tmp_path, tiny_base
     assert "FAILED: RuntimeError: boom in two lines" in log and "Traceback" in log and "1 failed trial" in (folder / "report.md").read_text()
 
 
+def test_a_trial_slower_than_the_budget_is_stopped_when_the_budget_runs_out(tmp_path, tiny_baseline, monkeypatch):
+    """The budget rule expects a trial to take what finished ones took; the first trial here would take ten minutes of a
+    5 s budget. It is stopped at the budget's end and fails with that reason, and the search ends with its outputs."""
+    monkeypatch.setattr(Search, "run_trial", lambda self, recipe: time.sleep(600))
+    command = search_command(tiny_baseline, tmp_path, "slow", trials=3)
+    command[command.index("10m")] = "5s"
+    started = time.perf_counter()
+    assert main(command) == 1  # no point: every trial failed
+    assert time.perf_counter() - started < 60
+    result = json.loads((tmp_path / "slow" / "search" / "pareto.json").read_text())
+    assert [row["trial"] for row in result["failed"]] == ["p0"] and "budget ran out during this trial" in result["failed"][0]["error"]
+    assert 5 <= result["elapsed_seconds"] < 15
+    log = (tmp_path / "slow" / "search.log").read_text()
+    assert "budget ran out during this trial" in log and "EVERY TRIAL FAILED (1)" in log
+
+
 def test_an_artifact_that_failed_validation_is_a_failed_trial_never_a_point(tmp_path, tiny_baseline, fake_runner):
     fake_runner.append(False)  # the first trial's artifact disagrees with its source
     assert main(search_command(tiny_baseline, tmp_path, "invalid", trials=2)) == 0

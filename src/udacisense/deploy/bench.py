@@ -73,8 +73,14 @@ def _ask_server(request: list[Any]) -> dict[str, Any]:
         _server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=_server_log,
                                    text=True, bufsize=1)
         atexit.register(_server.stdin.close)  # the server ends when its input does
-    _server.stdin.write(json.dumps(request) + "\n")
-    reply = _server.stdout.readline()
+    try:
+        _server.stdin.write(json.dumps(request) + "\n")
+        reply = _server.stdout.readline()
+    except BaseException:  # interrupted between request and reply (Ctrl-C, a deadline): a late reply must not answer the next request
+        _server.kill()
+        _server.wait()
+        _server = None
+        raise
     if not reply:
         _server_log.seek(0)
         lines = [line for line in _server_log.read().splitlines() if line.strip()]

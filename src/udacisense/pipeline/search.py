@@ -35,10 +35,12 @@ import fcntl
 import json
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 import yaml
@@ -471,7 +473,9 @@ class Search:
         if fidelity == "proxy":
             self._queue_design_point()
         # _objective has logged and recorded whatever failed; optuna marks the trial failed and the search goes on
-        self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(Exception,))
+        with budget_deadline(self.spec.budget - self.elapsed()), contextlib.suppress(BudgetSpent):  # suppressed: a deadline in
+            # optuna's own bookkeeping rather than in the trial; the trial is left running there, as a killed worker's is
+            self.studies[fidelity].optimize(lambda trial: self._objective(trial, fidelity), n_trials=1, catch=(Exception,))
         self.elapsed.save()
         front = self.write_outputs()
         if self._last is None or "top1" not in self._last:
@@ -788,11 +792,37 @@ def explore(spec: SearchSpec, count: int, seen: set[str], start: int) -> tuple[l
     return points, used
 
 
+class BudgetSpent(UdaciSenseError):
+    """Raised inside a trial when the search's budget runs out: the trial fails with this reason and the search ends."""
+
+
+@contextlib.contextmanager
+def budget_deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`BudgetSpent` in the block once ``seconds`` have passed, so that a trial slower than the budget rule
+    expected (e.g. a larger architecture than the finished trials) cannot overrun the budget. Off the main thread, where
+    Python delivers no signals, the block runs without a deadline."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise BudgetSpent("the search's budget ran out during this trial, which was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def next_trial(spec: SearchSpec, finished: dict[str, list[FrozenTrial]], candidate: FrozenTrial | None, elapsed: float) -> tuple[str | None, str]:
     """The queued full-fidelity ``candidate`` if its expected time fits in what is left of the budget, else a proxy
-    trial if one fits, else nothing (None and the reason). Trials are never cut short, so this rule is what keeps the
-    search within its budget. A candidate is expected to take what its own proxy trial took with the fine-tunes scaled
-    to the full epochs; a proxy trial, the mean of the finished ones."""
+    trial if one fits, else nothing (None and the reason). This rule keeps the search within its budget
+    without wasting a trial. A candidate is expected to take what its own proxy trial took with the fine-tunes scaled
+    to the full epochs; a proxy trial, the mean of the finished ones. A trial that takes longer than that is stopped at
+    the budget's end (:func:`budget_deadline`)."""
     count = sum(len(trials) for trials in finished.values())
     if spec.trials is not None and count >= spec.trials:
         return None, f"{count} trials finished (--trials {spec.trials})"
