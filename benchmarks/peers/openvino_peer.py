@@ -13,8 +13,8 @@ torch nor udacisense; arrays come and go as .npy files, results as one JSON line
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -22,28 +22,14 @@ from pathlib import Path
 import numpy as np
 
 
-def memory_status() -> dict[str, int]:
-    """This process's resident, peak resident and file-backed resident bytes (as udacisense.deploy.bench reads them)."""
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM", "RssFile"):
-                fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
-def mapped_bytes(paths: list[Path]) -> int:
-    """Resident bytes of these files mapped into this process (as udacisense.deploy.bench counts a mapped model file)."""
-    targets, inside, total = {os.path.realpath(path) for path in paths}, False, 0
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split(" ", 1)[0]
-            if "-" in head and not head.endswith(":"):
-                inside = any(line.rstrip().endswith(target) for target in targets)
-            elif inside and line.startswith("Rss:"):
-                total += int(line.split()[1]) * 1024
-    return total
+def load_memory_probe():
+    """udacisense's memory readings (src/udacisense/deploy/memory.py, standard library only), loaded from the source tree
+    without importing the package, which needs torch: the peer's memory is counted as ours is."""
+    path = Path(__file__).resolve().parents[2] / "src" / "udacisense" / "deploy" / "memory.py"
+    spec = importlib.util.spec_from_file_location("udacisense_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compile_model(model, threads: int | None):
@@ -79,7 +65,7 @@ def quantize(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, out / "model.xml", compress_to_fp16=False)
-    return {"seconds": seconds, "peak_rss_bytes": memory_status()["VmHWM"], "files": sorted(path.name for path in out.iterdir())}
+    return {"seconds": seconds, "peak_rss_bytes": load_memory_probe().memory_status()["VmHWM"], "files": sorted(path.name for path in out.iterdir())}
 
 
 def logits(args: argparse.Namespace) -> dict:
@@ -94,12 +80,9 @@ def logits(args: argparse.Namespace) -> dict:
 def time_model(args: argparse.Namespace) -> dict:
     import openvino as ov  # imported before the memory baseline, as udacisense's probe imports its runtime first
 
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        pass
-    before = memory_status()
+    memory = load_memory_probe()
+    memory.reset_peak()
+    before = memory.memory_status()
     compiled = compile_model(ov.Core().read_model(args.model), 1)
     request = compiled.create_infer_request()  # OpenVINO's fastest synchronous path: one request, reused, input shared
     example = np.random.default_rng(0).standard_normal([int(size) for size in args.shape.split(",")]).astype(np.float32)
@@ -108,9 +91,9 @@ def time_model(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         request.infer({0: example}, share_inputs=True)
         if index == 2:
-            after = memory_status()
+            after = memory.memory_status()
             model_files = [Path(args.model), Path(args.model).with_suffix(".bin")]
-            library_pages = max(0, after["RssFile"] - before["RssFile"] - mapped_bytes(model_files))
+            library_pages = max(0, after["RssFile"] - before["RssFile"] - memory.mapped_bytes(*model_files))
         if index >= 23:
             timings.append((time.perf_counter() - started) * 1000)
     ordered = sorted(timings)

@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Iterator
 
+from udacisense.deploy.memory import mapped_bytes, memory_status, reset_peak
 from udacisense.deploy.runtime import loadable_kinds
 from udacisense.errors import UdaciSenseError
 from udacisense.formats import FORMATS
@@ -88,30 +89,6 @@ def _ask_server(request: list[Any]) -> dict[str, Any]:
     return json.loads(reply)
 
 
-def _memory_status() -> dict[str, int]:
-    """This process's resident, peak resident and file-backed resident bytes."""
-    fields = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM", "RssFile"):
-                fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
-def _mapped_bytes(path: str) -> int:
-    """Resident bytes of ``path`` mapped into this process (a runtime may map the model file rather than read it)."""
-    target, inside, total = os.path.realpath(path), False, 0
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            head = line.split(" ", 1)[0]
-            if "-" in head and not head.endswith(":"):  # a mapping's header line: address range ... path
-                inside = line.rstrip().endswith(target)
-            elif inside and line.startswith("Rss:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 def _import_runtime(kind: str) -> None:
     """Import the artifact's runtime before the memory baseline, so that its imports do not count as the model's."""
     if kind in FORMATS and FORMATS[kind].runs_here:
@@ -139,13 +116,8 @@ def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, ru
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     _import_runtime(kind)
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")  # reset the peak mark: what the child inherited and imported does not count
-        reset = True
-    except OSError:
-        reset = False
-    before = _memory_status()
+    reset = reset_peak()  # what the child inherited and imported does not count
+    before = memory_status()
     runner = load_runner(kind, Path(path), threads=threads)
     checked = None
     if golden is not None:
@@ -160,10 +132,10 @@ def _probe(kind: str, path: str, shape: list[int], threads: int, warmup: int, ru
         started = time.perf_counter()
         runner.predict(example)
         if index == 2:
-            after = _memory_status()
+            after = memory_status()
             # A forked child faults the libraries' code pages in again as it first runs them; they are shared, and
             # not the model's. The model file itself may be mapped: its pages are.
-            library_pages = after["RssFile"] - before["RssFile"] - _mapped_bytes(path)
+            library_pages = after["RssFile"] - before["RssFile"] - mapped_bytes(path)
         if index >= 3 + warmup:
             timings.append((time.perf_counter() - started) * 1000)
     return {"baseline_rss": before["VmRSS"], "peak_rss": after["VmHWM"], "library_pages": max(0, library_pages), "reset": reset,
