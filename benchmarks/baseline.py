@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.data import augmentation  # noqa: E402
@@ -40,16 +40,17 @@ RECIPES = {
 }
 
 
-def row_name(model: str, recipe: str, batch_size: int | None) -> str:
+def row_name(model: str, recipe: str, batch_size: int | None, train_subset: int | None = None) -> str:
     """The run folder's and the results row's name: model, then what differs from the defaults."""
-    return model + ("" if recipe == "default" else f"_{recipe}") + ("" if batch_size is None else f"_b{batch_size}")
+    return (model + ("" if recipe == "default" else f"_{recipe}") + ("" if batch_size is None else f"_b{batch_size}")
+            + ("" if train_subset is None else f"_s{train_subset}"))
 
 
 def run_one(model: str, epochs: int, train_subset: int | None, recipe: str, runs_dir: Path,
             batch_size: int | None = None, lr: float | None = None, compile: bool = False) -> dict:
     overrides = {key: value for key, value in {"batch_size": batch_size, "lr": lr}.items() if value is not None}
     config = RunConfig(
-        name=f"baseline_{row_name(model, recipe, batch_size)}",
+        name=f"baseline_{row_name(model, recipe, batch_size, train_subset)}",
         runs_dir=runs_dir,
         data=DataConfig(name="fashion-mnist", train_subset=train_subset, **RECIPES[recipe]["data"]),
         model={"name": model},
@@ -85,6 +86,8 @@ def run_one(model: str, epochs: int, train_subset: int | None, recipe: str, runs
         + "".join(f" --{key.replace('_', '-')} {value}" for key, value in overrides.items()),
         "resumed": resume,
         "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": head_commit(),
     }
 
 
@@ -92,23 +95,23 @@ def render(results: dict) -> str:
     # Rows carry the machine they ran on (older rows: the file's one machine); number the distinct ones.
     machines = list(dict.fromkeys(describe_machine(row.get("machine", results["machine"])) for row in results["rows"].values()))
     lines = [
-        "## Baselines (Fashion-MNIST, 28 px, full 10,000-image test set)",
+        "### Fashion-MNIST, 28 px, full 10,000-image test set",
         "",
         "Machines: " + "; ".join(f"[{number}] {text}" for number, text in enumerate(machines, 1)) + ". "
         "Training: SGD + Nesterov, one-cycle, label smoothing 0.1, batch 128 and peak lr 0.1 unless the row's recipe "
         "names another batch (then lr scaled linearly), padded crop + flip; the strong recipe adds random erasing and a "
         "weight EMA (0.9995). Latency: batch 1, eager PyTorch on the machine's CPU, p50 of 300 runs.",
         "",
-        "| model | recipe | machine | train images | epochs | test top-1 | params | size | MACs | latency 1 thread | latency all threads "
-        "| train img/s | training time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | machine | date, commit | train images | epochs | test top-1 | params | size | MACs | latency 1 thread "
+        "| latency all threads | train img/s | training time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"].values():
         latency = list(row["latency_ms"].values())
         where = machines.index(describe_machine(row.get("machine", results["machine"]))) + 1
         recipe = row.get("recipe", PRE_ISSUE_13) + (f", batch {row['train']['batch_size']}" if row.get("train", {}).get("batch_size", 128) != 128 else "")
         lines.append(
-            f"| {row['model']} | {recipe} | [{where}] | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
+            f"| {row['model']} | {recipe} | [{where}] | {row['date']}, {row['commit']} | {row['train_images']:,} | {row['epochs']} | {row['test_top1']:.2f}% | "
             f"{row['params'] / 1e6:.2f} M | "
             f"{row['size_bytes'] / 1e6:.2f} MB | {row['macs'] / 1e6:.1f} M | {latency[0]:.2f} ms | {latency[-1]:.2f} ms | "
             f"{row['train_images_per_second']:.0f} | {_training_time(row)} |"
@@ -138,7 +141,7 @@ def main() -> None:
         model, _, epochs = item.partition(":")
         row = run_one(model, int(epochs or 30), args.train_subset, args.recipe, args.runs_dir, args.batch_size, args.lr, args.compile)
         results = load_results("baseline")  # read late: runs in parallel processes each add their own row
-        results.setdefault("rows", {})[row_name(model, args.recipe, args.batch_size)] = row
+        results.setdefault("rows", {})[row_name(model, args.recipe, args.batch_size, args.train_subset)] = row
         save_results("baseline", results)
         replace_doc_section("baseline", render(results))
         print(f"{model}: {row['test_top1']:.2f}% after {row['epochs']} epochs ({row['wall_minutes']:.1f} min)")

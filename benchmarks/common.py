@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from udacisense.profile import machine_info as machine  # noqa: F401  (re-exported for the scripts)
@@ -23,6 +26,19 @@ def describe_machine(info: dict) -> str:
 def head_commit() -> str:
     """The short hash of the checked-out commit: what a result was measured at."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+def provenance() -> dict:
+    """How a result came about: the command as it was run (from the repository root), the date, the commit, the machine."""
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path(script.name)
+    return {"command": shlex.join(["python", str(script), *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
+            "commit": head_commit(), "machine": machine()}
+
+
+def provenance_line(result: dict) -> str:
+    """'`command` on <machine>; <date>, commit <hash>.' for a result that holds :func:`provenance`'s keys."""
+    return f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}."
 
 
 def load_results(name: str) -> dict:
@@ -49,12 +65,14 @@ def replace_doc_section(section: str, body: str) -> None:
     DOC.write_text(text)
 
 
-def run_stage(name: str, runs_dir: Path, checkpoint: Path, stage: dict, *, threads: int | None = None, formats: tuple[str, ...] = ()) -> dict:
-    """One stage on ``checkpoint`` through the runner that recipes and commands use (whole Fashion-MNIST, every number
-    measured there); returns what the run's result.json holds."""
+def run_stage(name: str, runs_dir: Path, checkpoint: Path, stage: dict, *, threads: int | None = None, formats: tuple[str, ...] = (),
+              data: dict | None = None) -> dict:
+    """One stage on ``checkpoint`` through the runner that recipes and commands use (Fashion-MNIST with the recipe's
+    ``data`` keys, e.g. a train subset; every number measured on the whole test split); returns the run's result.json."""
     from udacisense.pipeline.recipe import validate_recipe
     from udacisense.pipeline.runner import run_pipeline
 
     raw = {"name": name, "baseline": {"checkpoint": str(checkpoint)}, "stages": [stage], "export": {"formats": list(formats)},
+           **({"data": data} if data else {}),
            **({"threads": threads} if threads else {})}
     return run_pipeline(validate_recipe(raw), runs_dir, overwrite=True)

@@ -1,13 +1,15 @@
 """Compression benchmark I on the Fashion-MNIST MobileNetV3-Small baseline: distillation and pruning.
 
-    python benchmarks/compress.py [--only channels50,kd_alone] [--threads 1] [--remeasure-latency]
+    python benchmarks/compress.py [--baseline BEST.pt] [--runs-dir DIR] [--train-subset N] [--only channels50,kd_alone]
+                                  [--threads 1] [--remeasure-latency]
 
 (a) KD gain: MobileNetV3-Small trained alone vs distilled from the baseline checkpoint, same epochs.
 (b) Unstructured 30/50/70/90% and structured (channel) 25/50/70% pruning, each fine-tuned with
     the unpruned model as teacher: parameters, MACs, file and gzip size, eager and .pte fp32
     latency (fresh process, 1 thread and all cores), test top-1 on all 10,000 test images.
 
-Each experiment writes runs/benchmarks/compress/<name>/ and its row into
+Fine-tuning and training use the baseline's data (--train-subset as it was trained). Each experiment writes
+<runs-dir>/<name>/ and its row into
 benchmarks/results/compress.json as soon as it finishes; a rerun skips finished rows
 (delete the row or pass --redo to measure again). Experiments may run in parallel processes
 (--only, --threads 1); --remeasure-latency then times every finished model again on a quiet
@@ -20,12 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
+from common import load_results, provenance, provenance_line, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
@@ -37,6 +40,15 @@ from udacisense.train import train_run  # noqa: E402
 
 BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
 RUNS = Path("runs/benchmarks/compress")
+
+
+class Setup(NamedTuple):
+    """What every experiment shares: the baseline it starts from, where runs go, the data keys, training threads."""
+
+    baseline: Path
+    runs: Path
+    data: dict
+    threads: int | None
 UNSTRUCTURED = (0.3, 0.5, 0.7, 0.9)
 STRUCTURED = (0.25, 0.5, 0.7)
 
@@ -51,12 +63,12 @@ def pte_latency(checkpoint: Path) -> dict:
     return {"bytes": path.stat().st_size, "latency_ms": {label: timing["p50_ms"] for label, timing in bench["latency"].items()}}
 
 
-def prune_row(name: str, config, epochs: int, lr: float, threads: int | None) -> dict:
+def prune_row(setup: Setup, name: str, config, epochs: int, lr: float) -> dict:
     """The prune_channels or prune_unstructured stage, fine-tuned with the unpruned model as teacher."""
     kind = "prune_channels" if isinstance(config, ChannelPruneConfig) else "prune_unstructured"
     stage = {"stage": kind, **config.model_dump(mode="json"), "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine"},
              "distill": {"teacher": "self"}}
-    result = run_stage(name, RUNS, BASELINE, stage, threads=threads)
+    result = run_stage(name, setup.runs, setup.baseline, stage, threads=setup.threads, data=setup.data)
     record = result["stages"][0]
     return {
         "config": config.model_dump(mode="json"),
@@ -69,12 +81,12 @@ def prune_row(name: str, config, epochs: int, lr: float, threads: int | None) ->
     }
 
 
-def remeasure_latency(results: dict) -> None:
+def remeasure_latency(results: dict, baseline_checkpoint: Path) -> None:
     """Time the baseline and every pruned model again (eager in-process, .pte in a fresh process)."""
-    baseline, _ = load_model(BASELINE)
+    baseline, _ = load_model(baseline_checkpoint)
     input_shape = (1, 1, 28, 28)
     base_latency = eager_latency(baseline, input_shape)
-    results["baseline_pte"] = pte_latency(BASELINE)
+    results["baseline_pte"] = pte_latency(baseline_checkpoint)
     for row in results["rows"].values():
         if "run" not in row:
             continue
@@ -89,15 +101,15 @@ def eager_latency(model, input_shape: tuple[int, ...]) -> dict:
     return {thread_label(threads): measure_latency(model, input_shape, threads)["p50_ms"] for threads in thread_counts()}
 
 
-def kd_row(name: str, epochs: int, teacher: Path | None, threads: int | None) -> dict:
-    """MobileNetV3-Small trained alone, or as a fresh student of ``teacher`` (the distill stage), for the same epochs."""
-    train = TrainConfig(epochs=epochs, threads=threads)
-    if teacher is not None:
+def kd_row(setup: Setup, name: str, epochs: int, distilled: bool) -> dict:
+    """MobileNetV3-Small trained alone, or as a fresh student of the baseline (the distill stage), for the same epochs."""
+    train = TrainConfig(epochs=epochs, threads=setup.threads)
+    if distilled:
         stage = {"stage": "distill", "teacher": "baseline", "student": {"model": "mobilenet_v3_small"}, "train": train.model_dump(mode="json")}
-        record = run_stage(name, RUNS, teacher, stage, threads=threads)["stages"][0]
-        return {"epochs": epochs, "teacher": str(teacher), "test_top1": record["metrics"]["test_top1"], "train_seconds": record["seconds"]}
-    config = RunConfig(name=name, runs_dir=RUNS, data=DataConfig(), model=ModelConfig(name="mobilenet_v3_small"), train=train)
-    resume = (RUNS / name / "last.pt").exists()
+        record = run_stage(name, setup.runs, setup.baseline, stage, threads=setup.threads, data=setup.data)["stages"][0]
+        return {"epochs": epochs, "teacher": str(setup.baseline), "test_top1": record["metrics"]["test_top1"], "train_seconds": record["seconds"]}
+    config = RunConfig(name=name, runs_dir=setup.runs, data=DataConfig(**setup.data), model=ModelConfig(name="mobilenet_v3_small"), train=train)
+    resume = (setup.runs / name / "last.pt").exists()
     summary = train_run(config, resume=resume, overwrite=not resume)
     return {"epochs": epochs, "teacher": None, "test_top1": summary["test_top1"], "train_seconds": summary["train_seconds"]}
 
@@ -107,13 +119,14 @@ def _strip(measured: dict) -> dict:
 
 
 def render(results: dict) -> str:
-    info = results.get("machine", machine())
+    """The docs section from the stored results."""
+    data = ", ".join(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value}" for key, value in results["data"].items())
     lines = [
-        "## Compression I: distillation and pruning (MobileNetV3-Small baseline)",
+        "### 3.1 Distillation, channel pruning, unstructured pruning",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores. Source: `{BASELINE}`. Test top-1 on all 10,000 test images; "
-        "latency at batch 1, p50, eager in-process and `.pte` fp32 (XNNPACK) in a fresh process. "
-        "Command: `python benchmarks/compress.py`.",
+        f"{provenance_line(results)} Source: `{results['baseline']}`; fine-tuning and training on its data "
+        f"({data or 'the whole training split'}). Test top-1 on all 10,000 test images; latency at batch 1, p50, eager in-process "
+        "and `.pte` fp32 (XNNPACK) in a fresh process.",
     ]
     rows = results.get("rows", {})
     baseline = next((row for row in rows.values() if "before" in row), None)
@@ -146,7 +159,8 @@ def render(results: dict) -> str:
     if kd:
         lines += ["", "| knowledge distillation | epochs | teacher | test top-1 | train time |", "|---|---|---|---|---|"]
         for name, row in kd.items():
-            lines.append(f"| {name} | {row['epochs']} | {row['teacher'] or '—'} | {row['test_top1']:.2f}% | {row['train_seconds'] / 60:.1f} min |")
+            teacher = "the baseline" if row["teacher"] else "—"
+            lines.append(f"| {name} | {row['epochs']} | {teacher} | {row['test_top1']:.2f}% | {row['train_seconds'] / 60:.1f} min |")
     return "\n".join(lines)
 
 
@@ -175,6 +189,9 @@ def _table_row(label: str, fine_tune: str, measured: dict, base: dict, pte: dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="the fp32 checkpoint every experiment starts from")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the run folders go")
+    parser.add_argument("--train-subset", type=int, help="train and fine-tune on this many images (as the baseline was trained)")
     parser.add_argument("--only", default="", help="comma list of experiment names (default: all)")
     parser.add_argument("--redo", action="store_true", help="measure finished experiments again")
     parser.add_argument("--structured-epochs", type=int, default=10)
@@ -183,31 +200,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="training threads (default: all cores)")
     parser.add_argument("--remeasure-latency", action="store_true", help="re-time all finished models, then exit")
     args = parser.parse_args()
-    if not BASELINE.exists():
-        sys.exit(f"{BASELINE} is missing; run 'python benchmarks/baseline.py --models mobilenet_v3_small:30' first")
+    if not args.baseline.exists():
+        sys.exit(f"{args.baseline} is missing; run 'python benchmarks/baseline.py --models mobilenet_v3_small:30' first, or pass --baseline")
 
-    threads = args.threads
+    setup = Setup(args.baseline, args.runs_dir, {"train_subset": args.train_subset} if args.train_subset else {}, args.threads)
     experiments = {f"channels{round(100 * ratio)}": lambda ratio=ratio: prune_row(
-        f"channels{round(100 * ratio)}", ChannelPruneConfig(ratio=ratio), args.structured_epochs, 0.05, threads) for ratio in STRUCTURED}
-    experiments["channels50_30ep"] = lambda: prune_row("channels50_30ep", ChannelPruneConfig(ratio=0.5), 30, 0.05, threads)
+        setup, f"channels{round(100 * ratio)}", ChannelPruneConfig(ratio=ratio), args.structured_epochs, 0.05) for ratio in STRUCTURED}
+    experiments["channels50_30ep"] = lambda: prune_row(setup, "channels50_30ep", ChannelPruneConfig(ratio=0.5), 30, 0.05)
     experiments |= {f"unstructured{round(100 * ratio)}": lambda ratio=ratio: prune_row(
-        f"unstructured{round(100 * ratio)}", UnstructuredPruneConfig(ratio=ratio), args.unstructured_epochs, 0.01, threads)
+        setup, f"unstructured{round(100 * ratio)}", UnstructuredPruneConfig(ratio=ratio), args.unstructured_epochs, 0.01)
         for ratio in UNSTRUCTURED}
-    experiments["kd_alone"] = lambda: kd_row("kd_alone", args.kd_epochs, None, threads)
-    experiments["kd_from_baseline"] = lambda: kd_row("kd_from_baseline", args.kd_epochs, BASELINE, threads)
+    experiments["kd_alone"] = lambda: kd_row(setup, "kd_alone", args.kd_epochs, distilled=False)
+    experiments["kd_from_baseline"] = lambda: kd_row(setup, "kd_from_baseline", args.kd_epochs, distilled=True)
     chosen = [name for name in args.only.split(",") if name] or list(experiments)
 
     results = load_results("compress")
-    results["machine"] = machine()
+    if results.get("baseline", str(args.baseline)) != str(args.baseline) or results.get("data", setup.data) != setup.data:
+        sys.exit(f"benchmarks/results/compress.json holds rows of {results['baseline']} with data {results['data']}; "
+                 "move it away to measure another baseline")
+    results |= provenance() | {"baseline": str(args.baseline), "data": setup.data}
     results.setdefault("rows", {})
     if args.remeasure_latency:
-        remeasure_latency(results)
+        remeasure_latency(results, args.baseline)
         save_results("compress", results)
         replace_doc_section("compress", render(results))
         print(render(results))
         return
     if "baseline_pte" not in results or args.redo:
-        results["baseline_pte"] = pte_latency(BASELINE)
+        results["baseline_pte"] = pte_latency(args.baseline)
         save_results("compress", results)
     for name in chosen:
         if name in results["rows"] and not args.redo:
@@ -215,7 +235,8 @@ def main() -> None:
             continue
         print(f"== {name}")
         row = experiments[name]()
-        results = load_results("compress") | {"machine": results["machine"]}  # a parallel run may have added rows
+        # a parallel run may have added rows
+        results = load_results("compress") | {key: results[key] for key in ("command", "date", "commit", "machine", "baseline", "data")}
         results.setdefault("rows", {})[name] = row
         save_results("compress", results)
         replace_doc_section("compress", render(results))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import ROOT, load_results, provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 
 RUNS = Path("runs/benchmarks/pipeline")
 BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
@@ -29,9 +29,9 @@ LARGE_TEACHER = Path("runs/benchmarks/baseline_mobilenet_v3_large/best.pt")
 RECIPES = ("seed", "mobile")
 
 
-def run_recipe(name: str, baseline: Path, runs: Path, threads: int | None, retime: bool = False) -> dict:
+def run_recipe(name: str, baseline: Path, runs: Path, threads: int | None, retime: bool = False, settings: list[str] = ()) -> dict:
     """``udacisense run`` in its own process (as a user would), resuming whatever finished before."""
-    overrides = []
+    overrides = [option for setting in settings for option in ("--set", setting)]
     if baseline.is_file():
         overrides += ["--set", f"baseline.checkpoint={baseline.resolve()}"]
     if name == "seed" and LARGE_TEACHER.is_file():
@@ -116,31 +116,13 @@ def render(results: dict) -> str:
     if "mobile" in runs and "seed" in runs:
         mobile, seed = (runs[name]["deploy"]["artifacts"][runs[name]["primary"]] for name in ("mobile", "seed"))
         m_ms, s_ms = mobile["latency"]["1_thread"]["p50_ms"], seed["latency"]["1_thread"]["p50_ms"]
-        checks = {
-            ">= 90% smaller than the fp32 checkpoint": mobile["bytes"] <= 0.1 * base["bytes"],
-            ">= 2x faster than the fp32 baseline .pte": bool(pte) and pte / m_ms >= 2,
-            ">= 10x faster than eager fp32": eager / m_ms >= 10,
-            "<= 1.0 pt top-1 drop": base["test_top1"] - mobile["validation"]["top1"] <= 1.0,
-            "smaller than seed": mobile["bytes"] < seed["bytes"],
-            "faster than seed": m_ms < s_ms,
-            "more accurate than seed": mobile["validation"]["top1"] > seed["validation"]["top1"],
-        }
-        notes.append("- Issue 7 Done-when for `mobile.yaml`: " + "; ".join(f"{text}: **{'yes' if ok else 'NO'}**" for text, ok in checks.items()) + ".")
-    if "mobile" in runs:
-        mobile = runs["mobile"]["deploy"]["artifacts"]["pte-int8"]
-        checks = {
-            "int8 `.pte` >= 94.0% top-1": mobile["validation"]["top1"] >= 94.0,
-            "<= 0.35 MB": mobile["bytes"] <= 0.35e6,
-            ">= 3x faster than the fp32 baseline `.pte`": bool(pte) and pte / mobile["latency"]["1_thread"]["p50_ms"] >= 3,
-        }
-        verdicts = "; ".join(f"{text}: **{'yes' if ok else 'NO'}**" for text, ok in checks.items())
-        notes.append(f"- Issue 13 Done-when for `mobile.yaml` on this baseline: {verdicts}.")
-    machine = results.get("machine", {})
+        notes.append(f"- `mobile.yaml` against `seed.yaml`: {seed['bytes'] / mobile['bytes']:.1f}x smaller, {s_ms / m_ms:.1f}x faster, "
+                     f"{mobile['validation']['top1'] - seed['validation']['top1']:+.2f} pt top-1.")
     return "\n".join([
-        "## Pipelines: seed vs mobile (issue 7)", "",
-        f"`python benchmarks/pipeline.py` on {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores, no GPU). Every row is measured "
+        "### seed.yaml and mobile.yaml on one baseline", "",
+        f"{provenance_line(results)} Every row is measured "
         f"in its runtime on all {anchor['deploy']['test_images']:,} Fashion-MNIST test images; latency is the median at batch 1 in a "
-        f"fresh process. All rows share one fp32 baseline: `{anchor['baseline']['checkpoint']}` ({baseline_training(anchor)}).", "",
+        f"fresh process. All rows share one fp32 baseline: `{rows[next(iter(runs))]['baseline']}` ({baseline_training(anchor)}).", "",
         *table, "", "![Pareto: accuracy against size and latency](img/pipeline_pareto.png)", "", *notes,
     ])
 
@@ -163,22 +145,24 @@ def main() -> None:
     parser.add_argument("--only", default="seed,mobile,peer", help="comma list of seed, mobile, peer")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="the fp32 MobileNetV3-Small checkpoint both recipes start from")
     parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the run folders go (outside the work tree for long runs)")
+    parser.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
+                        help="a recipe override for both recipes, e.g. data.train_subset=12000 (as the baseline was trained)")
     parser.add_argument("--threads", type=int, help="threads for training and measuring (default: all cores)")
     parser.add_argument("--retime", action="store_true", help="re-measure every latency of finished runs (on a quiet machine)")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from stored results")
     args = parser.parse_args()
     chosen = [] if args.render else [name for name in args.only.split(",") if name]
-    baseline = str(args.baseline.resolve())
+    baseline = str(args.baseline)
     for name in chosen:
         if name in RECIPES:
-            result = run_recipe(name, args.baseline, args.runs_dir, args.threads, args.retime)
+            result = run_recipe(name, args.baseline, args.runs_dir, args.threads, args.retime, args.settings)
             row = {"run": result["run"], "targets": result["targets"], "primary": result["primary"]}
         elif name == "peer":
             row = peer_row(args.runs_dir / "mobile")
         else:
             sys.exit(f"unknown part '{name}'; choose from seed, mobile, peer")
         results = load_results("pipeline")  # a parallel invocation may have added rows meanwhile
-        results["machine"] = machine()
+        results |= provenance()
         # every row compares with one baseline: rows measured from another one are dropped, not mixed in
         results["rows"] = {key: old for key, old in results.get("rows", {}).items() if old.get("baseline") == baseline}
         results["rows"][name] = row | {"baseline": baseline}

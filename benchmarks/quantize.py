@@ -1,13 +1,15 @@
 """Compression benchmark II: quantization and low-rank on the MobileNetV3-Small baseline and its 50%-channel-pruned copy.
 
-    python benchmarks/quantize.py [--only baseline:qat,pruned:static] [--threads 1] [--remeasure-latency]
+    python benchmarks/quantize.py [--baseline BEST.pt] [--pruned MODEL.pt] [--runs-dir DIR] [--train-subset N]
+                                  [--only baseline:qat,pruned:static] [--threads 1] [--remeasure-latency]
 
 Rows: dynamic int8 (torch.ao, TorchScript-lite, the seed project's way), static PT2E int8 with the
 histogram and min-max observers, QAT (2 epochs, fp32 model as teacher, BatchNorm and observers
 frozen in the last epoch), mixed precision (sensitive layers kept fp32 until the validation drop
 is <= 0.1 pt) and low-rank SVD (90% energy, 2 epochs distilled fine-tuning, then fp32 .pte).
 Every accuracy is measured through the exported artifact in its runtime on all 10,000 test
-images; every latency in a fresh process at batch 1. Results: benchmarks/results/quantize.json
+images; every latency in a fresh process at batch 1. The pruned source is compress.py's channels50_30ep model.
+Fine-tuning uses the baseline's data (--train-subset as it was trained). Results: benchmarks/results/quantize.json
 and the "quantize" section of docs/benchmarks.md; finished rows are skipped on a rerun.
 """
 
@@ -16,25 +18,33 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_results, machine, replace_doc_section, run_stage, save_results  # noqa: E402
+from common import load_results, provenance, provenance_line, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.config import TrainConfig  # noqa: E402
 from udacisense.formats import FORMATS  # noqa: E402
 from udacisense.techniques.quantize import QuantizeConfig  # noqa: E402
 
-SOURCES = {
-    "baseline": Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt"),
-    "pruned": Path("runs/benchmarks/compress/channels50_30ep/stages/01_prune_channels/model.pt"),
-}
+BASELINE = Path("runs/benchmarks/baseline_mobilenet_v3_small/best.pt")
+PRUNED = Path("runs/benchmarks/compress/channels50_30ep/stages/01_prune_channels/model.pt")
 RUNS = Path("runs/benchmarks/quantize")
 
 
-def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | None = None, **stage_options) -> dict:
-    """The quantize stage on ``SOURCES[source]``; the fp32 reference is the source exported to the same runtime by the runner."""
+class Setup(NamedTuple):
+    """What every row shares: the source checkpoints by name, where runs go, the data keys, training threads."""
+
+    sources: dict[str, Path]
+    runs: Path
+    data: dict
+    threads: int | None
+
+
+def quantize_row(setup: Setup, source: str, name: str, config: QuantizeConfig, **stage_options) -> dict:
+    """The quantize stage on the source; the fp32 reference is the source exported to the same runtime by the runner."""
     stage = {"stage": "quantize", **config.model_dump(mode="json"), **stage_options}
-    result = run_stage(f"{source}_{name}", RUNS, SOURCES[source], stage, threads=threads)
+    result = run_stage(f"{source}_{name}", setup.runs, setup.sources[source], stage, threads=setup.threads, data=setup.data)
     record, baseline = result["stages"][0], result["baseline"]
     metrics, info = record["metrics"], record["info"]
     # files relative to the run folder, where remeasure_latency looks for them
@@ -55,10 +65,10 @@ def quantize_row(source: str, name: str, config: QuantizeConfig, threads: int | 
     return row
 
 
-def lowrank_row(source: str, threads: int | None) -> dict:
+def lowrank_row(setup: Setup, source: str) -> dict:
     """The factorize stage (90% energy, 2 epochs distilled fine-tuning), shipped as an fp32 .pte."""
     stage = {"stage": "factorize", "energy": 0.9, "fine_tune": {"epochs": 2, "lr": 0.01, "schedule": "cosine"}, "distill": {"teacher": "self"}}
-    result = run_stage(f"{source}_lowrank", RUNS, SOURCES[source], stage, threads=threads, formats=("pte",))
+    result = run_stage(f"{source}_lowrank", setup.runs, setup.sources[source], stage, threads=setup.threads, formats=("pte",), data=setup.data)
     record, entry = result["stages"][0], result["deploy"]["artifacts"]["pte"]
     artifact = {"file": str(Path("deploy") / entry["file"]), "bytes": entry["bytes"], "top1": entry["validation"]["top1"],
                 "agreement": entry["validation"]["agreement"], "memory": entry["memory"],
@@ -85,13 +95,14 @@ def remeasure_latency(results: dict) -> None:
 
 
 def render(results: dict) -> str:
-    info = results.get("machine", machine())
+    """The docs section from the stored results."""
+    sources = "; ".join(f"{name} `{path}`" for name, path in results["sources"].items())
     lines = [
-        "## Compression II: quantization and low-rank",
+        "### 3.2 Quantization (static, QAT, mixed, dynamic) and factorization",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores. Top-1 through the exported artifact in its own runtime on all "
+        f"{provenance_line(results)} Sources: {sources}. Top-1 through the exported artifact in its own runtime on all "
         "10,000 test images; latency at batch 1, p50, fresh process. Size and speed ratios are against the fp32 artifact "
-        "of the same model in the same runtime. Command: `python benchmarks/quantize.py`.",
+        "of the same model in the same runtime.",
         "",
         "| source | technique | artifact | size | vs fp32 artifact | top-1 | Δ pt vs fp32 model | agreement | 1 thread | all threads |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -129,6 +140,10 @@ def render(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="the fp32 baseline checkpoint")
+    parser.add_argument("--pruned", type=Path, default=PRUNED, help="its 50%%-channel-pruned model (compress.py's channels50_30ep)")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS, help="where the run folders go")
+    parser.add_argument("--train-subset", type=int, help="fine-tune on this many images (as the baseline was trained)")
     parser.add_argument("--only", default="", help="comma list of source:technique (default: all)")
     parser.add_argument("--redo", action="store_true")
     parser.add_argument("--threads", type=int, help="training threads (default: all cores)")
@@ -141,21 +156,26 @@ def main() -> None:
         replace_doc_section("quantize", render(results))
         print(render(results))
         return
-    threads = args.threads
+    setup = Setup({"baseline": args.baseline, "pruned": args.pruned}, args.runs_dir,
+                  {"train_subset": args.train_subset} if args.train_subset else {}, args.threads)
+    sources = {name: str(path) for name, path in setup.sources.items()}
+    stored = load_results("quantize")
+    if stored.get("sources", sources) != sources:
+        sys.exit(f"benchmarks/results/quantize.json holds rows of {stored['sources']}; move it away to measure other sources")
 
     def qat(source: str):
         train = TrainConfig(epochs=2, lr=0.002, schedule="cosine")
         config = QuantizeConfig(method="qat", freeze_batchnorm_epoch=2, freeze_observer_epoch=2)
-        return quantize_row(source, "qat", config, threads, fine_tune=train.model_dump(mode="json"), distill={"teacher": "self"})
+        return quantize_row(setup, source, "qat", config, fine_tune=train.model_dump(mode="json"), distill={"teacher": "self"})
 
     experiments = {}
-    for source in SOURCES:
-        experiments[f"{source}:static"] = lambda source=source: quantize_row(source, "static", QuantizeConfig(), threads)
+    for source in setup.sources:
+        experiments[f"{source}:static"] = lambda source=source: quantize_row(setup, source, "static", QuantizeConfig())
         experiments[f"{source}:qat"] = lambda source=source: qat(source)
-    experiments["baseline:dynamic"] = lambda: quantize_row("baseline", "dynamic", QuantizeConfig(method="dynamic"), threads)
-    experiments["baseline:static-minmax"] = lambda: quantize_row("baseline", "static_minmax", QuantizeConfig(observer="minmax"), threads)
-    experiments["baseline:mixed"] = lambda: quantize_row("baseline", "mixed", QuantizeConfig(), threads, max_drop=0.1)
-    experiments["baseline:lowrank"] = lambda: lowrank_row("baseline", threads)
+    experiments["baseline:dynamic"] = lambda: quantize_row(setup, "baseline", "dynamic", QuantizeConfig(method="dynamic"))
+    experiments["baseline:static-minmax"] = lambda: quantize_row(setup, "baseline", "static_minmax", QuantizeConfig(observer="minmax"))
+    experiments["baseline:mixed"] = lambda: quantize_row(setup, "baseline", "mixed", QuantizeConfig(), max_drop=0.1)
+    experiments["baseline:lowrank"] = lambda: lowrank_row(setup, "baseline")
     chosen = [name for name in args.only.split(",") if name] or list(experiments)
     unknown = [name for name in chosen if name not in experiments]
     if unknown:
@@ -166,13 +186,13 @@ def main() -> None:
         if name in results.get("rows", {}) and not args.redo:
             print(f"{name}: already measured, skipping")
             continue
-        if not SOURCES[name.split(":")[0]].exists():
-            print(f"{name}: {SOURCES[name.split(':')[0]]} is missing (run benchmarks/baseline.py and compress.py first), skipping")
-            continue
+        source = setup.sources[name.split(":")[0]]
+        if not source.exists():
+            sys.exit(f"{name}: {source} is missing; run benchmarks/baseline.py and compress.py first, or pass --baseline and --pruned")
         print(f"== {name}")
         row = experiments[name]()
         results = load_results("quantize")  # a parallel run may have added rows meanwhile
-        results["machine"] = machine()
+        results |= provenance() | {"sources": sources, "data": setup.data}
         results.setdefault("rows", {})[name] = row
         save_results("quantize", results)
         replace_doc_section("quantize", render(results))
