@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import ROOT, provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 
 
 def main() -> None:
@@ -40,14 +40,13 @@ def main() -> None:
     summary = re.search(r"(\d+) passed", run.stdout), re.search(r"(\d+) failed", run.stdout)
     passed, failed = (int(match.group(1)) if match else 0 for match in summary)
     fixed = passed + failed - properties  # the parametrized, non-generated tests
-    results = {"machine": machine(), "examples_per_property": args.examples, "generated_cases": generated, "failing_cases": failing,
-               "fixed_cases": fixed, "tests_passed": passed, "tests_failed": failed, "seconds": seconds, "exit_status": run.returncode,
-               "command": " ".join(["python benchmarks/fuzz.py", *sys.argv[1:]])}
+    results = provenance() | {"examples_per_property": args.examples, "generated_cases": generated, "failing_cases": failing,
+               "fixed_cases": fixed, "tests_passed": passed, "tests_failed": failed, "seconds": seconds, "exit_status": run.returncode}
     save_results("fuzz", results)
     verdict = "every case gave exit status 0 or one line and exit status 2" if run.returncode == 0 else "FAILURES: see the pytest output"
     replace_doc_section("fuzz", "\n".join([
-        "### Fuzzed recipes (issue 16)", "",
-        f"`{results['command']}` on {describe_machine(results['machine'])}: **{generated:,} generated cases** (mutated shipped recipes, "
+        "### Fuzzed recipes", "",
+        f"{provenance_line(results)} **{generated:,} generated cases** (mutated shipped recipes, "
         f"raw bytes, `--set` strings; {args.examples} per property) and {fixed} fixed ones (YAML alias bomb, 5,000-deep nesting, a "
         f"non-UTF-8 file, the shipped recipes' load -> resolve -> dump -> load round trips) through `udacisense check`, in {seconds:.0f} s: "
         f"{verdict}. `make test` runs the same properties with 100 cases each.",

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 from udacisense.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.pipeline.recipe import validate_recipe  # noqa: E402
 from udacisense.pipeline.runner import run_pipeline  # noqa: E402
@@ -53,22 +53,20 @@ def main() -> None:
     qat_seconds = time.perf_counter() - started
     artifact = result["deploy"]["artifacts"]["pte-int8"]
     results = {
-        "machine": machine(), "device": device, "epochs": args.epochs, "train_subset": args.train_subset, "compile": args.compile,
+        **provenance(), "device": device, "epochs": args.epochs, "train_subset": args.train_subset, "compile": args.compile,
         "train_images_per_second": summary.get("train_images_per_second"), "train_seconds": train_seconds,
         "baseline_test_top1": summary["test_top1"], "qat_seconds": qat_seconds,
         "qat_pte_top1": artifact["validation"]["top1"], "qat_pte_agreement": artifact["validation"]["agreement"],
         "qat_pte_megabytes": artifact["bytes"] / 1e6, "qat_pte_latency_ms": artifact["latency"]["1_thread"]["p50_ms"],
-        "command": " ".join(["python benchmarks/gpu_check.py", *sys.argv[1:]]),
     }
     save_results("gpu_check", results)
-    line = (f"`{results['command']}` on {describe_machine(results['machine'])}, training on **{device}**: "
+    line = (f"{provenance_line(results)} Training on **{device}**: "
             f"{results['train_images_per_second']:.0f} train img/s over {args.epochs} epochs ({train_seconds:.0f} s), baseline top-1 "
             f"{results['baseline_test_top1']:.2f}%; QAT (1 epoch) and the int8 `.pte` export in {qat_seconds:.0f} s: top-1 "
             f"{results['qat_pte_top1']:.2f}% in ExecuTorch on the CPU, agreement {results['qat_pte_agreement']:.2f}%, "
             f"{results['qat_pte_megabytes']:.2f} MB, {results['qat_pte_latency_ms']:.3f} ms (1 thread).")
-    replace_doc_section("gpu-check", "### GPU path check (issue 17)\n\n" + line
-                        + ("" if device == "cuda" else " No GPU was lent to the session that ran it: this is the CPU fallback, "
-                           "and the bf16/channels-last path is still unmeasured."))
+    replace_doc_section("gpu-check", "#### GPU path check\n\n" + line
+                        + ("" if device == "cuda" else " The machine has no GPU: this is the CPU fallback."))
     print(line)
 
 

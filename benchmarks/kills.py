@@ -22,7 +22,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 from faults import computed, first_difference, kill_and_resume, timed  # noqa: E402
 from test_faults import command, small_pipeline  # noqa: E402
 
@@ -53,17 +53,16 @@ def main() -> None:
         killed, reference = computed(folder / "killed" / "faults"), computed(folder / "reference" / "faults")
         difference = first_difference(killed, reference)
     steps = [kept.count("\n") for kept in outcome["journal_at_kills"]]
-    results = {"machine": machine(), "kills_asked": args.kills, "killed": outcome["killed"],
+    results = provenance() | {"kills_asked": args.kills, "killed": outcome["killed"],
                "finished_before_its_kill": outcome["finished_before_its_kill"], "journal_lines_at_each_kill": steps,
                "finished_steps_reused": reused, "identical_to_uninterrupted": difference is None, "first_difference": difference,
-               "reference_seconds": reference_seconds, "killed_run_seconds": seconds,
-               "command": " ".join(["python benchmarks/kills.py", *sys.argv[1:]])}
+               "reference_seconds": reference_seconds, "killed_run_seconds": seconds}
     save_results("kills", results)
     verdict = ("the journal, metrics, weights (tensor by tensor) and bundle files equal the uninterrupted run's"
                if difference is None else f"DIFFERENT: {difference}")
     replace_doc_section("kills", "\n".join([
-        "### Random kills (issue 16)", "",
-        f"`{results['command']}` on {describe_machine(results['machine'])}: **{outcome['killed']} SIGKILLs** at random moments "
+        "### Random kills", "",
+        f"{provenance_line(results)} **{outcome['killed']} SIGKILLs** at random moments "
         f"(seed {args.seed}, a quarter in each step, each 0-3 s after it was armed; {outcome['finished_before_its_kill']} "
         f"start(s) finished before their kill), "
         f"each followed by `--resume`. The steps finished at each kill (journal lines): {steps}. Finished steps were "
