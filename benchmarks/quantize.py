@@ -129,12 +129,6 @@ def render(results: dict) -> str:
         if row.get("method") == "lowrank":
             notes.append(f"- `{key}`: {row['factorized']} layers factorized ({row['skipped']} skipped), parameters "
                          f"{row['parameters'][0]:,} -> {row['parameters'][1]:,}, MACs {row['macs'][0] / 1e6:.2f} M -> {row['macs'][1] / 1e6:.2f} M.")
-    qat = results.get("rows", {}).get("baseline:qat")
-    if qat:
-        drop = qat["source_top1"] - qat["artifact"]["top1"]
-        met = drop <= 0.5 and qat["size_vs_fp32_artifact"] <= 0.30
-        notes.append(f"- Issue 6 target (QAT int8 `.pte` of the baseline: <= 0.5 pt drop, <= 30% of the fp32 `.pte`): drop {drop:.2f} pt, "
-                     f"{100 * qat['size_vs_fp32_artifact']:.1f}%: **{'met' if met else 'NOT met'}**.")
     return "\n".join(lines + [""] + notes)
 
 
