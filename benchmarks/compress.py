@@ -32,7 +32,9 @@ from common import load_results, provenance, provenance_line, replace_doc_sectio
 from udacisense.checkpoint import load_model  # noqa: E402
 from udacisense.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from udacisense.deploy.bench import bench_artifact, thread_counts, thread_label  # noqa: E402
+from udacisense.errors import TrainingFailed  # noqa: E402
 from udacisense.formats.executorch import export_pte  # noqa: E402
+from udacisense.health import HINT  # noqa: E402
 from udacisense.profile import measure_latency  # noqa: E402
 from udacisense.techniques.channels import ChannelPruneConfig  # noqa: E402
 from udacisense.techniques.prune import UnstructuredPruneConfig  # noqa: E402
@@ -68,11 +70,14 @@ def prune_row(setup: Setup, name: str, config, epochs: int, lr: float) -> dict:
     kind = "prune_channels" if isinstance(config, ChannelPruneConfig) else "prune_unstructured"
     stage = {"stage": kind, **config.model_dump(mode="json"), "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine"},
              "distill": {"teacher": "self"}}
-    result = run_stage(name, setup.runs, setup.baseline, stage, threads=setup.threads, data=setup.data)
+    described = {"config": config.model_dump(mode="json"),
+                 "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine", "distill": "unpruned model, T=4, alpha=0.7"}}
+    try:
+        result = run_stage(name, setup.runs, setup.baseline, stage, threads=setup.threads, data=setup.data)
+    except TrainingFailed as error:  # the stage's own check stopped a model at chance: that is this row's result
+        return described | {"failed": str(error).removesuffix(f"; {HINT}")}
     record = result["stages"][0]
-    return {
-        "config": config.model_dump(mode="json"),
-        "fine_tune": {"epochs": epochs, "lr": lr, "schedule": "cosine", "distill": "unpruned model, T=4, alpha=0.7"},
+    return described | {
         "before": _strip(result["baseline"]["metrics"]),
         "after": _strip(record["metrics"]),
         "pte_after": pte_latency(Path(record["checkpoint"])),
@@ -138,10 +143,13 @@ def render(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             _table_row("baseline (fp32)", "—", base, base, base_pte),
         ]
-        pruned = [row for row in rows.values() if "after" in row]
+        pruned = [row for row in rows.values() if "config" in row]
         pruned.sort(key=lambda row: (_unstructured(row), row["config"]["ratio"], row["fine_tune"]["epochs"]))
         for row in pruned:
-            lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
+            if "failed" in row:
+                lines.append(f"| {_label(row)} | {row['fine_tune']['epochs']} ep | **failed**: {row['failed']} |" + " |" * 9)
+            else:
+                lines.append(_table_row(_label(row), f"{row['fine_tune']['epochs']} ep", row["after"], base, row["pte_after"]))
     channels50 = rows.get("channels50_30ep") or rows.get("channels50")
     if channels50 and baseline:
         after, base_pte = channels50["after"], results.get("baseline_pte", {}).get("latency_ms", {})
