@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import load_results, provenance, provenance_line, replace_doc_section, run_stage, save_results  # noqa: E402
 from udacisense.config import TrainConfig  # noqa: E402
+from udacisense.errors import TrainingFailed  # noqa: E402
 from udacisense.formats import FORMATS  # noqa: E402
 from udacisense.techniques.quantize import QuantizeConfig  # noqa: E402
 
@@ -44,7 +45,10 @@ class Setup(NamedTuple):
 def quantize_row(setup: Setup, source: str, name: str, config: QuantizeConfig, **stage_options) -> dict:
     """The quantize stage on the source; the fp32 reference is the source exported to the same runtime by the runner."""
     stage = {"stage": "quantize", **config.model_dump(mode="json"), **stage_options}
-    result = run_stage(f"{source}_{name}", setup.runs, setup.sources[source], stage, threads=setup.threads, data=setup.data)
+    try:
+        result = run_stage(f"{source}_{name}", setup.runs, setup.sources[source], stage, threads=setup.threads, data=setup.data)
+    except TrainingFailed as error:  # the stage's own checks refused its artifact: that is this row's result
+        return {"method": config.method, "failed": str(error)}
     record, baseline = result["stages"][0], result["baseline"]
     metrics, info = record["metrics"], record["info"]
     # files relative to the run folder, where remeasure_latency looks for them
@@ -109,6 +113,9 @@ def render(results: dict) -> str:
     ]
     for key, row in results.get("rows", {}).items():
         source, technique = key.split(":")
+        if "failed" in row:
+            lines.append(f"| {source} | {technique} | **failed**: {row['failed']} |" + " |" * 7)
+            continue
         artifact = row["artifact"]
         latency = artifact["latency_ms"]
         all_threads = next((value for label, value in latency.items() if label != "1_thread"), float("nan"))
