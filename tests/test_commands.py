@@ -153,6 +153,18 @@ def test_quantize_command_static_measures_int8_beside_fp32_in_executorch(baselin
     assert artifact["validation"]["top1"] == quantized["metrics"]["test_top1"]
 
 
+def test_quantize_command_dynamic_ships_a_torchscript_lite_file_with_int8_linear_layers(baseline, tmp_path):
+    checkpoint, data_root = baseline
+    assert main(["quantize", "--checkpoint", str(checkpoint), "--method", "dynamic", "--formats", "ptl", "--data-root", str(data_root),
+                 *QUICK, "--runs-dir", str(tmp_path), "--name", "dynamic"]) == 0
+    base, stage = journal(tmp_path / "dynamic")
+    assert stage["metrics"]["runtime"] == "ptl" and stage["metrics"]["file"] == "model_dynamic.ptl"
+    assert stage["info"]["dynamic"]["quantized_layers"] == ["classifier"]  # TinyNet's one Linear layer; its convolutions stay fp32
+    sizes = stage["info"]["state_dict_bytes"]
+    assert sizes["dynamic_int8"] < sizes["fp32"]
+    assert stage["metrics"]["agreement"] >= 98
+
+
 def test_quantize_command_qat_fine_tunes_converts_and_exports(baseline, tmp_path):
     checkpoint, data_root = baseline
     # --min-agreement 95: this weak TinyNet's int8 file agrees 98.0% with its fake-quantized model on these 300 images,

@@ -12,6 +12,7 @@ from udacisense.config import validate_config
 from udacisense.errors import UdaciSenseError
 from udacisense.formats.executorch import export_pte
 from udacisense.models import create_model
+from udacisense.profile import serialized_size
 from udacisense.techniques.lowrank import LowRankConfig, factorize, factorize_layer
 from udacisense.techniques.mixed_precision import choose_float_layers, layer_quantization_sensitivity, sqnr
 from udacisense.techniques.quantize import (
@@ -145,6 +146,11 @@ def test_dynamic_quantization_says_it_only_touches_linear_layers():
     assert "only converts Linear" in report["note"] and 0 < report["quantized_parameter_share"] < 1
     assert type(quantized.features[0][0]) is nn.Conv2d
     assert type(quantized.classifier[0]).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear"
+    # its state dict packs each Linear's weight and bias in a tuple beside a dtype: sizes count the int8 weights
+    fp32, int8 = serialized_size(model), serialized_size(quantized)
+    linear_weights = model.classifier[0].weight.numel() + model.classifier[3].weight.numel()
+    assert fp32["bytes"] - int8["bytes"] > 2.5 * linear_weights  # 4 bytes a weight became 1
+    assert int8["gzip_bytes"] < fp32["gzip_bytes"]
 
 
 @pytest.mark.parametrize("observer", ["minmax", "moving_average"])

@@ -38,8 +38,19 @@ def serialized_size(model: nn.Module) -> dict[str, int]:
     state = model.state_dict()
     torch.save(state, buffer)
     # by name: pruning re-registers a weight after its bias, and the same weights must give the same figure
-    tensors = b"".join(state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() for name in sorted(state))
+    tensors = b"".join(_tensor_bytes(state[name]) for name in sorted(state))
     return {"bytes": len(buffer.getvalue()), "gzip_bytes": len(gzip.compress(tensors, compresslevel=6, mtime=0))}
+
+
+def _tensor_bytes(value: Any) -> bytes:
+    """The raw bytes of a state-dict entry: a tensor (a quantized one as its integers), or the tensors of a tuple (a
+    dynamic int8 Linear keeps its weight and bias packed in one); other entries (its dtype) hold no weights."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.int_repr() if value.is_quantized else value
+        return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    if isinstance(value, (tuple, list)):
+        return b"".join(_tensor_bytes(item) for item in value)
+    return b""
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, dict[str, int]]:
