@@ -37,8 +37,13 @@ def provenance() -> dict:
 
 
 def provenance_line(result: dict) -> str:
-    """'`command` on <machine>; <date>, commit <hash>.' for a result that holds :func:`provenance`'s keys."""
-    return f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}."
+    """'`command` on <machine>; <date>, commit <hash>.' for a result that holds :func:`provenance`'s keys, and when
+    its latencies were timed again (``retimed``, from :func:`provenance` too), that run's."""
+    line = f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}."
+    if "retimed" in result:
+        again = result["retimed"]
+        line += f" Latencies timed again, one file after another, by `{again['command']}` on {again['date']}, commit {again['commit']}."
+    return line
 
 
 def load_results(name: str) -> dict:
