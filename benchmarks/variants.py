@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, machine, replace_doc_section, save_results  # noqa: E402
+from common import provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 from udacisense.bundle.select import format_selection, select_variant  # noqa: E402
 from udacisense.bundle.variants import build_variant_bundle, format_variants, resolve_sources, three_budgets  # noqa: E402
 from udacisense.bundle.verify import verify_bundle  # noqa: E402
@@ -48,12 +48,13 @@ def main() -> None:
     budgets = three_budgets(generous.measurements)
     selections = {label: select_variant(args.output, budget, runs=args.runs) for label, budget in budgets.items()}
     seconds = time.perf_counter() - started
-    save_results("variants", {"machine": machine(), "run": str(args.run), "manifest": manifest, "verify": problems, "seconds": seconds,
-                              "selections": {label: selection.to_json() for label, selection in selections.items()}})
+    results = provenance() | {"run": str(args.run), "manifest": manifest, "verify": problems, "seconds": seconds,
+               "selections": {label: selection.to_json() for label, selection in selections.items()}}
+    save_results("variants", results)
     body = [
-        "## Model variants in one bundle, and the selector (issue 15)",
+        "### Variants of two models in one bundle, and the selector",
         "",
-        f"Machine: {describe_machine(machine())}. Command: `python benchmarks/variants.py --run {args.run}` ({seconds / 60:.1f} min). "
+        f"{provenance_line(results)} It took {seconds / 60:.1f} min. "
         f"Models: the baseline and the final model of `{args.run}` (the `make demo` pipeline); each variant validated on all "
         f"{manifest['models']['baseline']['test_images']:,} test images, timed at batch 1 in a fresh process (p50/p90 of 200 runs).",
         "",
