@@ -17,6 +17,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +30,7 @@ LARGE_TEACHER = Path("runs/benchmarks/baseline_mobilenet_v3_large/best.pt")
 RECIPES = ("seed", "mobile")
 
 
-def run_recipe(name: str, baseline: Path, runs: Path, threads: int | None, retime: bool = False, settings: list[str] = ()) -> dict:
+def run_recipe(name: str, baseline: Path, runs: Path, threads: int | None, retime: bool = False, settings: Sequence[str] = ()) -> dict:
     """``udacisense run`` in its own process (as a user would), resuming whatever finished before."""
     overrides = [option for setting in settings for option in ("--set", setting)]
     if baseline.is_file():
@@ -162,7 +163,11 @@ def main() -> None:
         else:
             sys.exit(f"unknown part '{name}'; choose from seed, mobile, peer")
         results = load_results("pipeline")  # a parallel invocation may have added rows meanwhile
-        results |= provenance()
+        if args.retime:  # the same runs, timed again: the measuring command stays, and this one is named beside it
+            results["retimed"] = provenance()
+        else:
+            results |= provenance()
+            results.pop("retimed", None)
         # every row compares with one baseline: rows measured from another one are dropped, not mixed in
         results["rows"] = {key: old for key, old in results.get("rows", {}).items() if old.get("baseline") == baseline}
         results["rows"][name] = row | {"baseline": baseline}
