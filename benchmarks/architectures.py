@@ -18,12 +18,11 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import load_results, provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 
 MODELS = "mobilenet_v3_small,mobilenet_v3_small@0.75,mobilenet_v3_small@0.5,efficientnet_lite0,mobilevit_xxs,mobilevitv2_050"
 
@@ -93,7 +92,7 @@ def render(result: dict) -> str:
     return "\n".join([
         "### Architectures at 28 px",
         "",
-        f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}. "
+        f"{provenance_line(result)} "
         f"Each model trained {result['epochs']} epochs on {result['train_subset']:,} Fashion-MNIST images (one-cycle, the training "
         "defaults; the short schedule, not each architecture's best), then `udacisense export --formats pte,pte-int8,onnx`: every "
         "artifact validated on all 10,000 test images in its runtime; latency p50 at batch 1, 1 thread, fresh process.",
@@ -122,8 +121,8 @@ def main() -> None:
         options = [] if args.models == MODELS else [f"--models {args.models}"]
         options += [f"--{name} {value}" for name, value in (("epochs", args.epochs), ("train-subset", args.train_subset))
                     if value != parser.get_default(name.replace("-", "_"))]
-        result = {"command": " ".join(["python benchmarks/architectures.py", *options]),  # where the runs went is no part of it
-                  "date": time.strftime("%Y-%m-%d"), "commit": head_commit(), "machine": machine(), "epochs": args.epochs,
+        result = provenance() | {"command": " ".join(["python benchmarks/architectures.py", *options]),  # where the runs went is no part of it
+                                 "epochs": args.epochs,
                   "train_subset": args.train_subset, "rows": rows}
         save_results("architectures", result)
     replace_doc_section("architectures", render(result))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import load_results, provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 
 ARMS = ("none", "direct", "cascade")
 
@@ -98,7 +98,7 @@ def render(result: dict) -> str:
     return "\n".join([
         "### 3.4 Progressive distillation at equal training epochs",
         "",
-        f"`{result['command']}` on {describe_machine(result['machine'])}; {result['date']}, commit {result['commit']}. "
+        f"{provenance_line(result)} "
         f"Teacher {result['teacher']} trained {result['teacher_epochs']} epochs ({result['teacher_top1']:.2f}% test top-1); "
         f"student {result['student']}, assistant {result['assistant']}; {result['train_subset']:,} training images, "
         f"{result['epochs']} training epochs per arm in all, the `distill` stage's defaults (T = 4, α = 0.7, one-cycle). "
@@ -134,10 +134,10 @@ def main() -> None:
         options = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("teacher", "teacher_epochs", "assistant", "student", "epochs",
                                                                                     "seeds", "train_subset")
                    if getattr(args, name) != parser.get_default(name)]
-        result = {"command": " ".join(["python benchmarks/cascade.py", *options]), "date": time.strftime("%Y-%m-%d"), "commit": head_commit(),
-                  "machine": machine(), "teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "teacher_top1": teacher["test_top1"],
-                  "assistant": args.assistant, "student": args.student, "epochs": args.epochs, "seeds": seeds,
-                  "train_subset": args.train_subset, "rows": []}
+        result = provenance() | {"command": " ".join(["python benchmarks/cascade.py", *options]),
+                                 "teacher": args.teacher, "teacher_epochs": args.teacher_epochs, "teacher_top1": teacher["test_top1"],
+                                 "assistant": args.assistant, "student": args.student, "epochs": args.epochs, "seeds": seeds,
+                                 "train_subset": args.train_subset, "rows": []}
         for seed in seeds:
             for arm in ARMS:
                 result["rows"].append(run_arm(arm, seed, args.runs_dir / "teacher" / "best.pt", args))

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, describe_machine, head_commit, load_results, machine, replace_doc_section, save_results  # noqa: E402
+from common import ROOT, load_results, provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "peers" / "openvino_peer.py"
 REQUIREMENTS = PEER_SCRIPT.parent / "requirements.txt"
@@ -310,7 +310,7 @@ def render(results: dict[str, Any]) -> str:
     rows = table_rows(results)
     context = results["context"]
     lines = [
-        f"`{results['command']}` on {describe_machine(results['machine'])}; {results['date']}, commit {results['commit']}. "
+        f"{provenance_line(results)} "
         f"Baseline `{Path(context['baseline']).name}`: {context['baseline_top1']:.2f}% test top-1 (eager PyTorch); data "
         f"{json.dumps(context['data'])}. Top-1 and agreement (top-1 agreement with the eager fp32 baseline) on all "
         f"{context['test_images']:,} test images in each artifact's runtime; latency at batch 1, 1 thread, median of "
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> None:
             stored = {"files": files, "rounds": [args.rounds, args.runs], "timing": time_rows(rows, context["shape"], args.rounds, args.runs, python)}
             timing_file.write_text(json.dumps(stored, indent=1))
         timing = stored["timing"]
-        save_results("peers", {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": head_commit(),
-                               "command": " ".join(["python benchmarks/peers.py", *(argv if argv is not None else sys.argv[1:])]),
+        save_results("peers", provenance() | {"command": " ".join(["python benchmarks/peers.py", *(argv if argv is not None else sys.argv[1:])]),
                                "rounds": args.rounds, "runs": args.runs, "context": context,
                                "rows": {key: row | timing[key] for key, row in rows.items()}})
     results = load_results("peers")

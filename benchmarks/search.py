@@ -23,12 +23,11 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe_machine, head_commit, machine, replace_doc_section, save_results  # noqa: E402
+from common import provenance, provenance_line, replace_doc_section, save_results  # noqa: E402
 from udacisense.deploy.bench import bench_artifact  # noqa: E402
 from udacisense.pipeline.runner import artifact_file, finished_result  # noqa: E402
 from udacisense.pipeline.search import dominates, front_runs  # noqa: E402
@@ -103,14 +102,12 @@ def main() -> None:
               "latency_ms": latency[trial], "megabytes": paths[trial][1].stat().st_size / 1e6} for trial, point in front.items()]
     for row in rows[1:]:
         row["dominates_recipe"] = dominates(row, rows[0])
-    results = {"machine": machine(), "recipe": args.recipe, "baseline": str(args.baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
-               "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows, "date": time.strftime("%Y-%m-%d"),
-               "commit": head_commit(),
+    results = provenance() | {"recipe": args.recipe, "baseline": str(args.baseline), "recipe_seconds": hand_seconds, "budget_seconds": budget,
+               "trials": pareto["trial_count"], "failed": pareto["failed"], "rows": rows,
                "command": " ".join(["python benchmarks/search.py", *sys.argv[1:]])}
     name = "search" if args.recipe == "mobile" else f"search_{args.recipe}"  # one results file and doc section per recipe
     save_results(name, results)
-    lines = [f"### Search against {label}", "", f"`{results['command']}` on {describe_machine(results['machine'])}; "
-             f"{results['date']}, commit {results['commit']}. "
+    lines = [f"### Search against {label}", "", f"{provenance_line(results)} "
              f"{label} took {hand_seconds / 60:.1f} min; the search's budget was {budget / 60:.1f} min, in which it ran "
              f"{pareto['trial_count']} trials ({len(pareto['failed'])} failed: "
              f"{'; '.join(row['summary'] + ': ' + row['error'] for row in pareto['failed']) or 'none'}). Latency: each artifact's `.pte`, "
